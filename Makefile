@@ -1,0 +1,88 @@
+# modelops — every target has a one-line help: `make help`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CACHE        ?= $(HOME)/.cache/modelops
+LOCK_HASH    := $(shell sha256sum requirements/lock.txt | cut -c1-12)
+VENV         ?= $(CACHE)/venv-$(LOCK_HASH)
+PY           := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/jobs
+export PIP_CACHE_DIR ?= $(CACHE)/pip
+KUBE_VERSION ?= 1.35.4
+PYTEST       := $(PY) -m pytest
+MODELOPS     := $(PY) -m modelops_cli.main
+
+.PHONY: help install system-deps control-plane crds crds-check lint typecheck test test-unit test-jobs \
+        test-integration test-e2e cluster-up cluster-down demo bench clean-venv
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed:
+	@echo ">> creating $(VENV) (dependencies only; the repo is used from PYTHONPATH)"
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/lock.txt
+	touch $@
+
+install: $(VENV)/.installed system-deps ## install Python deps (cached venv), Prometheus, and build the control plane
+	@$(MAKE) --no-print-directory control-plane
+
+system-deps: ## install Debian packages the tests need (prometheus, promtool, openssl)
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null; then \
+	  echo ">> installing Debian packages: prometheus openssl"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus openssl >/dev/null; \
+	fi
+
+control-plane: ## build kube-apiserver, kube-controller-manager, kubectl and etcd from source (cached)
+	@KUBE_VERSION=$(KUBE_VERSION) MODELOPS_CACHE=$(CACHE) hack/build-control-plane.sh >/dev/null
+
+crds: $(VENV)/.installed ## generate crds/, the chart's CRD copy and docs/api.md from the API models
+	$(MODELOPS) crds
+	$(MODELOPS) api-docs
+
+crds-check: $(VENV)/.installed ## fail if committed CRDs or docs/api.md differ from the models
+	$(MODELOPS) crds --check
+	$(MODELOPS) api-docs --check
+
+lint: $(VENV)/.installed ## ruff lint + format check, and import boundaries (import-linter)
+	$(VENV)/bin/ruff check operator jobs tests benchmarks
+	$(VENV)/bin/ruff format --check operator jobs tests benchmarks
+	cd $(CURDIR) && $(VENV)/bin/lint-imports
+
+typecheck: $(VENV)/.installed ## mypy on the operator side
+	$(PY) -m mypy
+
+test: install crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e)
+	$(PYTEST) tests/unit tests/jobs tests/integration tests/e2e
+
+test-unit: $(VENV)/.installed ## unit tier: models, CRD generation, plan(), builders
+	$(PYTEST) tests/unit
+
+test-jobs: $(VENV)/.installed ## jobs tier: each algorithm end to end on tiny models (CPU)
+	$(PYTEST) tests/jobs
+
+test-integration: install ## integration tier: the real local control plane
+	$(PYTEST) tests/integration
+
+test-e2e: install ## e2e tier: control plane + a real Prometheus
+	$(PYTEST) tests/e2e
+
+cluster-up: install ## start the local control plane in the background; prints KUBECONFIG
+	$(MODELOPS) cluster up
+
+cluster-down: $(VENV)/.installed ## stop the local control plane
+	$(MODELOPS) cluster down
+
+demo: install ## the main job: local control plane + operator + one example of each kind
+	$(PY) -m modelops_devcluster.demo
+
+bench: $(VENV)/.installed ## run the benchmarks and rewrite docs/benchmarks.md
+	$(PY) benchmarks/perp.py
+	$(PY) benchmarks/unlearning.py
+	$(PY) benchmarks/cpt.py
+	$(PY) benchmarks/translora.py
+	$(PY) benchmarks/assemble.py
+
+clean-venv: ## remove the cached virtualenv of the current lock file
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""One module per method; the `*_job` modules adapt a kind's spec to its algorithm."""

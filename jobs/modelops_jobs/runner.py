@@ -1,0 +1,181 @@
+"""The contract every algorithm meets, run the same way in a pod and in `modelops run`.
+
+In: a spec document (the resource's apiVersion, kind, metadata and spec, plus `run`
+for ModelAdaptation), parsed with the same pydantic model the API server's schema was
+generated from. Out: the output directory published atomically with its manifest
+(lineage, spec digest, metrics, file digests), a short JSON result in the termination
+message, and an exit code: 0 done, EXIT_PERMANENT for input that retrying cannot fix,
+EXIT_RETRYABLE for anything else (including SIGTERM after a checkpoint).
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from modelops_api import kind_info
+from modelops_api.meta import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, TERMINATION_MESSAGE_PATH
+from modelops_api.status import Artifact, JobResult
+from modelops_jobs import registry, storage
+from modelops_jobs.checkpoint import Checkpointer, seed_everything
+from modelops_jobs.context import RunContext, default_device
+from modelops_jobs.errors import JobError, PermanentError, Preempted
+from modelops_jobs.reporting import NullReporter, Reporter
+
+TERMINATION_LIMIT = 4096
+
+
+@dataclass
+class RunOutcome:
+    result: JobResult
+    exit_code: int
+
+
+def spec_digest(document: dict[str, Any]) -> str:
+    body = json.dumps(document.get("spec", {}), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def validation_message(exc: ValidationError) -> str:
+    """'spec.a.b: message' for each error: the field is always named."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_document(document: dict[str, Any]) -> tuple[Any, Any]:
+    """(KindInfo, validated spec) or PermanentError(InvalidSpec) naming the field."""
+    kind = document.get("kind")
+    try:
+        info = kind_info(str(kind))
+    except KeyError as exc:
+        raise PermanentError(str(exc), "InvalidSpec") from exc
+    try:
+        spec = info.spec.model_validate(document.get("spec", {}))
+    except ValidationError as exc:
+        raise PermanentError(validation_message(exc), "InvalidSpec") from exc
+    return info, spec
+
+
+def output_location(info: Any, spec: Any, document: dict[str, Any]) -> str | None:
+    """The URI this run publishes to (ModelAdaptation runs get their own version dir)."""
+    output = getattr(spec, "output", None)
+    if output is None:
+        return None
+    if info.kind == "ModelAdaptation":
+        number = int(document.get("run", {}).get("number", 1))
+        return f"{output.uri.rstrip('/')}/run-{number:04d}"
+    return str(output.uri)
+
+
+def execute(
+    document: dict[str, Any],
+    reporter: Reporter | None = None,
+    checkpoint_dir: Path | None = None,
+    install_signals: bool = False,
+) -> RunOutcome:
+    """Parse, run and publish one spec document; never raises for algorithm failures."""
+    reporter = reporter or NullReporter()
+    started = time.time()
+    try:
+        info, spec = parse_document(document)
+        seed_everything(spec.seed)
+        torch.set_num_threads(max(1, int(os.environ.get("MODELOPS_THREADS", os.cpu_count() or 1))))
+        module = registry.get(info.algorithm)
+        ctx = RunContext(
+            output_dir=Path("."), reporter=reporter, seed=spec.seed, device=default_device()
+        )
+        uri = output_location(info, spec, document)
+        final: Path | None = None
+        if uri is not None:
+            final = ctx.resolve(uri, must_exist=False)
+            ctx.output_dir = storage.staging_dir_for(final)
+            checkpoint_dir = checkpoint_dir or final.parent / f".{final.name}.checkpoint"
+        ckpt_every = getattr(getattr(spec, "optimization", None), "checkpoint_every", 100)
+        ctx.checkpointer = Checkpointer(checkpoint_dir, every=ckpt_every)
+        if install_signals:
+            ctx.checkpointer.install_signal_handlers()
+        ctx.run = document.get("run", {})  # type: ignore[attr-defined]
+        outcome = module.run(spec, ctx)
+        results = dict(outcome.results)
+        if info.results is not None:
+            results = info.results.model_validate(results).to_wire()
+        artifact = None
+        if final is not None and outcome.publish:
+            manifest = {
+                "apiVersion": document.get("apiVersion"),
+                "kind": info.kind,
+                "name": document.get("metadata", {}).get("name"),
+                "namespace": document.get("metadata", {}).get("namespace"),
+                "uid": document.get("metadata", {}).get("uid"),
+                "run": document.get("run"),
+                "specDigest": spec_digest(document),
+                "algorithm": info.algorithm,
+                "results": results,
+                "lineage": outcome.lineage,
+                "metrics": outcome.metrics,
+                "createdAt": datetime.now(UTC).isoformat(),
+                "wallSeconds": round(time.time() - started, 3),
+            }
+            digest = storage.write_manifest(ctx.output_dir, manifest)
+            storage.publish(ctx.output_dir, final)
+            ctx.checkpointer.clear()
+            artifact = Artifact(uri=uri or "", manifest_digest=digest, version=outcome.version)
+        elif outcome.version is not None or uri is not None:
+            artifact = Artifact(uri=uri or "", version=outcome.version)
+        result = JobResult(ok=True, reason="Succeeded", results=results, artifact=artifact)
+        return RunOutcome(result, EXIT_OK)
+    except Preempted as exc:
+        return RunOutcome(
+            JobResult(ok=False, reason=exc.reason, message=exc.message), EXIT_RETRYABLE
+        )
+    except PermanentError as exc:
+        return RunOutcome(
+            JobResult(ok=False, reason=exc.reason, message=exc.message[:1024]), EXIT_PERMANENT
+        )
+    except JobError as exc:
+        return RunOutcome(
+            JobResult(ok=False, reason=exc.reason, message=exc.message[:1024]), EXIT_RETRYABLE
+        )
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        message = f"{type(exc).__name__}: {exc}"[:1024]
+        return RunOutcome(
+            JobResult(ok=False, reason="InternalError", message=message), EXIT_RETRYABLE
+        )
+
+
+def termination_message(result: JobResult) -> str:
+    """The result as JSON, trimmed to the kubelet's 4096-byte limit."""
+    text = json.dumps(result.to_wire(), separators=(",", ":"))
+    if len(text.encode()) <= TERMINATION_LIMIT:
+        return text
+    slim = result.model_copy(update={"message": result.message[:200]})
+    text = json.dumps(slim.to_wire(), separators=(",", ":"))
+    if len(text.encode()) <= TERMINATION_LIMIT:
+        return text
+    return json.dumps(
+        JobResult(
+            ok=result.ok, reason=result.reason, message="result too large", artifact=result.artifact
+        ).to_wire()
+    )
+
+
+def write_termination_message(result: JobResult, path: str | None = None) -> None:
+    path = path or os.environ.get("MODELOPS_TERMINATION_LOG", TERMINATION_MESSAGE_PATH)
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(termination_message(result))
+    except OSError as exc:
+        print(f"modelops: cannot write termination message to {path}: {exc}", file=sys.stderr)

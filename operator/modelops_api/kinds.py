@@ -1,0 +1,158 @@
+"""The four kinds and their CRD-level facts: names, printer columns, root-level rules.
+
+One `KindInfo` per kind is the single list the CRD generator, the operator's handler
+registration and the docs all iterate over.
+"""
+
+from dataclasses import dataclass, field
+
+from modelops_api.base import ApiModel, cel
+from modelops_api.lora_transfer import LoRATransferResults, LoRATransferSpec, LoRATransferStatus
+from modelops_api.model_adaptation import ModelAdaptationSpec, ModelAdaptationStatus
+from modelops_api.prune_retrain import PruneRetrainResults, PruneRetrainSpec, PruneRetrainStatus
+from modelops_api.unlearn_request import UnlearnRequestSpec, UnlearnRequestStatus, UnlearnResults
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    name: str
+    json_path: str
+    type: str = "string"
+    description: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    spec: type[ApiModel]
+    status: type[ApiModel]
+    results: type[ApiModel] | None
+    algorithm: str
+    """Registry name of the algorithm the Job runs (see modelops_jobs.registry)."""
+    columns: tuple[PrinterColumn, ...] = ()
+    root_rules: tuple[dict[str, str], ...] = field(default=())
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+def _immutable_once_started(what: str) -> dict[str, str]:
+    return cel(
+        "!has(oldSelf.status) || !has(oldSelf.status.jobRef) || self.spec == oldSelf.spec",
+        f"spec is immutable once the {what} has started; create a new resource instead",
+        ".spec",
+        "FieldValueForbidden",
+    )
+
+
+_PHASE = PrinterColumn("Phase", ".status.phase", description="Where the request stands.")
+_AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
+
+KINDS: tuple[KindInfo, ...] = (
+    KindInfo(
+        kind="PruneRetrain",
+        plural="pruneretrains",
+        short_names=("pr", "prune"),
+        spec=PruneRetrainSpec,
+        status=PruneRetrainStatus,
+        results=PruneRetrainResults,
+        algorithm="perp",
+        columns=(
+            _PHASE,
+            PrinterColumn("Sparsity", ".status.results.sparsity", "number", "Measured sparsity."),
+            PrinterColumn(
+                "PPL", ".status.results.retrainedPerplexity", "number", "Retrained perplexity."
+            ),
+            PrinterColumn("Criterion", ".spec.pruning.criterion", priority=1),
+            PrinterColumn("Pattern", ".spec.pruning.pattern", priority=1),
+            _AGE,
+        ),
+        root_rules=(_immutable_once_started("run"),),
+    ),
+    KindInfo(
+        kind="UnlearnRequest",
+        plural="unlearnrequests",
+        short_names=("ur", "unlearn"),
+        spec=UnlearnRequestSpec,
+        status=UnlearnRequestStatus,
+        results=UnlearnResults,
+        algorithm="unlearn",
+        columns=(
+            _PHASE,
+            PrinterColumn("Method", ".spec.method"),
+            PrinterColumn(
+                "Deleted", ".status.results.deletedSamples", "integer", "Samples forgotten."
+            ),
+            PrinterColumn("Version", ".status.receipt.versionAfter", priority=1),
+            _AGE,
+        ),
+        root_rules=(_immutable_once_started("deletion"),),
+    ),
+    KindInfo(
+        kind="LoRATransfer",
+        plural="loratransfers",
+        short_names=("lt", "transfer"),
+        spec=LoRATransferSpec,
+        status=LoRATransferStatus,
+        results=LoRATransferResults,
+        algorithm="translora",
+        columns=(
+            _PHASE,
+            PrinterColumn(
+                "Score", ".status.results.transferredScore", "number", "Transferred score."
+            ),
+            PrinterColumn(
+                "Accepted", ".status.results.acceptanceRate", "number", "Filter acceptance."
+            ),
+            _AGE,
+        ),
+        root_rules=(_immutable_once_started("transfer"),),
+    ),
+    KindInfo(
+        kind="ModelAdaptation",
+        plural="modeladaptations",
+        short_names=("ma", "adapt"),
+        spec=ModelAdaptationSpec,
+        status=ModelAdaptationStatus,
+        results=None,
+        algorithm="adapt",
+        columns=(
+            _PHASE,
+            PrinterColumn("Strategy", ".spec.strategy"),
+            PrinterColumn("Trigger", ".spec.trigger.type"),
+            PrinterColumn("Runs", ".status.runCount", "integer", "Runs started."),
+            PrinterColumn("Drift", ".status.drift.lastValue", "number", "Last drift value.", 1),
+            _AGE,
+        ),
+        root_rules=(
+            cel(
+                "self.spec.strategy == oldSelf.spec.strategy",
+                "spec.strategy is immutable; create a new ModelAdaptation instead",
+                ".spec.strategy",
+                "FieldValueForbidden",
+            ),
+            cel(
+                "self.spec.output.uri == oldSelf.spec.output.uri",
+                "spec.output.uri is immutable (model versions live there)",
+                ".spec.output.uri",
+                "FieldValueForbidden",
+            ),
+        ),
+    ),
+)
+
+_BY_KIND = {k.kind: k for k in KINDS}
+_BY_PLURAL = {k.plural: k for k in KINDS}
+
+
+def kind_info(name: str) -> KindInfo:
+    """The KindInfo for a kind or plural name; KeyError naming the choices otherwise."""
+    if name in _BY_KIND:
+        return _BY_KIND[name]
+    if name in _BY_PLURAL:
+        return _BY_PLURAL[name]
+    raise KeyError(f"unknown kind {name!r}; expected one of {sorted(_BY_KIND)}")

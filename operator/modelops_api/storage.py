@@ -1,0 +1,109 @@
+"""Storage URIs: where models, adapters and data live.
+
+Four schemes, one validator. `pvc://claim/path` (a PersistentVolumeClaim mounted into
+the Job pod), `file:///abs/path` (local runs and tests), `hf://org/name[@revision]`
+(a Hugging Face repository, resolved offline from a cache volume) and
+`s3://bucket/key`. Paths are normalised and may not escape their root: no `..`
+segments, no empty segments, no backslashes.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+Scheme = Literal["pvc", "file", "hf", "s3"]
+SCHEMES: tuple[Scheme, ...] = ("pvc", "file", "hf", "s3")
+
+# The schema-level pattern (checked by the API server) mirrors parse_uri below.
+# One path segment that is not "." or ".." (RE2 has no look-ahead, so spelt out).
+_SEGMENT = r"([^/\\.][^/\\]*|\.[^/\\.][^/\\]*|\.\.[^/\\]+)"
+# The schema-level pattern (checked by the API server) mirrors parse_uri below.
+URI_PATTERN = (
+    rf"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/{_SEGMENT})*/?"
+    rf"|file:///({_SEGMENT}(/{_SEGMENT})*)?/?"
+    r"|hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?"
+    rf"|s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9](/{_SEGMENT})*/?)$"
+)
+URI_MAX_LENGTH = 1024
+_CLAIM = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_HF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ParsedURI:
+    """A storage URI split into scheme, authority (claim, bucket, org/name) and path."""
+
+    scheme: Scheme
+    authority: str
+    path: str
+    revision: str | None = None
+
+    def join(self, *parts: str) -> str:
+        """A child URI: the same location with more path segments."""
+        extra = "/".join(p.strip("/") for p in parts if p.strip("/"))
+        base = self.path.rstrip("/")
+        path = f"{base}/{extra}" if base else extra
+        if self.scheme == "file":
+            return f"file:///{path.lstrip('/')}"
+        return f"{self.scheme}://{self.authority}/{path}".rstrip("/")
+
+
+def _check_segments(uri: str, path: str) -> None:
+    for segment in path.split("/"):
+        if segment in ("..", "."):
+            raise ValueError(f"storage URI {uri!r} must not contain '.' or '..' segments")
+    if "\\" in path:
+        raise ValueError(f"storage URI {uri!r} must not contain backslashes")
+    if "//" in path.strip("/"):
+        raise ValueError(f"storage URI {uri!r} must not contain empty path segments")
+
+
+def parse_uri(uri: str) -> ParsedURI:
+    """Parse and validate a storage URI, or raise ValueError saying what is wrong."""
+    if len(uri) > URI_MAX_LENGTH:
+        raise ValueError(f"storage URI is longer than {URI_MAX_LENGTH} characters")
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ValueError(
+            f"storage URI {uri!r} must start with one of " + ", ".join(f"{s}://" for s in SCHEMES)
+        )
+    if scheme == "file":
+        if not rest.startswith("/"):
+            raise ValueError(f"file URI {uri!r} must be absolute: file:///path")
+        _check_segments(uri, rest)
+        return ParsedURI("file", "", rest.rstrip("/") or "/")
+    authority, _, path = rest.partition("/")
+    _check_segments(uri, path)
+    if scheme == "pvc":
+        if not _CLAIM.match(authority):
+            raise ValueError(f"pvc URI {uri!r}: {authority!r} is not a valid claim name")
+        return ParsedURI("pvc", authority, path.strip("/"))
+    if scheme == "s3":
+        if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", authority):
+            raise ValueError(f"s3 URI {uri!r}: {authority!r} is not a valid bucket name")
+        return ParsedURI("s3", authority, path.strip("/"))
+    # hf://org/name[@revision]
+    repo, _, revision = rest.partition("@")
+    if not _HF.match(repo):
+        raise ValueError(f"hf URI {uri!r} must be hf://org/name[@revision]")
+    org, _, name = repo.partition("/")
+    return ParsedURI("hf", org, name, revision or None)
+
+
+def _validated(uri: str) -> str:
+    parse_uri(uri)
+    return uri
+
+
+StorageURI = Annotated[
+    str,
+    AfterValidator(_validated),
+    Field(
+        pattern=URI_PATTERN,
+        max_length=URI_MAX_LENGTH,
+        description="A storage URI: pvc://claim/path, file:///path, hf://org/name[@rev] or s3://bucket/key.",
+        examples=["pvc://models/opt-125m", "file:///data/model", "hf://facebook/opt-125m"],
+    ),
+]

@@ -1,0 +1,83 @@
+"""`modelops cluster up|down|kubeconfig`: the local control plane from a shell.
+
+The main `modelops` console script hands its `cluster` subcommand to `cli()`.
+`up` prints `export KUBECONFIG=...` on stdout (so `eval "$(modelops cluster up)"`
+works) and everything else on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from modelops_devcluster.binaries import BinariesError
+from modelops_devcluster.components import DEFAULT_CONTROLLERS
+from modelops_devcluster.controlplane import ControlPlaneError
+from modelops_devcluster.persistent import down, read_state, state_path, up
+from modelops_devcluster.pki import PKIError
+
+
+def build_parser(prog: str = "modelops cluster") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run a local Kubernetes control plane (etcd, kube-apiserver, "
+        "kube-controller-manager; no kubelet, no scheduler) on 127.0.0.1.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up_parser = commands.add_parser(
+        "up",
+        help="start it in the background (building the binaries on first use) "
+        "and print `export KUBECONFIG=...`",
+    )
+    up_parser.add_argument(
+        "--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)"
+    )
+    up_parser.add_argument(
+        "--controllers",
+        default=",".join(DEFAULT_CONTROLLERS),
+        help="kube-controller-manager controllers, comma-separated, or '*' for all "
+        "(a slower start); default: job, cronjob, garbage collector, TTL-after-finished, "
+        "namespace, ServiceAccount, token, root CA, ClusterRole aggregation, Deployment, "
+        "ReplicaSet",
+    )
+    down_parser = commands.add_parser("down", help="stop it")
+    down_parser.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds before SIGKILL (default 15)"
+    )
+    commands.add_parser("kubeconfig", help="print the path of its admin kubeconfig")
+    return parser
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Run the `cluster` subcommand; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            controllers = [c for c in args.controllers.split(",") if c]
+            state, started = up(start_timeout=args.timeout, controllers=controllers)
+            verb = "started" if started else "already running"
+            print(f"control plane {verb} at {state.server} (v{state.kube_version}); "
+                  f"logs in {state.data_dir / 'logs'}", file=sys.stderr)  # fmt: skip
+            print(f"export KUBECONFIG={state.kubeconfig}")
+            return 0
+        if args.command == "down":
+            stopped = down(timeout=args.timeout)
+            print(
+                "control plane stopped" if stopped else "no control plane was up", file=sys.stderr
+            )
+            return 0
+        current = read_state()
+        if current is None or not current.running():
+            print(f"no control plane is up (state: {state_path()}); run `modelops cluster up`",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        print(current.kubeconfig)
+        return 0
+    except (BinariesError, ControlPlaneError, PKIError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def main() -> None:
+    sys.exit(cli())

@@ -1,0 +1,53 @@
+"""Operator settings, read once from the environment (the Helm chart sets them)."""
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, "")
+    return tuple(x.strip() for x in raw.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Everything the builders and handlers need to know about the installation."""
+
+    jobs_image: str = "ghcr.io/modelops/modelops-jobs:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str | None = None
+    """ServiceAccount of Job pods; its token is never mounted."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means cluster-wide."""
+    metrics_port: int = 8080
+    health_port: int = 8081
+    job_metrics_port: int = 9400
+    default_gpu_resource: str = "nvidia.com/gpu"
+    pvc_mount_root: str = "/mnt/pvc"
+    hf_cache_claim: str | None = None
+    """A PVC holding the Hugging Face cache, mounted read-only in every Job pod."""
+    resync_seconds: float = 30.0
+    peering: str | None = None
+    """kopf peering name (several replicas, one active); None runs standalone."""
+    extra_job_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> "OperatorConfig":
+        env = os.environ
+        extra = {
+            k[len("MODELOPS_JOB_ENV_") :]: v
+            for k, v in env.items()
+            if k.startswith("MODELOPS_JOB_ENV_")
+        }
+        return cls(
+            jobs_image=env.get("MODELOPS_JOBS_IMAGE", cls.jobs_image),
+            image_pull_policy=env.get("MODELOPS_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            service_account=env.get("MODELOPS_JOB_SERVICE_ACCOUNT") or None,
+            namespaces=_env_list("MODELOPS_NAMESPACES"),
+            metrics_port=int(env.get("MODELOPS_METRICS_PORT", cls.metrics_port)),
+            health_port=int(env.get("MODELOPS_HEALTH_PORT", cls.health_port)),
+            hf_cache_claim=env.get("MODELOPS_HF_CACHE_CLAIM") or None,
+            resync_seconds=float(env.get("MODELOPS_RESYNC_SECONDS", cls.resync_seconds)),
+            peering=env.get("MODELOPS_PEERING") or None,
+            extra_job_env=extra,
+        )

@@ -1,0 +1,1 @@
+"""Thin kopf adapters: turn watch events into `Reconciler.reconcile` calls."""

@@ -1,0 +1,64 @@
+"""Operator start-up: kopf settings that avoid its known failure modes, the metrics
+server, and the resync loop."""
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from modelops_operator.config import OperatorConfig
+from modelops_operator.service import Reconciler
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    reconciler: Reconciler,
+    config: OperatorConfig,
+    tick: float,
+    api_config: client.Configuration,
+) -> None:
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        """kopf talks to the same server with the same credentials as our client."""
+        auth = api_config.api_key.get("authorization") or api_config.api_key.get("BearerToken")
+        token = auth.split(" ", 1)[1] if auth and " " in auth else auth
+        return kopf.ConnectionInfo(
+            server=api_config.host,
+            ca_path=api_config.ssl_ca_cert,
+            insecure=not api_config.verify_ssl,
+            certificate_path=api_config.cert_file,
+            private_key_path=api_config.key_file,
+            scheme="Bearer" if token else None,
+            token=token,
+        )
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Watches that hang silently are kopf's best-known failure mode: bound them.
+        settings.watching.server_timeout = 270
+        settings.watching.client_timeout = 300
+        settings.watching.connect_timeout = 30
+        settings.watching.reconnect_backoff = 1.0
+        settings.networking.request_timeout = 60
+        settings.networking.connect_timeout = 30
+        # kopf's own events only for warnings; ours are written by k8s/apply.
+        settings.posting.level = logging.WARNING
+        settings.execution.max_workers = 32
+        if config.peering:
+            settings.peering.name = config.peering
+            settings.peering.standalone = False
+            settings.peering.clusterwide = not config.namespaces
+        else:
+            settings.peering.standalone = True
+
+    @kopf.on.startup(registry=registry)
+    async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+        memo["resync"] = asyncio.create_task(reconciler.resync_forever(tick))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+        task = memo.get("resync")
+        if task is not None:
+            task.cancel()

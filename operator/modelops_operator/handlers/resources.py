@@ -1,0 +1,32 @@
+"""Watch events of the four custom resources.
+
+`on.event` handlers only: kopf stores no progress or diff-base annotations and adds no
+finalizer (deletion needs no handler: the Job and ConfigMap are garbage-collected
+through their owner references). Every event triggers a full level-based reconcile.
+"""
+
+from typing import Any
+
+import kopf
+
+from modelops_api.kinds import KINDS
+from modelops_api.meta import GROUP, VERSION
+from modelops_operator.service import Reconciler
+
+
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
+    for info in KINDS:
+
+        async def on_event(
+            event: dict[str, Any], body: kopf.Body, kind: str = info.kind, **_: Any
+        ) -> None:
+            meta = body.get("metadata", {})
+            namespace, name = meta.get("namespace", "default"), meta["name"]
+            if event.get("type") == "DELETED":
+                reconciler.forget(kind, namespace, name)
+                return
+            await reconciler.reconcile(kind, namespace, name)
+
+        kopf.on.event(
+            GROUP, VERSION, info.plural, id=f"reconcile-{info.plural}", registry=registry
+        )(on_event)

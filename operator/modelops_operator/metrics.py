@@ -1,0 +1,107 @@
+"""Every operator metric, declared once. Prefixed `modelops_`, units in the names,
+labelled by kind (aggregates) or by namespace, name and kind (per resource) only.
+Series of a deleted resource are removed by `forget_resource`."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+PER_RESOURCE = ("namespace", "name", "kind")
+
+RECONCILES = Counter(
+    "modelops_reconciles_total", "Reconciliations run, by kind.", ["kind"], registry=REGISTRY
+)
+RECONCILE_ERRORS = Counter(
+    "modelops_reconcile_errors_total",
+    "Reconciliations that raised, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "modelops_reconcile_duration_seconds",
+    "Time to observe, plan and apply one reconciliation.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+ACTIVE_RUNS = Gauge(
+    "modelops_active_runs", "Runs (Jobs) in progress, by kind.", ["kind"], registry=REGISTRY
+)
+RUNS_FINISHED = Counter(
+    "modelops_runs_finished_total",
+    "Runs that reached a terminal phase.",
+    ["kind", "phase"],
+    registry=REGISTRY,
+)
+RUN_DURATION = Histogram(
+    "modelops_run_duration_seconds",
+    "Wall time of finished runs, from Job start to completion.",
+    ["kind"],
+    buckets=(10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400),
+    registry=REGISTRY,
+)
+RESOURCE_PHASE = Gauge(
+    "modelops_resource_phase_info",
+    "1 for the phase each resource is in.",
+    [*PER_RESOURCE, "phase"],
+    registry=REGISTRY,
+)
+DRIFT_VALUE = Gauge(
+    "modelops_drift_value", "Last drift value queried.", PER_RESOURCE, registry=REGISTRY
+)
+DRIFT_FIRE = Gauge(
+    "modelops_drift_fire_threshold", "Drift fire threshold.", PER_RESOURCE, registry=REGISTRY
+)
+DRIFT_CLEAR = Gauge(
+    "modelops_drift_clear_threshold", "Drift clear threshold.", PER_RESOURCE, registry=REGISTRY
+)
+DRIFT_PENDING = Gauge(
+    "modelops_drift_pending_seconds",
+    "How long drift has been past the fire threshold.",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
+TRIGGERS = Counter(
+    "modelops_triggers_total", "Runs started by any trigger.", PER_RESOURCE, registry=REGISTRY
+)
+DELETED_SAMPLES = Counter(
+    "modelops_deleted_samples_total",
+    "Training samples forgotten by UnlearnRequests.",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
+PROMETHEUS_ERRORS = Counter(
+    "modelops_prometheus_query_errors_total",
+    "Failed drift queries.",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
+
+_PER_RESOURCE_METRICS = (
+    DRIFT_VALUE,
+    DRIFT_FIRE,
+    DRIFT_CLEAR,
+    DRIFT_PENDING,
+    TRIGGERS,
+    DELETED_SAMPLES,
+    PROMETHEUS_ERRORS,
+)
+_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed", "Idle")
+
+
+def set_phase(namespace: str, name: str, kind: str, phase: str) -> None:
+    for p in _PHASES:
+        RESOURCE_PHASE.labels(namespace, name, kind, p).set(1 if p == phase else 0)
+
+
+def forget_resource(namespace: str, name: str, kind: str) -> None:
+    """Remove every per-resource series of a deleted resource."""
+    for metric in _PER_RESOURCE_METRICS:
+        try:
+            metric.remove(namespace, name, kind)
+        except KeyError:
+            pass
+    for p in _PHASES:
+        try:
+            RESOURCE_PHASE.remove(namespace, name, kind, p)
+        except KeyError:
+            pass

@@ -1,0 +1,24 @@
+"""Pure reconciliation: (observed state, operator config, now) -> a plan of actions.
+
+`plan()` never talks to the API server; `k8s/apply.py` carries the plan out. The same
+observed state always yields the same plan.
+"""
+
+from datetime import datetime
+
+from modelops_api.kinds import kind_info
+from modelops_operator.config import OperatorConfig
+from modelops_operator.reconcile.actions import Action
+from modelops_operator.reconcile.adaptation import plan_adaptation
+from modelops_operator.reconcile.observed import Observed
+from modelops_operator.reconcile.oneshot import plan_oneshot
+
+
+def plan(observed: Observed, config: OperatorConfig, now: datetime) -> list[Action]:
+    info = kind_info(observed.resource.kind)
+    if info.kind == "ModelAdaptation":
+        return plan_adaptation(observed, info, config, now)
+    return plan_oneshot(observed, info, config, now)
+
+
+__all__ = ["Action", "Observed", "plan"]

@@ -1,0 +1,60 @@
+"""Kubernetes-style conditions: set one by type, keeping lastTransitionTime when the
+status did not change, so reconciling twice writes nothing new."""
+
+from datetime import datetime
+from typing import Any
+
+
+def iso(t: datetime | None) -> str | None:
+    if t is None:
+        return None
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int,
+) -> list[dict[str, Any]]:
+    """A new list with the condition of `type_` set; others unchanged, order kept."""
+    out: list[dict[str, Any]] = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") != type_:
+            out.append(dict(cond))
+            continue
+        found = True
+        transition = cond.get("lastTransitionTime") if cond.get("status") == status else iso(now)
+        out.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message[:2048],
+                "lastTransitionTime": transition or iso(now),
+                "observedGeneration": generation,
+            }
+        )
+    if not found:
+        out.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message[:2048],
+                "lastTransitionTime": iso(now),
+                "observedGeneration": generation,
+            }
+        )
+    return out
+
+
+def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    for cond in conditions:
+        if cond.get("type") == type_:
+            return cond
+    return None

@@ -1,0 +1,77 @@
+"""What the reconciler sees: plain, immutable snapshots of the resource and its Job.
+
+`k8s/observe.py` fills these from the API server; tests build them by hand. Nothing
+here talks to the API server.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PodTermination:
+    """A finished container of one of the Job's pods."""
+
+    pod: str
+    exit_code: int
+    message: str
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The state of a Job the operator created."""
+
+    name: str
+    uid: str | None = None
+    active: int = 0
+    ready: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    suspended: bool = False
+    conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    """type -> (status, reason, message)."""
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    terminations: tuple[PodTermination, ...] = ()
+    """Terminated pods, newest first."""
+
+    def condition_true(self, type_: str) -> bool:
+        return self.conditions.get(type_, ("False", "", ""))[0] == "True"
+
+    @property
+    def complete(self) -> bool:
+        return self.condition_true("Complete") or self.condition_true("SuccessCriteriaMet")
+
+    @property
+    def failed_terminally(self) -> bool:
+        return self.condition_true("Failed") or self.condition_true("FailureTarget")
+
+
+@dataclass(frozen=True)
+class ResourceView:
+    """The custom resource, as received."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    annotations: dict[str, str] = field(default_factory=dict)
+    creation_time: datetime | None = None
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything `plan()` decides from."""
+
+    resource: ResourceView
+    jobs: dict[str, JobView] = field(default_factory=dict)
+    """Jobs owned by the resource, by name."""
+    configmaps: frozenset[str] = frozenset()
+    drift: Any = None
+    """ModelAdaptation: the latest drift query outcome (drift.state.QueryOutcome) or None."""

@@ -1,0 +1,245 @@
+"""Plans for the one-shot kinds: PruneRetrain, UnlearnRequest, LoRATransfer.
+
+One request, one ConfigMap, one Job. Level-based: the plan depends only on what is
+observed now, so the same state always gives the same (possibly empty) plan, and a
+restarted operator creates nothing twice. A Job that disappears before the request
+finished is reported in a condition and never recreated in a loop.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelops_api.kinds import KindInfo
+from modelops_api.status import Phase
+from modelops_api.unlearn_request import DeletionReceipt
+from modelops_operator.build.jobs import (
+    ResourceIdentity,
+    build_configmap,
+    build_job,
+    spec_document,
+)
+from modelops_operator.build.names import job_name
+from modelops_operator.config import OperatorConfig
+from modelops_operator.reconcile.actions import (
+    Action,
+    CreateJob,
+    EnsureConfigMap,
+    PatchStatus,
+    RecordEvent,
+)
+from modelops_operator.reconcile.conditions import iso, set_condition
+from modelops_operator.reconcile.job_outcome import job_outcome
+from modelops_operator.reconcile.observed import Observed, ResourceView
+
+TERMINAL = {Phase.SUCCEEDED.value, Phase.FAILED.value}
+
+
+def identity(res: ResourceView) -> ResourceIdentity:
+    return ResourceIdentity(res.kind, res.name, res.namespace, res.uid, res.generation)
+
+
+def spec_error_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
+    return "; ".join(parts)
+
+
+def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """Only the keys whose value changes."""
+    return {k: v for k, v in desired.items() if current.get(k) != v}
+
+
+def phase_conditions(
+    conditions: list[dict[str, Any]],
+    phase: str,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int,
+) -> list[dict[str, Any]]:
+    """Ready/Running/Succeeded/Failed conditions that agree with the phase."""
+    conds = conditions
+    conds = set_condition(
+        conds,
+        "Running",
+        "True" if phase == "Running" else "False",
+        reason,
+        message,
+        now,
+        generation,
+    )
+    if phase == "Succeeded":
+        conds = set_condition(conds, "Succeeded", "True", reason, message, now, generation)
+        conds = set_condition(conds, "Ready", "True", reason, message, now, generation)
+    elif phase == "Failed":
+        conds = set_condition(conds, "Failed", "True", reason, message, now, generation)
+        conds = set_condition(conds, "Ready", "False", reason, message, now, generation)
+    else:
+        conds = set_condition(conds, "Ready", "False", reason, message, now, generation)
+    return conds
+
+
+def invalid_spec_plan(res: ResourceView, message: str, now: datetime) -> list[Action]:
+    status = res.status
+    if status.get("phase") == "Failed" and status.get("message") == message:
+        return []
+    conds = set_condition(
+        status.get("conditions", []),
+        "SpecValid",
+        "False",
+        "InvalidSpec",
+        message,
+        now,
+        res.generation,
+    )
+    conds = phase_conditions(conds, "Failed", "InvalidSpec", message, now, res.generation)
+    return [
+        PatchStatus(
+            {
+                "phase": "Failed",
+                "message": message,
+                "conditions": conds,
+                "observedGeneration": res.generation,
+            }
+        ),
+        RecordEvent("Warning", "InvalidSpec", message),
+    ]
+
+
+def plan_oneshot(
+    obs: Observed, info: KindInfo, config: OperatorConfig, now: datetime
+) -> list[Action]:
+    res = obs.resource
+    status = res.status
+    if res.deleting:
+        return []
+    try:
+        spec = info.spec.model_validate(res.spec)
+    except ValidationError as exc:
+        return invalid_spec_plan(res, spec_error_message(exc), now)
+
+    name = job_name(res.kind, res.name)
+    job = obs.jobs.get(name)
+    ident = identity(res)
+
+    if job is None:
+        if status.get("jobRef"):
+            if status.get("phase") in TERMINAL:
+                return []
+            message = f"Job {name} was deleted before the request finished; not recreated"
+            conds = set_condition(
+                status.get("conditions", []),
+                "JobMissing",
+                "True",
+                "JobDeleted",
+                message,
+                now,
+                res.generation,
+            )
+            conds = phase_conditions(conds, "Failed", "JobDeleted", message, now, res.generation)
+            return [
+                PatchStatus({"phase": "Failed", "message": message, "conditions": conds}),
+                RecordEvent("Warning", "JobDeleted", message),
+            ]
+        document = spec_document(ident, spec)  # type: ignore[arg-type]
+        cm = build_configmap(ident, document)
+        job_manifest = build_job(ident, spec, config, document)  # type: ignore[arg-type]
+        message = f"created Job {name}"
+        conds = set_condition(
+            status.get("conditions", []),
+            "SpecValid",
+            "True",
+            "Valid",
+            "spec is valid",
+            now,
+            res.generation,
+        )
+        conds = set_condition(
+            conds, "JobCreated", "True", "JobCreated", message, now, res.generation
+        )
+        conds = phase_conditions(conds, "Pending", "Pending", message, now, res.generation)
+        return [
+            EnsureConfigMap(cm),
+            CreateJob(job_manifest),
+            PatchStatus(
+                {
+                    "phase": "Pending",
+                    "message": message,
+                    "jobRef": {"name": name, "namespace": res.namespace},
+                    "conditions": conds,
+                    "observedGeneration": res.generation,
+                }
+            ),
+            RecordEvent("Normal", "JobCreated", message),
+        ]
+
+    outcome = job_outcome(job)
+    phase = outcome.phase.value
+    desired: dict[str, Any] = {
+        "phase": phase,
+        "message": outcome.message,
+        "jobRef": {
+            "name": name,
+            "namespace": res.namespace,
+            **({"uid": job.uid} if job.uid else {}),
+        },
+        "observedGeneration": res.generation,
+    }
+    if job.start_time:
+        desired["startTime"] = iso(job.start_time)
+    if outcome.retries:
+        desired["retries"] = outcome.retries
+    if outcome.phase.terminal:
+        desired["completionTime"] = iso(job.completion_time or now)
+    result = outcome.result
+    if result is not None and outcome.phase == Phase.SUCCEEDED:
+        if info.results is not None:
+            try:
+                desired["results"] = info.results.model_validate(result.results).to_wire()
+            except ValidationError as exc:
+                desired["message"] = f"result did not parse: {spec_error_message(exc)}"
+        if result.artifact is not None:
+            desired["artifact"] = result.artifact.to_wire()
+        receipt = result.status.get("receipt") if result.status else None
+        if receipt is not None and res.kind == "UnlearnRequest":
+            desired["receipt"] = DeletionReceipt.model_validate(receipt).to_wire()
+    conds = list(status.get("conditions", []))
+    conds = phase_conditions(conds, phase, outcome.reason, outcome.message, now, res.generation)
+    if phase == "Suspended":
+        conds = set_condition(
+            conds, "Suspended", "True", "Suspended", outcome.message, now, res.generation
+        )
+    elif any(c.get("type") == "Suspended" for c in conds):
+        conds = set_condition(
+            conds,
+            "Suspended",
+            "False",
+            "Resumed",
+            "the Job is no longer suspended",
+            now,
+            res.generation,
+        )
+    results = desired.get("results") or {}
+    if res.kind == "LoRATransfer" and results.get("filtered") is False:
+        conds = set_condition(
+            conds,
+            "Unfiltered",
+            "True",
+            "NoDiscriminator",
+            "synthetic data was not filtered (no discriminator stored with the source adapter)",
+            now,
+            res.generation,
+        )
+    desired["conditions"] = conds
+    patch = status_patch(status, desired)
+    if not patch:
+        return []
+    actions: list[Action] = [PatchStatus(patch)]
+    if status.get("phase") != phase:
+        event_type = "Warning" if phase == "Failed" else "Normal"
+        actions.append(RecordEvent(event_type, outcome.reason, f"{phase}: {outcome.message}"))
+    return actions

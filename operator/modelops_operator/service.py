@@ -1,0 +1,240 @@
+"""The reconciler service: observe -> plan -> apply for one resource at a time.
+
+One lock per resource serialises its reconciles (a Job event and a resource event can
+arrive together). An index of known resources, fed by the watch events, drives the
+periodic resync and the drift and schedule checks without extra list calls.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes import client
+from pydantic import ValidationError
+
+from modelops_api.model_adaptation import ModelAdaptationSpec, parse_duration
+from modelops_operator import metrics
+from modelops_operator.config import OperatorConfig
+from modelops_operator.drift import prometheus
+from modelops_operator.drift.state import QueryOutcome, backoff_seconds, state_from_status
+from modelops_operator.k8s.apply import Applier
+from modelops_operator.k8s.observe import Observer
+from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
+from modelops_operator.reconcile import plan
+from modelops_operator.reconcile.actions import Action, PatchStatus
+from modelops_operator.reconcile.observed import ResourceView
+
+log = logging.getLogger("modelops.reconciler")
+Key = tuple[str, str, str]  # kind, namespace, name
+
+
+@dataclass
+class Tracked:
+    """What the resync loop knows about one resource."""
+
+    body: dict[str, Any]
+    next_resync: float
+    next_drift: float | None = None
+
+
+class Reconciler:
+    def __init__(self, api: client.ApiClient, config: OperatorConfig) -> None:
+        self.config = config
+        self.observer = Observer(api)
+        self.applier = Applier(api)
+        self.secrets = SecretReader(api)
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self.index: dict[Key, Tracked] = {}
+        self._phases: dict[Key, str] = {}
+
+    # -- the index ---------------------------------------------------------------
+    def track(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (body["kind"], meta.get("namespace", "default"), meta["name"])
+        entry = self.index.get(key)
+        now = time.monotonic()
+        if entry is None:
+            self.index[key] = Tracked(
+                body, now + self.config.resync_seconds, self._drift_interval(body) and now
+            )
+        else:
+            entry.body = body
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        key = (kind, namespace, name)
+        self.index.pop(key, None)
+        self._locks.pop(key, None)
+        self._phases.pop(key, None)
+        metrics.forget_resource(namespace, name, kind)
+        self._update_active_runs()
+
+    @staticmethod
+    def _drift_interval(body: dict[str, Any]) -> float | None:
+        if body.get("kind") != "ModelAdaptation":
+            return None
+        trigger = (body.get("spec") or {}).get("trigger") or {}
+        if trigger.get("type") != "drift" or not trigger.get("drift"):
+            return None
+        try:
+            return parse_duration(trigger["drift"].get("interval", "1m"))
+        except ValueError:
+            return None
+
+    # -- reconciling -------------------------------------------------------------
+    async def reconcile(
+        self, kind: str, namespace: str, name: str, with_drift: bool = False
+    ) -> list[Action]:
+        key = (kind, namespace, name)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            started = time.perf_counter()
+            metrics.RECONCILES.labels(kind).inc()
+            try:
+                body = await self.observer.get_resource(kind, namespace, name)
+                if body is None:
+                    self.forget(kind, namespace, name)
+                    return []
+                body.setdefault("kind", kind)
+                self.track(body)
+                drift = await self._query_drift(body) if with_drift else None
+                observed = await self.observer.observe(body, drift)
+                actions = plan(observed, self.config, datetime.now(UTC))
+                await self.applier.apply(observed.resource, actions)
+                self._record(observed.resource, actions, drift)
+                return actions
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels(kind).inc()
+                log.exception("reconcile of %s %s/%s failed", kind, namespace, name)
+                entry = self.index.get(key)
+                if entry is not None:
+                    entry.next_resync = time.monotonic() + 5
+                raise
+            finally:
+                metrics.RECONCILE_DURATION.labels(kind).observe(time.perf_counter() - started)
+
+    async def _query_drift(self, body: dict[str, Any]) -> QueryOutcome | None:
+        try:
+            spec = ModelAdaptationSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return None
+        trigger = spec.trigger.drift
+        if spec.trigger.type != "drift" or trigger is None:
+            return None
+        now = datetime.now(UTC)
+        namespace = body["metadata"].get("namespace", "default")
+        try:
+            creds = await self.secrets.credentials(namespace, trigger)
+        except SecretNotFound as exc:
+            return QueryOutcome(now, error=str(exc), error_reason="SecretNotFound")
+        return await asyncio.to_thread(
+            prometheus.query_value,
+            trigger.prometheus_url,
+            trigger.query,
+            now,
+            parse_duration(trigger.timeout),
+            creds,
+        )
+
+    def _record(self, res: ResourceView, actions: list[Action], drift: QueryOutcome | None) -> None:
+        key = (res.kind, res.namespace, res.name)
+        patch: dict[str, Any] = {}
+        for action in actions:
+            if isinstance(action, PatchStatus):
+                patch.update(action.patch)
+        status = {**res.status, **patch}
+        phase = status.get("phase")
+        old = self._phases.get(key)
+        if phase:
+            self._phases[key] = phase
+            metrics.set_phase(res.namespace, res.name, res.kind, phase)
+            if phase != old and phase in ("Succeeded", "Failed") and old is not None:
+                metrics.RUNS_FINISHED.labels(res.kind, phase).inc()
+                start, end = status.get("startTime"), status.get("completionTime")
+                if start and end:
+                    seconds = (
+                        datetime.fromisoformat(end.replace("Z", "+00:00"))
+                        - datetime.fromisoformat(start.replace("Z", "+00:00"))
+                    ).total_seconds()
+                    metrics.RUN_DURATION.labels(res.kind).observe(max(seconds, 0.0))
+                if res.kind == "UnlearnRequest" and phase == "Succeeded":
+                    deleted = (status.get("results") or {}).get("deletedSamples") or 0
+                    metrics.DELETED_SAMPLES.labels(res.namespace, res.name, res.kind).inc(deleted)
+        if "runCount" in patch and int(patch["runCount"]) > int(res.status.get("runCount", 0)):
+            metrics.TRIGGERS.labels(res.namespace, res.name, res.kind).inc(
+                int(patch["runCount"]) - int(res.status.get("runCount", 0))
+            )
+        if res.kind == "ModelAdaptation":
+            self._record_drift(res, status, drift)
+        self._update_active_runs()
+
+    def _record_drift(
+        self, res: ResourceView, status: dict[str, Any], drift: QueryOutcome | None
+    ) -> None:
+        trig = (res.spec.get("trigger") or {}).get("drift")
+        if not trig:
+            return
+        labels = (res.namespace, res.name, res.kind)
+        metrics.DRIFT_FIRE.labels(*labels).set(float(trig["fireThreshold"]))
+        metrics.DRIFT_CLEAR.labels(*labels).set(float(trig["clearThreshold"]))
+        state = state_from_status(status.get("drift"))
+        if state.last_value is not None:
+            metrics.DRIFT_VALUE.labels(*labels).set(state.last_value)
+        pending = (
+            (datetime.now(UTC) - state.pending_since).total_seconds()
+            if state.pending_since
+            else 0.0
+        )
+        metrics.DRIFT_PENDING.labels(*labels).set(pending)
+        if drift is not None and drift.error is not None:
+            metrics.PROMETHEUS_ERRORS.labels(*labels).inc()
+        entry = self.index.get((res.kind, res.namespace, res.name))
+        interval = self._drift_interval({"kind": res.kind, "spec": res.spec})
+        if entry is not None and interval is not None and drift is not None:
+            entry.next_drift = time.monotonic() + backoff_seconds(
+                interval, state.consecutive_errors
+            )
+
+    def _update_active_runs(self) -> None:
+        counts: dict[str, int] = {}
+        for (kind, _, _), phase in self._phases.items():
+            counts.setdefault(kind, 0)
+            if phase in ("Pending", "Running"):
+                counts[kind] += 1
+        for kind, n in counts.items():
+            metrics.ACTIVE_RUNS.labels(kind).set(n)
+
+    # -- the resync loop -----------------------------------------------------------
+    async def resync_forever(self, tick: float = 1.0) -> None:
+        """Reconcile each tracked resource every resync interval, drift ones on their own
+        interval (with backoff after errors), scheduled ones at their cron time."""
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            due: list[tuple[Key, bool]] = []
+            for key, entry in list(self.index.items()):
+                drift_due = entry.next_drift is not None and now >= entry.next_drift
+                schedule_due = self._schedule_due(entry.body)
+                if drift_due or schedule_due or now >= entry.next_resync:
+                    entry.next_resync = now + self.config.resync_seconds
+                    if drift_due:
+                        entry.next_drift = now + 3600  # set properly after the query
+                    due.append((key, drift_due))
+            for (kind, ns, name), with_drift in due:
+                try:
+                    await self.reconcile(kind, ns, name, with_drift=with_drift)
+                except Exception:
+                    pass
+
+    @staticmethod
+    def _schedule_due(body: dict[str, Any]) -> bool:
+        if body.get("kind") != "ModelAdaptation":
+            return False
+        nxt = (body.get("status") or {}).get("nextScheduleTime")
+        if not nxt:
+            return False
+        return datetime.now(UTC) >= datetime.fromisoformat(nxt.replace("Z", "+00:00")) - timedelta(
+            seconds=0
+        )
