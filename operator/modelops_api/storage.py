@@ -99,11 +99,11 @@ def _validated(uri: str) -> str:
 
 StorageURI = Annotated[
     str,
-    AfterValidator(_validated),
     Field(
-        pattern=URI_PATTERN,
         max_length=URI_MAX_LENGTH,
         description="A storage URI: pvc://claim/path, file:///path, hf://org/name[@rev] or s3://bucket/key.",
-        examples=["pvc://models/opt-125m", "file:///data/model", "hf://facebook/opt-125m"],
+        # The API server checks the pattern; pydantic checks parse_uri (the same rules).
+        json_schema_extra={"pattern": URI_PATTERN},
     ),
+    AfterValidator(_validated),
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -90,3 +91,56 @@ def namespace(kube_api: client.ApiClient) -> Iterator[str]:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+# -- modelops on the control plane --------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def crds_installed(
+    control_plane: ControlPlane | ExistingCluster, kube_api: client.ApiClient
+) -> list[str]:
+    """The generated CRDs, applied and Established."""
+    from modelops_api.crdgen import crd_for
+    from modelops_api.kinds import KINDS
+
+    ext = client.ApiextensionsV1Api(kube_api)
+    names = []
+    for info in KINDS:
+        body = crd_for(info)
+        name = body["metadata"]["name"]
+        try:
+            ext.create_custom_resource_definition(body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            current = ext.read_custom_resource_definition(name)
+            body["metadata"]["resourceVersion"] = current.metadata.resource_version
+            ext.replace_custom_resource_definition(name, body)
+        names.append(name)
+
+    def established(name: str) -> bool | None:
+        crd = ext.read_custom_resource_definition(name)
+        conds = {c.type: c.status for c in (crd.status.conditions or [])}
+        return True if conds.get("Established") == "True" else None
+
+    for name in names:
+        poll_until(f"CRD {name} Established", lambda n=name: established(n))
+    return names
+
+
+@pytest.fixture
+def operator(
+    control_plane: ControlPlane | ExistingCluster, crds_installed: list[str], namespace: str
+) -> Iterator[Any]:
+    """The real operator, in-process, watching the test's namespace."""
+    from modelops_operator.config import OperatorConfig
+    from modelops_operator.main import run_in_thread
+
+    config = OperatorConfig(
+        namespaces=(namespace,), resync_seconds=5.0, jobs_image="modelops-jobs:test"
+    )
+    with run_in_thread(config, str(control_plane.kubeconfig), tick=0.2) as running:
+        yield running

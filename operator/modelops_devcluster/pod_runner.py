@@ -1,0 +1,258 @@
+"""A stand-in kubelet for modelops Job pods: run them as local processes.
+
+The local control plane has no kubelet, so the pods of the Jobs the operator creates
+stay Pending. This runner watches those pods (label app.kubernetes.io/managed-by=
+modelops), executes the pod's own container command with the spec from its ConfigMap
+and the env it declares (Secrets and downward-API fields resolved the way the kubelet
+would), and then writes the pod's status back — Running while it runs, then a
+terminated container with the exit code and the termination message — so the real
+Job controller completes or fails the Job, applying backoffLimit and podFailurePolicy.
+
+Used by `make demo` (the "local executor" mode) and by the end-to-end tests that
+prove the Jobs the operator builds are runnable.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger("modelops.podrunner")
+MANAGED = "app.kubernetes.io/managed-by=modelops"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_FIELD = re.compile(r"^metadata\.(annotations|labels)\['([^']+)'\]$")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class LocalPodRunner:
+    """Runs Pending modelops pods locally, at most `parallel` at a time."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        workdir: Path,
+        namespace: str | None = None,
+        parallel: int = 1,
+        pvc_root: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.core = client.CoreV1Api(api)
+        self.workdir = Path(workdir)
+        self.namespace = namespace
+        self.pvc_root = pvc_root or self.workdir / "pvc"
+        self.extra_env = extra_env or {}
+        self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pod")
+        self._seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.finished: list[tuple[str, int]] = []
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> LocalPodRunner:
+        self._thread = threading.Thread(target=self._loop, name="pod-runner", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> LocalPodRunner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pods = (
+                    self.core.list_namespaced_pod(self.namespace, label_selector=MANAGED)
+                    if self.namespace
+                    else self.core.list_pod_for_all_namespaces(label_selector=MANAGED)
+                )
+                for pod in pods.items:
+                    uid = pod.metadata.uid
+                    if uid in self._seen or (pod.status and pod.status.phase != "Pending"):
+                        continue
+                    if pod.metadata.deletion_timestamp:
+                        continue
+                    self._seen.add(uid)
+                    self._pool.submit(self._run_safely, pod)
+            except Exception:
+                log.exception("listing pods failed")
+            self._stop.wait(0.3)
+
+    # -- one pod -------------------------------------------------------------------
+    def _run_safely(self, pod: Any) -> None:
+        try:
+            code = self.run_pod(pod)
+            self.finished.append((pod.metadata.name, code))
+        except Exception:
+            log.exception("running pod %s failed", pod.metadata.name)
+
+    def _env(self, pod: Any, container: Any, termination_log: Path) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k in ("PATH", "HOME", "LANG", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+        }
+        meta = pod.metadata
+        for item in container.env or []:
+            if item.value is not None:
+                env[item.name] = item.value
+            elif item.value_from is not None and item.value_from.secret_key_ref is not None:
+                ref = item.value_from.secret_key_ref
+                secret = self.core.read_namespaced_secret(ref.name, meta.namespace)
+                env[item.name] = base64.b64decode((secret.data or {})[ref.key]).decode()
+            elif item.value_from is not None and item.value_from.field_ref is not None:
+                path = item.value_from.field_ref.field_path
+                match = _FIELD.match(path)
+                if match:
+                    source = meta.annotations if match.group(1) == "annotations" else meta.labels
+                    env[item.name] = (source or {}).get(match.group(2), "")
+                elif path == "metadata.name":
+                    env[item.name] = meta.name
+                elif path == "metadata.namespace":
+                    env[item.name] = meta.namespace
+        index = (meta.annotations or {}).get("batch.kubernetes.io/job-completion-index")
+        if index is not None:
+            env.setdefault("JOB_COMPLETION_INDEX", index)
+        env.update(
+            {
+                "MODELOPS_TERMINATION_LOG": str(termination_log),
+                "MODELOPS_PVC_ROOT": str(self.pvc_root),
+                "HF_HOME": str(self.workdir / "hf"),
+                "PYTHONPATH": os.pathsep.join(
+                    [str(REPO_ROOT / "operator"), str(REPO_ROOT / "jobs")]
+                ),
+                "MODELOPS_THREADS": env.get("MODELOPS_THREADS", "1"),
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _command(self, container: Any, spec_file: Path) -> list[str]:
+        argv = list(container.command or []) + list(container.args or [])
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        out: list[str] = []
+        skip = False
+        for i, arg in enumerate(argv):
+            if skip:
+                skip = False
+                continue
+            if arg == "--spec":
+                out += ["--spec", str(spec_file)]
+                skip = True
+            elif arg == "--metrics-port":
+                skip = True
+            else:
+                out.append(arg)
+            del i
+        return out
+
+    def run_pod(self, pod: Any) -> int:
+        """Run one pod to completion and report it; returns the exit code."""
+        meta = pod.metadata
+        container = pod.spec.containers[0]
+        cm_name = next(v.config_map.name for v in pod.spec.volumes if v.config_map is not None)
+        cm = self.core.read_namespaced_config_map(cm_name, meta.namespace)
+        pod_dir = self.workdir / meta.namespace / meta.name
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        spec_file = pod_dir / "spec.json"
+        spec_file.write_text(cm.data["spec.json"])
+        termination_log = pod_dir / "termination-log"
+        env = self._env(pod, container, termination_log)
+        started = _now()
+        write_pod_status(self.core, pod, "Running", {"running": {"startedAt": started}}, ready=True)
+        with open(pod_dir / "log.txt", "w") as logfile:
+            proc = subprocess.run(
+                self._command(container, spec_file),
+                env=env,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                cwd=pod_dir,
+            )
+        message = termination_log.read_text()[:4096] if termination_log.exists() else ""
+        finish_pod(self.core, pod, proc.returncode, message, started)
+        return proc.returncode
+
+
+def write_pod_status(
+    core: client.CoreV1Api, pod: Any, phase: str, state: dict[str, Any], ready: bool
+) -> None:
+    """Patch a pod's status the way the kubelet reports it."""
+    container = pod.spec.containers[0]
+    start = pod.status.start_time if pod.status and pod.status.start_time else None
+    body = {
+        "status": {
+            "phase": phase,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "False",
+                    "lastTransitionTime": _now(),
+                },
+                {
+                    "type": "ContainersReady",
+                    "status": "True" if ready else "False",
+                    "lastTransitionTime": _now(),
+                },
+            ],
+            "containerStatuses": [
+                {
+                    "name": container.name,
+                    "image": container.image,
+                    "imageID": "local://" + container.image,
+                    "ready": ready,
+                    "started": phase == "Running",
+                    "restartCount": 0,
+                    "state": state,
+                }
+            ],
+            "startTime": start.strftime("%Y-%m-%dT%H:%M:%SZ") if start else _now(),
+        }
+    }
+    for attempt in range(5):
+        try:
+            core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, body)
+            return
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            time.sleep(0.2 * (attempt + 1))
+
+
+def finish_pod(
+    core: client.CoreV1Api, pod: Any, exit_code: int, message: str, started: str | None = None
+) -> None:
+    """Report a pod's container as terminated with this exit code and termination message."""
+    state = {
+        "terminated": {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "message": message,
+            "startedAt": started or _now(),
+            "finishedAt": _now(),
+        }
+    }
+    write_pod_status(core, pod, "Succeeded" if exit_code == 0 else "Failed", state, ready=False)
