@@ -42,4 +42,5 @@ def cel(
 
 def with_cel(*rules: dict[str, str]) -> ConfigDict:
     """Model config that attaches CEL rules to the model's schema in the generated CRD."""
-    return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
+    validations: Any = list(rules)
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": validations})

@@ -92,6 +92,9 @@ class PruningSpec(ApiModel):
 RetrainSubset = Literal["biases", "norms", "head", "lora", "masklora", "scalelora", "lora_prune"]
 
 
+DEFAULT_SUBSET: tuple[RetrainSubset, ...] = ("biases", "norms", "head", "masklora")
+
+
 class RetrainSpec(ApiModel):
     """What to retrain after pruning, and how."""
 
@@ -104,7 +107,7 @@ class RetrainSpec(ApiModel):
     )
 
     subset: list[RetrainSubset] = Field(
-        default_factory=lambda: ["biases", "norms", "head", "masklora"],
+        default_factory=lambda: list(DEFAULT_SUBSET),
         max_length=7,
         json_schema_extra={"x-kubernetes-list-type": "set"},
         description=(

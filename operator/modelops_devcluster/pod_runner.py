@@ -84,7 +84,7 @@ class LocalPodRunner:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                pods = (
+                pods: Any = (
                     self.core.list_namespaced_pod(self.namespace, label_selector=MANAGED)
                     if self.namespace
                     else self.core.list_pod_for_all_namespaces(label_selector=MANAGED)
@@ -175,7 +175,7 @@ class LocalPodRunner:
         meta = pod.metadata
         container = pod.spec.containers[0]
         cm_name = next(v.config_map.name for v in pod.spec.volumes if v.config_map is not None)
-        cm = self.core.read_namespaced_config_map(cm_name, meta.namespace)
+        cm: Any = self.core.read_namespaced_config_map(cm_name, meta.namespace)
         pod_dir = self.workdir / meta.namespace / meta.name
         pod_dir.mkdir(parents=True, exist_ok=True)
         spec_file = pod_dir / "spec.json"

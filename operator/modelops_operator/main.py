@@ -42,9 +42,7 @@ async def operate(
     tick: float = 1.0,
 ) -> None:
     registry, _ = build(config, kubeconfig, tick)
-    kwargs = {}
-    if liveness:
-        kwargs["liveness_endpoint"] = f"http://0.0.0.0:{config.health_port}/healthz"
+    liveness_endpoint = f"http://0.0.0.0:{config.health_port}/healthz" if liveness else None
     await kopf.operator(
         registry=registry,
         clusterwide=not config.namespaces,
@@ -53,7 +51,7 @@ async def operate(
         peering_name=config.peering,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
-        **kwargs,
+        liveness_endpoint=liveness_endpoint,
     )
 
 

@@ -5,7 +5,7 @@ finalizer (deletion needs no handler: the Job and ConfigMap are garbage-collecte
 through their owner references). Every event triggers a full level-based reconcile.
 """
 
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -29,4 +29,4 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
 
         kopf.on.event(
             GROUP, VERSION, info.plural, id=f"reconcile-{info.plural}", registry=registry
-        )(on_event)
+        )(cast(Any, on_event))

@@ -90,7 +90,7 @@ class Applier:
 
     async def _event(self, res: ResourceView, action: RecordEvent) -> None:
         now = datetime.now(UTC)
-        body = {
+        body: Any = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{res.name}.", "namespace": res.namespace},

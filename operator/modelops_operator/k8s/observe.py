@@ -3,7 +3,7 @@ termination messages of their pods. Two list calls per reconcile, both by label.
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -91,7 +91,7 @@ class Observer:
     async def get_resource(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         info = kind_info(kind)
         try:
-            body: dict[str, Any] = await asyncio.to_thread(
+            body: Any = await asyncio.to_thread(
                 self.custom.get_namespaced_custom_object,
                 GROUP,
                 VERSION,
@@ -108,14 +108,14 @@ class Observer:
     async def list_resources(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         info = kind_info(kind)
         if namespace:
-            result = await asyncio.to_thread(
+            result: Any = await asyncio.to_thread(
                 self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, info.plural
             )
         else:
             result = await asyncio.to_thread(
                 self.custom.list_cluster_custom_object, GROUP, VERSION, info.plural
             )
-        items: list[dict[str, Any]] = result.get("items", [])
+        items: list[dict[str, Any]] = cast(Any, result).get("items", [])
         for item in items:
             item.setdefault("kind", info.kind)
         return items
@@ -123,6 +123,8 @@ class Observer:
     async def observe(self, body: dict[str, Any], drift: Any = None) -> Observed:
         res = resource_view(body)
         selector = f"{LABEL_KIND}={res.kind},{LABEL_NAME}={res.name}"
+        jobs: Any
+        pods: Any
         jobs, pods = await asyncio.gather(
             asyncio.to_thread(
                 self.batch.list_namespaced_job, res.namespace, label_selector=selector

@@ -151,7 +151,9 @@ def plan_adaptation(
                 record["startTime"] = iso(job.start_time)
             phase = outcome.phase.value
             if outcome.phase.terminal:
-                record["completionTime"] = iso(job.completion_time or now)
+                record["completionTime"] = record.get("completionTime") or iso(
+                    job.completion_time or now
+                )
                 if outcome.result is not None:
                     results = dict(outcome.result.results)
                     if outcome.result.artifact is not None:

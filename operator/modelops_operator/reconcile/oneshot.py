@@ -194,7 +194,7 @@ def plan_oneshot(
     if outcome.retries:
         desired["retries"] = outcome.retries
     if outcome.phase.terminal:
-        desired["completionTime"] = iso(job.completion_time or now)
+        desired["completionTime"] = status.get("completionTime") or iso(job.completion_time or now)
     result = outcome.result
     if result is not None and outcome.phase == Phase.SUCCEEDED:
         if info.results is not None:

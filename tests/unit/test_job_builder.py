@@ -1,0 +1,187 @@
+"""The Job and ConfigMap builders produce the exact manifests, field by field."""
+
+import json
+
+import pytest
+
+from modelops_api import PruneRetrainSpec
+from modelops_api.model_adaptation import ModelAdaptationSpec
+from modelops_operator.build.jobs import ResourceIdentity, build_configmap, build_job, spec_document
+from modelops_operator.build.names import job_name
+from modelops_operator.config import OperatorConfig
+
+RES = ResourceIdentity("PruneRetrain", "opt", "team-a", "uid-1", 2)
+CONFIG = OperatorConfig(jobs_image="registry/jobs:1", service_account="modelops-job")
+
+
+def build(**spec):
+    body = {"model": {"uri": "pvc://models/opt"}, "output": {"uri": "pvc://out/opt"}, **spec}
+    parsed = PruneRetrainSpec.model_validate(body)
+    doc = spec_document(RES, parsed)
+    return build_job(RES, parsed, CONFIG, doc), build_configmap(RES, doc), doc
+
+
+def test_job_metadata_and_owner():
+    job, _, _ = build()
+    meta = job["metadata"]
+    assert meta["name"] == "opt-prune" and meta["namespace"] == "team-a"
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "modelops.dev/v1alpha1",
+            "kind": "PruneRetrain",
+            "name": "opt",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert meta["labels"] == {
+        "app.kubernetes.io/managed-by": "modelops",
+        "modelops.dev/kind": "PruneRetrain",
+        "modelops.dev/name": "opt",
+        "app.kubernetes.io/component": "job",
+    }
+    assert meta["annotations"]["modelops.dev/generation"] == "2"
+    assert meta["annotations"]["modelops.dev/spec-digest"].startswith("sha256:")
+
+
+def test_job_spec_policies():
+    job, _, _ = build(
+        runPolicy={"activeDeadlineSeconds": 600, "backoffLimit": 2, "ttlSecondsAfterFinished": 60}
+    )
+    spec = job["spec"]
+    assert (
+        spec["backoffLimit"] == 2
+        and spec["activeDeadlineSeconds"] == 600
+        and spec["ttlSecondsAfterFinished"] == 60
+    )
+    assert spec["podFailurePolicy"]["rules"][0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "job", "operator": "In", "values": [3]},
+    }
+    assert "suspend" not in spec
+
+
+def test_pod_security_and_container():
+    job, _, _ = build()
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "modelops-job"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = pod["containers"][0]
+    assert c["image"] == "registry/jobs:1"
+    assert c["command"] == ["python", "-m", "modelops_jobs"]
+    assert c["args"][:2] == ["--spec", "/etc/modelops/spec.json"]
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert c["terminationMessagePath"] == "/dev/termination-log"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/etc/modelops"]["readOnly"] is True and "/tmp" in mounts
+    assert "/mnt/pvc/models" in mounts and "/mnt/pvc/out" in mounts, (
+        "one mount per referenced claim"
+    )
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["spec"]["configMap"]["name"] == "opt-prune"
+    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {}}
+
+
+@pytest.mark.parametrize(
+    ("gpu", "expected_limit"),
+    [({"count": 2}, "2"), ({"count": 0}, None)],
+    ids=["two-gpus", "cpu-only"],
+)
+def test_gpu_resources(gpu, expected_limit):
+    job, _, _ = build(resources={"gpu": gpu, "cpu": "8", "memory": "64Gi"})
+    res = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["requests"]["cpu"] == "8" and res["limits"]["memory"] == "64Gi"
+    assert res["limits"].get("nvidia.com/gpu") == expected_limit
+
+
+def test_scheduling_and_gpu_product():
+    job, _, _ = build(
+        resources={"gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+        scheduling={
+            "nodeSelector": {"pool": "a100"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "priorityClassName": "batch-low",
+            "queueName": "team-a-gpus",
+        },
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {
+        "pool": "a100",
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+    }
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert pod["priorityClassName"] == "batch-low"
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a-gpus"
+
+
+def test_secrets_only_by_reference():
+    job, cm, _ = build(
+        model={"uri": "hf://org/gated", "tokenSecretRef": {"name": "hf", "key": "token"}}
+    )
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    token = next(e for e in env if e["name"] == "HF_TOKEN")
+    assert token == {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token", "optional": False}},
+    }
+    assert "value" not in token
+    assert json.loads(cm["data"]["spec.json"])["spec"]["model"]["tokenSecretRef"] == {
+        "name": "hf",
+        "key": "token",
+    }
+
+
+def test_configmap_holds_the_validated_document():
+    _, cm, doc = build()
+    assert cm["metadata"]["name"] == "opt-prune"
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    stored = json.loads(cm["data"]["spec.json"])
+    assert stored == json.loads(json.dumps(doc))
+    assert stored["spec"]["retrain"]["subset"] == ["biases", "norms", "head", "masklora"]
+
+
+def test_indexed_job_for_s3t_shards():
+    spec = ModelAdaptationSpec.model_validate(
+        {
+            "strategy": "s3t",
+            "model": {"uri": "pvc://m/b"},
+            "data": {"uri": "pvc://d/x"},
+            "output": {"uri": "pvc://o/s"},
+            "s3t": {"shards": 4},
+        }
+    )
+    res = ResourceIdentity("ModelAdaptation", "ma", "ns", "u", 1)
+    doc = spec_document(res, spec, {"number": 3})
+    job = build_job(res, spec, CONFIG, doc, run=3, indexed_completions=4)
+    assert job["metadata"]["name"] == "ma-adapt-3"
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 4
+    assert job["spec"]["backoffLimitPerIndex"] == 3 and "backoffLimit" not in job["spec"]
+
+
+@pytest.mark.parametrize(
+    ("name", "run", "expected"),
+    [("opt", None, "opt-prune"), ("opt", 7, "opt-prune-7"), ("x" * 63, None, None)],
+    ids=["plain", "run", "too-long"],
+)
+def test_job_names_are_deterministic_and_bounded(name, run, expected):
+    got = job_name("PruneRetrain", name, run)
+    assert got == job_name("PruneRetrain", name, run)
+    assert len(got) <= 63
+    if expected:
+        assert got == expected

@@ -1,0 +1,266 @@
+"""`plan()` returns the exact actions for each observed state, and nothing when the
+state it produced is observed again (level-based, idempotent)."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from modelops_api.meta import ANNOTATION_RUN_NOW
+from modelops_operator.config import OperatorConfig
+from modelops_operator.reconcile import plan
+from modelops_operator.reconcile.actions import CreateJob, EnsureConfigMap, PatchStatus, RecordEvent
+from modelops_operator.reconcile.observed import JobView, Observed, PodTermination, ResourceView
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+CONFIG = OperatorConfig()
+PRUNE_SPEC = {"model": {"uri": "pvc://m/a"}, "output": {"uri": "pvc://m/out"}}
+
+
+def resource(kind="PruneRetrain", spec=None, status=None, annotations=None, generation=1):
+    return ResourceView(
+        kind,
+        "r",
+        "ns",
+        "uid-1",
+        generation,
+        spec or PRUNE_SPEC,
+        status or {},
+        annotations or {},
+        NOW - timedelta(minutes=5),
+    )
+
+
+def apply_status(res, actions):
+    """The resource as it looks after the plan's status patch."""
+    status = dict(res.status)
+    for a in actions:
+        if isinstance(a, PatchStatus):
+            status.update(a.patch)
+            status = {k: v for k, v in status.items() if v is not None}
+    return ResourceView(
+        res.kind,
+        res.name,
+        res.namespace,
+        res.uid,
+        res.generation,
+        res.spec,
+        status,
+        res.annotations,
+        res.creation_time,
+    )
+
+
+def result(ok=True, reason="Succeeded", **results):
+    return json.dumps(
+        {
+            "ok": ok,
+            "reason": reason,
+            "message": "",
+            "results": results,
+            "artifact": {"uri": "pvc://m/out"},
+        }
+    )
+
+
+def test_new_resource_creates_configmap_job_and_pending_status():
+    actions = plan(Observed(resource()), CONFIG, NOW)
+    kinds = [type(a) for a in actions]
+    assert kinds == [EnsureConfigMap, CreateJob, PatchStatus, RecordEvent]
+    assert actions[1].manifest["metadata"]["name"] == "r-prune"
+    patch = actions[2].patch
+    assert patch["phase"] == "Pending" and patch["jobRef"] == {"name": "r-prune", "namespace": "ns"}
+
+
+def test_invalid_spec_fails_with_the_field_named_and_creates_nothing():
+    res = resource(spec={"model": {"uri": "pvc://m/a"}})
+    actions = plan(Observed(res), CONFIG, NOW)
+    assert not any(isinstance(a, CreateJob | EnsureConfigMap) for a in actions)
+    patch = actions[0].patch
+    assert patch["phase"] == "Failed" and "spec.output" in patch["message"]
+    assert plan(Observed(apply_status(res, actions)), CONFIG, NOW) == []
+
+
+JOB = "r-prune"
+CASES = [
+    ("pending", JobView(JOB, uid="j", active=1), "Pending", None),
+    ("running", JobView(JOB, uid="j", active=1, ready=1), "Running", None),
+    ("suspended", JobView(JOB, uid="j", suspended=True), "Suspended", None),
+    (
+        "succeeded",
+        JobView(
+            JOB,
+            uid="j",
+            succeeded=1,
+            conditions={"Complete": ("True", "", "")},
+            terminations=(PodTermination("p", 0, result(sparsity=0.5, maskPreserved=True)),),
+        ),
+        "Succeeded",
+        {"sparsity": 0.5, "maskPreserved": True},
+    ),
+    (
+        "failed-permanent",
+        JobView(
+            JOB,
+            uid="j",
+            failed=1,
+            conditions={"Failed": ("True", "PodFailurePolicy", "exit 3")},
+            terminations=(PodTermination("p", 3, result(False, "NotACausalLM")),),
+        ),
+        "Failed",
+        None,
+    ),
+    (
+        "failed-deadline",
+        JobView(
+            JOB, uid="j", failed=1, conditions={"Failed": ("True", "DeadlineExceeded", "too slow")}
+        ),
+        "Failed",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("job", "phase", "results"), [(j, p, r) for _, j, p, r in CASES], ids=[c[0] for c in CASES]
+)
+def test_status_follows_the_job_and_is_idempotent(job, phase, results):
+    created = resource(status={"phase": "Pending", "jobRef": {"name": JOB, "namespace": "ns"}})
+    actions = plan(Observed(created, jobs={JOB: job}), CONFIG, NOW)
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    assert patch.get("phase", "Pending") == phase
+    if results is not None:
+        assert patch["results"] == results
+    if phase == "Failed":
+        reason = next(c for c in patch["conditions"] if c["type"] == "Failed")["reason"]
+        assert reason in ("NotACausalLM", "DeadlineExceeded")
+    if phase != "Pending":
+        assert any(isinstance(a, RecordEvent) for a in actions)
+    again = plan(
+        Observed(apply_status(created, actions), jobs={JOB: job}),
+        CONFIG,
+        NOW + timedelta(seconds=30),
+    )
+    assert again == [], "the same observed state gives an empty plan"
+
+
+def test_deleted_job_is_reported_and_not_recreated():
+    res = resource(status={"phase": "Running", "jobRef": {"name": JOB, "namespace": "ns"}})
+    actions = plan(Observed(res), CONFIG, NOW)
+    assert not any(isinstance(a, CreateJob) for a in actions)
+    patch = actions[0].patch
+    assert patch["phase"] == "Failed"
+    assert any(
+        c["type"] == "JobMissing" and c["reason"] == "JobDeleted" for c in patch["conditions"]
+    )
+    assert plan(Observed(apply_status(res, actions)), CONFIG, NOW) == []
+
+
+def test_finished_resource_whose_job_expired_stays_quiet():
+    res = resource(status={"phase": "Succeeded", "jobRef": {"name": JOB, "namespace": "ns"}})
+    assert plan(Observed(res), CONFIG, NOW) == []
+
+
+MA_SPEC = {
+    "model": {"uri": "pvc://m/a"},
+    "data": {"uri": "pvc://d/x"},
+    "output": {"uri": "pvc://m/v"},
+}
+
+
+def test_adaptation_first_run_on_create_then_nothing_while_it_runs():
+    res = resource("ModelAdaptation", MA_SPEC)
+    actions = plan(Observed(res), CONFIG, NOW)
+    create = next(a for a in actions if isinstance(a, CreateJob))
+    assert create.manifest["metadata"]["name"] == "r-adapt-1"
+    after = apply_status(res, actions)
+    assert after.status["activeRun"] == 1 and after.status["runCount"] == 1
+    job = JobView("r-adapt-1", uid="j", active=1)
+    second = plan(Observed(after, jobs={"r-adapt-1": job}), CONFIG, NOW)
+    assert not any(isinstance(a, CreateJob) for a in second)
+
+
+def test_adaptation_adopts_a_job_created_before_a_crash():
+    res = resource("ModelAdaptation", MA_SPEC)
+    job = JobView("r-adapt-1", uid="j", active=1)
+    actions = plan(Observed(res, jobs={"r-adapt-1": job}), CONFIG, NOW)
+    assert not any(isinstance(a, CreateJob) for a in actions)
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    assert patch["activeRun"] == 1 and patch["runCount"] == 1
+
+
+def test_adaptation_run_now_annotation_starts_one_more_run_once():
+    done = {
+        "phase": "Succeeded",
+        "runCount": 1,
+        "runs": [
+            {
+                "run": 1,
+                "phase": "Succeeded",
+                "trigger": "created",
+                "results": {"artifact": {"uri": "pvc://m/v/run-0001"}},
+            }
+        ],
+    }
+    res = resource("ModelAdaptation", MA_SPEC, status=done, annotations={ANNOTATION_RUN_NOW: "x1"})
+    actions = plan(Observed(res), CONFIG, NOW)
+    create = next(a for a in actions if isinstance(a, CreateJob))
+    doc = json.loads(
+        next(a for a in actions if isinstance(a, EnsureConfigMap)).manifest["data"]["spec.json"]
+    )
+    assert create.manifest["metadata"]["name"] == "r-adapt-2"
+    assert doc["run"]["parent"] == "pvc://m/v/run-0001"
+    after = apply_status(res, actions)
+    finished = JobView("r-adapt-2", uid="j", succeeded=1, conditions={"Complete": ("True", "", "")})
+    later = plan(Observed(after, jobs={"r-adapt-2": finished}), CONFIG, NOW)
+    assert not any(isinstance(a, CreateJob) for a in later), "the same annotation value runs once"
+
+
+def test_adaptation_schedule_fires_at_the_cron_time():
+    spec = {**MA_SPEC, "trigger": {"type": "schedule", "schedule": "0 * * * *"}}
+    res = resource(
+        "ModelAdaptation", spec, status={"runCount": 0, "nextScheduleTime": "2026-11-26T12:00:00Z"}
+    )
+    actions = plan(Observed(res), CONFIG, NOW)
+    assert any(isinstance(a, CreateJob) for a in actions)
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    assert patch["nextScheduleTime"] == "2026-11-26T13:00:00Z"
+
+
+def test_adaptation_invalid_cron_is_a_failed_condition():
+    spec = {**MA_SPEC, "trigger": {"type": "schedule", "schedule": "99 * * * *"}}
+    actions = plan(Observed(resource("ModelAdaptation", spec)), CONFIG, NOW)
+    assert not any(isinstance(a, CreateJob) for a in actions)
+    patch = actions[0].patch
+    assert patch["phase"] == "Failed" and "spec.trigger.schedule" in patch["message"]
+
+
+def test_history_limits_delete_old_jobs():
+    spec = {
+        **MA_SPEC,
+        "successfulRunsHistoryLimit": 1,
+        "trigger": {"type": "manual", "runOnCreate": False},
+    }
+    runs = [
+        {
+            "run": i,
+            "phase": "Succeeded",
+            "trigger": "t",
+            "jobRef": {"name": f"r-adapt-{i}", "namespace": "ns"},
+        }
+        for i in (1, 2, 3)
+    ]
+    res = resource(
+        "ModelAdaptation", spec, status={"runCount": 3, "runs": runs, "phase": "Succeeded"}
+    )
+    jobs = {
+        f"r-adapt-{i}": JobView(
+            f"r-adapt-{i}", succeeded=1, conditions={"Complete": ("True", "", "")}
+        )
+        for i in (1, 2, 3)
+    }
+    actions = plan(Observed(res, jobs=jobs), CONFIG, NOW)
+    deleted = sorted(a.name for a in actions if type(a).__name__ == "DeleteJob")
+    assert deleted == ["r-adapt-1", "r-adapt-2"]
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    assert [r["run"] for r in patch["runs"]] == [3]
