@@ -11,6 +11,7 @@ EXIT_RETRYABLE for anything else (including SIGTERM after a checkpoint).
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from modelops_api import kind_info
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, TERMINATION_MESSAGE_PATH
 from modelops_api.status import Artifact, JobResult
+from modelops_api.unlearn_request import DeletionReceipt
 from modelops_jobs import registry, storage
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
 from modelops_jobs.context import RunContext, default_device
@@ -88,6 +90,7 @@ def execute(
     """Parse, run and publish one spec document; never raises for algorithm failures."""
     reporter = reporter or NullReporter()
     started = time.time()
+    staging: Path | None = None
     try:
         info, spec = parse_document(document)
         seed_everything(spec.seed)
@@ -100,7 +103,7 @@ def execute(
         final: Path | None = None
         if uri is not None:
             final = ctx.resolve(uri, must_exist=False)
-            ctx.output_dir = storage.staging_dir_for(final)
+            ctx.output_dir = staging = storage.staging_dir_for(final)
             checkpoint_dir = checkpoint_dir or final.parent / f".{final.name}.checkpoint"
         ckpt_every = getattr(getattr(spec, "optimization", None), "checkpoint_every", 100)
         ctx.checkpointer = Checkpointer(checkpoint_dir, every=ckpt_every)
@@ -134,26 +137,40 @@ def execute(
             artifact = Artifact(uri=uri or "", manifest_digest=digest, version=outcome.version)
         elif outcome.version is not None or uri is not None:
             artifact = Artifact(uri=uri or "", version=outcome.version)
-        result = JobResult(ok=True, reason="Succeeded", results=results, artifact=artifact)
+        extra: dict[str, Any] = {}
+        if "receipt" in outcome.lineage:
+            extra["receipt"] = DeletionReceipt.model_validate(outcome.lineage["receipt"]).to_wire()
+        result = JobResult(
+            ok=True, reason="Succeeded", results=results, artifact=artifact, status=extra
+        )
         return RunOutcome(result, EXIT_OK)
     except Preempted as exc:
         return RunOutcome(
             JobResult(ok=False, reason=exc.reason, message=exc.message), EXIT_RETRYABLE
         )
     except PermanentError as exc:
+        _discard(staging)
         return RunOutcome(
             JobResult(ok=False, reason=exc.reason, message=exc.message[:1024]), EXIT_PERMANENT
         )
     except JobError as exc:
+        _discard(staging)
         return RunOutcome(
             JobResult(ok=False, reason=exc.reason, message=exc.message[:1024]), EXIT_RETRYABLE
         )
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
+        _discard(staging)
         message = f"{type(exc).__name__}: {exc}"[:1024]
         return RunOutcome(
             JobResult(ok=False, reason="InternalError", message=message), EXIT_RETRYABLE
         )
+
+
+def _discard(staging: Path | None) -> None:
+    """Remove a failed run's staging directory (its checkpoint directory stays)."""
+    if staging is not None and staging.exists():
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def termination_message(result: JobResult) -> str:

@@ -135,6 +135,12 @@ class LoRATrainSpec(ApiModel):
         False, description="Also train the Trans-LoRA discriminator and keep seed examples."
     )
     seed_examples: int = Field(5, ge=1, le=64, description="Seeds kept for a later transfer.")
+    discriminator_epochs: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Epochs of discriminator training on its balanced real/synthetic set (1 in the paper).",
+    )
 
 
 class DriftTrigger(ApiModel):

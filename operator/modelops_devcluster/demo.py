@@ -1,0 +1,201 @@
+"""`make demo`: the whole system on one machine, on the CPU, in a few minutes.
+
+Starts the local control plane, installs the CRDs, runs the operator in-process and a
+stand-in kubelet that executes the Job pods as local processes (the same runner, spec
+file and termination message as in a cluster), creates the tiny models and data on
+first run, applies one example of each kind (in dependency order), waits for each to
+finish with progress, and prints a summary table. Exits non-zero, with the failing
+resource's reason and log, if anything does not succeed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO_ROOT / "examples"
+FIXTURES = Path("/tmp/modelops")
+NAMESPACE = "demo"
+STAGES = (
+    (
+        "prune-retrain.yaml",
+        "model-adaptation-cpt.yaml",
+        "model-adaptation-s3t.yaml",
+        "model-adaptation-lora.yaml",
+    ),
+    ("unlearn-request.yaml", "lora-transfer.yaml"),
+)
+KEY_RESULTS = {
+    "PruneRetrain": (
+        "sparsity",
+        "maskPreserved",
+        "prunedPerplexity",
+        "retrainedPerplexity",
+        "gapRecovered",
+    ),
+    "UnlearnRequest": ("deletedSamples", "unknownIds", "testAccuracy", "membershipInference"),
+    "LoRATransfer": ("acceptanceRate", "sourceScore", "targetBaseScore", "transferredScore"),
+    "ModelAdaptation": ("oldLoss", "newLoss", "avgLoss", "accuracy", "trainLoss", "shards"),
+}
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def key_metrics(obj: dict[str, Any]) -> str:
+    status = obj.get("status", {})
+    results = status.get("results") or {}
+    if obj["kind"] == "ModelAdaptation" and status.get("runs"):
+        results = status["runs"][-1].get("results") or {}
+    keys = KEY_RESULTS[obj["kind"]]
+    shown = [f"{k}={_fmt(results[k])}" for k in keys if k in results]
+    return ", ".join(shown) or "-"
+
+
+def main() -> int:
+    started = time.monotonic()
+    from modelops_api.crdgen import crd_for
+    from modelops_api.kinds import KINDS, kind_info
+    from modelops_api.meta import GROUP, VERSION
+    from modelops_devcluster import ControlPlane
+    from modelops_devcluster.pod_runner import LocalPodRunner
+    from modelops_operator.config import OperatorConfig
+    from modelops_operator.main import run_in_thread
+
+    say("creating tiny models and data under /tmp/modelops (first run only)")
+    from modelops_jobs.fixtures import build_example_fixtures
+
+    build_example_fixtures(FIXTURES)
+    shutil.rmtree(FIXTURES / "out", ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix="modelops-demo-"))
+    say("starting the local control plane (kube-apiserver, etcd, kube-controller-manager)")
+    with ControlPlane() as cp:
+        api = config.new_client_from_config(config_file=str(cp.kubeconfig))
+        ext = client.ApiextensionsV1Api(api)
+        for info in KINDS:
+            ext.create_custom_resource_definition(crd_for(info))
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        core.create_namespace({"metadata": {"name": NAMESPACE}})
+        _wait_crds(ext)
+        say(
+            f"control plane up in {cp.startup_seconds or 0:.1f}s; CRDs installed; starting the operator"
+        )
+        cfg = OperatorConfig(
+            namespaces=(NAMESPACE,), resync_seconds=10.0, jobs_image="modelops-jobs:local"
+        )
+        failures: list[str] = []
+        rows: list[tuple[str, str, str, str, str]] = []
+        with (
+            run_in_thread(cfg, str(cp.kubeconfig), tick=0.5),
+            LocalPodRunner(api, workdir, NAMESPACE, parallel=2) as runner,
+        ):
+            for stage in STAGES:
+                applied = []
+                for file in stage:
+                    doc = yaml.safe_load((EXAMPLES / file).read_text())
+                    plural = kind_info(doc["kind"]).plural
+                    custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, doc)
+                    applied.append((doc["kind"], plural, doc["metadata"]["name"], time.monotonic()))
+                    say(f"applied {file} ({doc['kind']} {doc['metadata']['name']})")
+                for kind, plural, name, t0 in _wait_all(custom, applied):
+                    obj = custom.get_namespaced_custom_object(
+                        GROUP, VERSION, NAMESPACE, plural, name
+                    )
+                    phase = obj.get("status", {}).get("phase", "?")
+                    rows.append(
+                        (kind, name, phase, key_metrics(obj), f"{time.monotonic() - t0:.0f}s")
+                    )
+                    if phase != "Succeeded":
+                        failures.append(_explain(obj, workdir))
+            del runner
+    _table(rows)
+    total = time.monotonic() - started
+    if failures:
+        for text in failures:
+            print(text, file=sys.stderr)
+        say(f"demo FAILED after {total:.0f}s")
+        return 1
+    say(f"demo finished: {len(rows)} resources succeeded in {total:.0f}s")
+    return 0
+
+
+def _wait_crds(ext: client.ApiextensionsV1Api) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        crds = ext.list_custom_resource_definition().items
+        ok = [
+            c
+            for c in crds
+            if any(
+                x.type == "Established" and x.status == "True" for x in (c.status.conditions or [])
+            )
+        ]
+        if len([c for c in ok if c.spec.group == "modelops.dev"]) == 4:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("CRDs did not become Established")
+
+
+def _wait_all(
+    custom: client.CustomObjectsApi,
+    applied: list[tuple[str, str, str, float]],
+    timeout: float = 900,
+) -> list[tuple[str, str, str, float]]:
+    from modelops_api.meta import GROUP, VERSION
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        phases = {}
+        for _kind, plural, name, _ in applied:
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name)
+            phases[name] = obj.get("status", {}).get("phase", "New")
+        line = ", ".join(f"{n}: {p}" for n, p in phases.items())
+        if line != last:
+            say(line)
+            last = line
+        if all(p in ("Succeeded", "Failed") for p in phases.values()):
+            return applied
+        time.sleep(1.0)
+    say("timed out waiting")
+    return applied
+
+
+def _explain(obj: dict[str, Any], workdir: Path) -> str:
+    status = obj.get("status", {})
+    name = obj["metadata"]["name"]
+    cond = next((c for c in status.get("conditions", []) if c["type"] == "Failed"), {})
+    text = f"\n{obj['kind']} {name}: {status.get('phase')} — {cond.get('reason', '')}: {status.get('message', '')}"
+    for log in sorted((workdir / NAMESPACE).glob(f"{name}-*/log.txt")):
+        text += f"\n--- {log.parent.name} (last lines) ---\n" + "\n".join(
+            log.read_text().splitlines()[-15:]
+        )
+    return text
+
+
+def _table(rows: list[tuple[str, str, str, str, str]]) -> None:
+    header = ("KIND", "NAME", "PHASE", "KEY RESULTS", "TIME")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+    print()
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
