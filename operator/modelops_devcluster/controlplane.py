@@ -191,6 +191,36 @@ class ControlPlane:
             names = ", ".join(f"{p.name} (pid {p.pid})" for p in survivors)
             raise ControlPlaneError(f"could not stop {names}")
 
+    def restart(
+        self, components: Sequence[str] = ("etcd", "kube-apiserver"), timeout: float = 15.0
+    ) -> float:
+        """Stop the named components and start them again on the same ports and data
+        (for fault tests); returns the seconds the API server was unavailable."""
+        assert self.bin_dir is not None
+        began = time.monotonic()
+        victims = [p for p in self.processes if p.name in components]
+        survivors = stop_all(victims, timeout)
+        if survivors:
+            raise ControlPlaneError(f"could not stop {', '.join(p.name for p in survivors)}")
+        self.processes = [p for p in self.processes if p not in victims]
+        bins, pki = self.bin_dir, self.pki_dir
+        if "etcd" in components:
+            self._spawn(
+                "etcd",
+                etcd_argv(
+                    bins, self.data_dir / "etcd", self.ports["etcd"], self.ports["etcd-peer"]
+                ),
+            )
+        if "kube-apiserver" in components:
+            self._spawn(
+                "kube-apiserver",
+                apiserver_argv(bins, pki, self.ports["etcd"], self.ports["apiserver"]),
+            )
+        self._wait_for(
+            "kube-apiserver /readyz after restart", "/readyz", time.monotonic() + self.start_timeout
+        )
+        return time.monotonic() - began
+
     def running(self) -> bool:
         """Whether every component process is alive."""
         return bool(self.processes) and all(p.running() for p in self.processes)

@@ -29,6 +29,10 @@ class OperatorConfig:
     resync_seconds: float = 30.0
     peering: str | None = None
     """kopf peering name (several replicas, one active); None runs standalone."""
+    peering_priority: int = 0
+    """This replica's peering priority; 0 draws a random one (ties pause every replica)."""
+    peering_lifetime: int = 20
+    """Seconds a silent replica's peering record stays valid before another takes over."""
     extra_job_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -49,5 +53,7 @@ class OperatorConfig:
             hf_cache_claim=env.get("MODELOPS_HF_CACHE_CLAIM") or None,
             resync_seconds=float(env.get("MODELOPS_RESYNC_SECONDS", cls.resync_seconds)),
             peering=env.get("MODELOPS_PEERING") or None,
+            peering_priority=int(env.get("MODELOPS_PEERING_PRIORITY", "0")),
+            peering_lifetime=int(env.get("MODELOPS_PEERING_LIFETIME", "20")),
             extra_job_env=extra,
         )

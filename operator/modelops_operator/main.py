@@ -42,7 +42,9 @@ async def operate(
     tick: float = 1.0,
 ) -> None:
     registry, _ = build(config, kubeconfig, tick)
-    liveness_endpoint = f"http://0.0.0.0:{config.health_port}/healthz" if liveness else None
+    liveness_endpoint = (
+        f"http://0.0.0.0:{config.health_port}/healthz" if liveness and config.health_port else None
+    )
     await kopf.operator(
         registry=registry,
         clusterwide=not config.namespaces,

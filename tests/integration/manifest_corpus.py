@@ -16,23 +16,34 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from modelops_api.crdgen import crd_for
 from modelops_api.kinds import KINDS, kind_info
-from pydantic import ValidationError
 
 MODEL = {"uri": "pvc://models/tiny"}
 OUT = {"uri": "pvc://models/out"}
 BASES: dict[str, dict[str, Any]] = {
     "PruneRetrain": {"model": MODEL, "output": OUT, "retrain": {"data": {"uri": "pvc://d/train"}}},
     "UnlearnRequest": {"model": MODEL, "sampleIds": ["a1"], "output": OUT},
-    "LoRATransfer": {"sourceModel": MODEL, "sourceAdapter": {"uri": "pvc://a/b"}, "targetModel": MODEL, "output": OUT},
+    "LoRATransfer": {
+        "sourceModel": MODEL,
+        "sourceAdapter": {"uri": "pvc://a/b"},
+        "targetModel": MODEL,
+        "output": OUT,
+    },
     "ModelAdaptation": {
         "model": MODEL,
         "data": {"uri": "pvc://d/new"},
         "output": OUT,
         "trigger": {
             "type": "drift",
-            "drift": {"prometheusUrl": "http://p:9090", "query": "max(x)", "fireThreshold": 0.5, "clearThreshold": 0.2},
+            "drift": {
+                "prometheusUrl": "http://p:9090",
+                "query": "max(x)",
+                "fireThreshold": 0.5,
+                "clearThreshold": 0.2,
+            },
         },
     },
 }
@@ -48,7 +59,9 @@ class Case:
     """The path the rejection must name (API-server style: spec.a.b, spec.l[0].c)."""
 
 
-def _fields(schema: dict[str, Any], base: Any, path: list[str | int]) -> list[tuple[list[str | int], dict[str, Any]]]:
+def _fields(
+    schema: dict[str, Any], base: Any, path: list[str | int]
+) -> list[tuple[list[str | int], dict[str, Any]]]:
     """(path, schema) of every field reachable from the base spec."""
     out: list[tuple[list[str | int], dict[str, Any]]] = []
     for name, prop in schema.get("properties", {}).items():
@@ -104,10 +117,24 @@ def _invalid_values(prop: dict[str, Any]) -> list[tuple[str, Any]]:
         out.append(("wrong-type", "not-a-number"))
         if "minimum" in prop:
             lo = prop["minimum"]
-            out.append(("below-minimum", lo if prop.get("exclusiveMinimum") else (lo - 1 if t == "integer" else lo - 0.5)))
+            out.append(
+                (
+                    "below-minimum",
+                    lo
+                    if prop.get("exclusiveMinimum")
+                    else (lo - 1 if t == "integer" else lo - 0.5),
+                )
+            )
         if "maximum" in prop:
             hi = prop["maximum"]
-            out.append(("above-maximum", hi if prop.get("exclusiveMaximum") else (hi + 1 if t == "integer" else hi + 0.5)))
+            out.append(
+                (
+                    "above-maximum",
+                    hi
+                    if prop.get("exclusiveMaximum")
+                    else (hi + 1 if t == "integer" else hi + 0.5),
+                )
+            )
     elif t == "string":
         out.append(("wrong-type", 12345))
         if "enum" in prop:
@@ -122,7 +149,11 @@ def _invalid_values(prop: dict[str, Any]) -> list[tuple[str, Any]]:
         out.append(("wrong-type", "not-a-list"))
         if "maxItems" in prop:
             item = prop.get("items", {})
-            filler: Any = "a1" if item.get("type") == "string" else (1 if item.get("type") in ("integer", "number") else {})
+            filler: Any = (
+                "a1"
+                if item.get("type") == "string"
+                else (1 if item.get("type") in ("integer", "number") else {})
+            )
             out.append(("over-max-items", [filler] * (prop["maxItems"] + 1)))
     elif t == "object":
         out.append(("wrong-type", "not-an-object"))
@@ -160,10 +191,14 @@ def generate(seed: int = 0, invalid: int = 1000, valid: int = 200) -> tuple[list
     good: list[Case] = []
     for info in KINDS:
         base = BASES[info.kind]
-        schema = crd_for(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        schema = crd_for(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+            "spec"
+        ]
         for name in schema.get("required", []):
             spec = _set(base, [name], MISSING)
-            bad.append(Case(f"{info.kind}:{name}:missing-required", info.kind, spec, f"spec.{name}"))
+            bad.append(
+                Case(f"{info.kind}:{name}:missing-required", info.kind, spec, f"spec.{name}")
+            )
         for path, prop in _fields(schema, base, []):
             rendered = _render(path)
             for label, value in _invalid_values(prop):
@@ -174,7 +209,14 @@ def generate(seed: int = 0, invalid: int = 1000, valid: int = 200) -> tuple[list
                     rendered_field = rendered
                 bad.append(Case(f"{info.kind}:{rendered}:{label}", info.kind, spec, rendered_field))
             for label, value in _valid_values(prop):
-                good.append(Case(f"{info.kind}:{rendered}:{label}", info.kind, _set(base, path, value), rendered))
+                good.append(
+                    Case(
+                        f"{info.kind}:{rendered}:{label}",
+                        info.kind,
+                        _set(base, path, value),
+                        rendered,
+                    )
+                )
     bad = [c for c in bad if not _accepted_by_model(c.kind, c.spec)]
     good = [c for c in good if _accepted_by_model(c.kind, c.spec)]
     while len(bad) < invalid:  # combine two mutations of one kind to reach the count

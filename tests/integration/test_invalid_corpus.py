@@ -7,11 +7,11 @@ import time
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from modelops_api.kinds import KINDS
-from modelops_api.meta import GROUP, VERSION
-
 from tests.integration.kube_helpers import create
 from tests.integration.manifest_corpus import generate
+
+from modelops_api.kinds import KINDS
+from modelops_api.meta import GROUP, VERSION
 
 INVALID, VALID = generate(seed=7, invalid=1000, valid=200)
 
@@ -20,8 +20,17 @@ def test_corpus_is_large_and_covers_every_kind_and_mutation():
     assert len(INVALID) == 1000 and len(VALID) >= 100
     assert {c.kind for c in INVALID} == {k.kind for k in KINDS}
     labels = {c.id.rsplit(":", 1)[-1] for c in INVALID if "+" not in c.id}
-    assert {"wrong-type", "bad-enum", "pattern-mismatch", "over-max-length", "over-max-items", "unknown-field",
-            "below-minimum", "above-maximum", "missing-required"} <= labels
+    assert {
+        "wrong-type",
+        "bad-enum",
+        "pattern-mismatch",
+        "over-max-length",
+        "over-max-items",
+        "unknown-field",
+        "below-minimum",
+        "above-maximum",
+        "missing-required",
+    } <= labels
 
 
 @pytest.mark.timeout(600)
@@ -36,12 +45,19 @@ def test_every_invalid_manifest_is_rejected_naming_the_field(kube_api, crds_inst
         except ApiException as exc:
             fields = case.field.split("|")
             if exc.status not in (400, 422) or not any(f in exc.body for f in fields):
-                failures.append(f"{case.id}: HTTP {exc.status}, expected {case.field!r} in {exc.body[:300]}")
+                failures.append(
+                    f"{case.id}: HTTP {exc.status}, expected {case.field!r} in {exc.body[:300]}"
+                )
     elapsed = time.monotonic() - started
-    assert not failures, f"{len(failures)} of {len(INVALID)} wrong (in {elapsed:.0f}s):\n" + "\n".join(failures[:25])
+    assert not failures, (
+        f"{len(failures)} of {len(INVALID)} wrong (in {elapsed:.0f}s):\n" + "\n".join(failures[:25])
+    )
     custom = client.CustomObjectsApi(kube_api)
     for info in KINDS:
-        assert custom.list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural)["items"] == []
+        assert (
+            custom.list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural)["items"]
+            == []
+        )
 
 
 @pytest.mark.timeout(300)

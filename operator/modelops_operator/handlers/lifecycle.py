@@ -3,6 +3,7 @@ server, and the resync loop."""
 
 import asyncio
 import logging
+import random
 from typing import Any
 
 import kopf
@@ -47,9 +48,14 @@ def register(
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = 32
         if config.peering:
+            # kopf pauses *every* replica whose priority ties with another's, so each
+            # replica draws its own: the highest acts, the others stand by and take
+            # over once its peering record expires (`lifetime` seconds).
             settings.peering.name = config.peering
             settings.peering.standalone = False
             settings.peering.clusterwide = not config.namespaces
+            settings.peering.priority = config.peering_priority or random.randint(1, 1_000_000)
+            settings.peering.lifetime = config.peering_lifetime
         else:
             settings.peering.standalone = True
 

@@ -1,0 +1,217 @@
+"""Faults: the API server and etcd restarted under a running operator, and two operator
+replicas with kopf peering (only one acts; killing it hands over).
+
+These tests run their own control plane, so restarting it disturbs no other test."""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from tests.conftest import REPO_ROOT, poll_until
+from tests.integration.kube_helpers import create, prune
+
+from modelops_api.crdgen import crd_for
+from modelops_api.kinds import KINDS
+from modelops_devcluster import ControlPlane
+
+PEERING_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "kopfpeerings.kopf.dev"},
+    "spec": {
+        "group": "kopf.dev",
+        "scope": "Namespaced",
+        "names": {"kind": "KopfPeering", "plural": "kopfpeerings", "singular": "kopfpeering"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "status": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def own_cluster():
+    with ControlPlane() as cp:
+        api = config.new_client_from_config(config_file=str(cp.kubeconfig))
+        ext = client.ApiextensionsV1Api(api)
+        for info in KINDS:
+            ext.create_custom_resource_definition(crd_for(info))
+        ext.create_custom_resource_definition(PEERING_CRD)
+
+        def established():
+            crds = ext.list_custom_resource_definition().items
+            ok = [
+                c
+                for c in crds
+                if any(
+                    x.type == "Established" and x.status == "True"
+                    for x in c.status.conditions or []
+                )
+            ]
+            return True if len(ok) == 5 else None
+
+        poll_until("CRDs established", established)
+        yield cp, api
+
+
+@pytest.fixture
+def own_namespace(own_cluster):
+    cp, api = own_cluster
+    name = f"f-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    poll_until(
+        "default SA",
+        lambda: _exists(client.CoreV1Api(api).read_namespaced_service_account, "default", name),
+    )
+    return name
+
+
+def _exists(fn, name, namespace):
+    try:
+        return fn(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _operator(kubeconfig, namespace, log, peering=None):
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'jobs'}",
+        "MODELOPS_NAMESPACES": namespace,
+        "MODELOPS_METRICS_PORT": "0",
+        "MODELOPS_HEALTH_PORT": "0",
+        "MODELOPS_RESYNC_SECONDS": "5",
+    }
+    if peering:
+        env["MODELOPS_PEERING"] = peering
+    return subprocess.Popen(
+        [sys.executable, "-m", "modelops_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def _job_names(api, namespace):
+    return sorted(
+        j.metadata.name for j in client.BatchV1Api(api).list_namespaced_job(namespace).items
+    )
+
+
+def _all_have_jobs(api, namespace, names):
+    have = set(_job_names(api, namespace))
+    return True if {f"{n}-prune" for n in names} <= have else None
+
+
+@pytest.mark.timeout(300)
+def test_api_server_and_etcd_restart_under_a_running_operator(own_cluster, own_namespace, tmp_path):
+    cp, api = own_cluster
+    with open(tmp_path / "operator.log", "w") as log:
+        proc = _operator(cp.kubeconfig, own_namespace, log)
+        try:
+            before = [f"b{i}" for i in range(5)]
+            for n in before:
+                create(api, own_namespace, prune(n))
+            poll_until(
+                "Jobs before the restart",
+                lambda: _all_have_jobs(api, own_namespace, before),
+                timeout=90,
+            )
+            outage = cp.restart(("etcd", "kube-apiserver"))
+            # Created right after the restart, while the operator's watches reconnect.
+            after = [f"a{i}" for i in range(5)]
+            for n in after:
+                create(api, own_namespace, prune(n))
+            poll_until(
+                "Jobs after the restart",
+                lambda: _all_have_jobs(api, own_namespace, before + after),
+                timeout=120,
+            )
+            assert proc.poll() is None, "the operator survived the outage"
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    assert _job_names(api, own_namespace) == sorted(f"{n}-prune" for n in before + after), (
+        "nothing lost or duplicated"
+    )
+    assert outage < 60
+
+
+def _peering_status(api, namespace):
+    try:
+        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "kopf.dev", "v1", namespace, "kopfpeerings", "modelops"
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return obj.get("status") or None
+
+
+@pytest.mark.timeout(300)
+def test_two_replicas_only_one_acts_and_killing_it_hands_over(own_cluster, own_namespace, tmp_path):
+    cp, api = own_cluster
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "kopf.dev",
+        "v1",
+        own_namespace,
+        "kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "modelops"}},
+    )
+    logs = [open(tmp_path / f"op{i}.log", "w") for i in range(2)]  # noqa: SIM115
+    procs = [_operator(cp.kubeconfig, own_namespace, logs[0], "modelops")]
+    try:
+        poll_until(
+            "first replica registered", lambda: _peering_status(api, own_namespace), timeout=60
+        )
+        procs.append(_operator(cp.kubeconfig, own_namespace, logs[1], "modelops"))
+        poll_until(
+            "both replicas registered",
+            lambda: True if len(_peering_status(api, own_namespace) or {}) >= 2 else None,
+            timeout=60,
+        )
+        create(api, own_namespace, prune("one"))
+        poll_until("Job for one", lambda: _all_have_jobs(api, own_namespace, ["one"]), timeout=60)
+        logs[0].flush()
+        logs[1].flush()
+        texts = [(tmp_path / f"op{i}.log").read_text() for i in range(2)]
+        paused = [("Pausing operations" in t) or ("paused" in t.lower()) for t in texts]
+        assert paused.count(True) >= 1, "one replica pauses while its peer is active"
+        active = paused.index(False) if False in paused else 0
+        procs[active].send_signal(signal.SIGKILL)
+        procs[active].wait(30)
+        create(api, own_namespace, prune("two"))
+        poll_until(
+            "the other replica takes over",
+            lambda: _all_have_jobs(api, own_namespace, ["one", "two"]),
+            timeout=120,
+        )
+        assert _job_names(api, own_namespace) == ["one-prune", "two-prune"]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(30)
+        for f in logs:
+            f.close()
