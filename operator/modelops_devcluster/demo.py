@@ -67,62 +67,77 @@ def key_metrics(obj: dict[str, Any]) -> str:
     return ", ".join(shown) or "-"
 
 
-def main() -> int:
-    started = time.monotonic()
-    from modelops_api.crdgen import crd_for
-    from modelops_api.kinds import KINDS, kind_info
+def run_examples(
+    api: Any,
+    kubeconfig: str,
+    namespace: str,
+    workdir: Path,
+    out_root: Path | None = None,
+    stages: tuple[tuple[str, ...], ...] = STAGES,
+) -> tuple[list[tuple[str, str, str, str, str]], list[str]]:
+    """Apply the examples stage by stage with the operator and the stand-in kubelet
+    running, wait for each to finish; returns (summary rows, failure explanations).
+    `out_root` replaces /tmp/modelops/out in the examples' URIs."""
+    from modelops_api.kinds import kind_info
     from modelops_api.meta import GROUP, VERSION
-    from modelops_devcluster import ControlPlane
     from modelops_devcluster.pod_runner import LocalPodRunner
     from modelops_operator.config import OperatorConfig
     from modelops_operator.main import run_in_thread
 
-    say("creating tiny models and data under /tmp/modelops (first run only)")
+    custom: Any = client.CustomObjectsApi(api)
+    cfg = OperatorConfig(
+        namespaces=(namespace,), resync_seconds=10.0, jobs_image="modelops-jobs:local"
+    )
+    failures: list[str] = []
+    rows: list[tuple[str, str, str, str, str]] = []
+    with (
+        run_in_thread(cfg, kubeconfig, tick=0.5),
+        LocalPodRunner(api, workdir, namespace, parallel=2),
+    ):
+        for stage in stages:
+            applied = []
+            for file in stage:
+                text = (EXAMPLES / file).read_text()
+                if out_root is not None:
+                    text = text.replace("file:///tmp/modelops/out", f"file://{out_root}")
+                doc = yaml.safe_load(text)
+                plural = kind_info(doc["kind"]).plural
+                custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, doc)
+                applied.append((doc["kind"], plural, doc["metadata"]["name"], time.monotonic()))
+                say(f"applied {file} ({doc['kind']} {doc['metadata']['name']})")
+            for kind, plural, name, t0 in _wait_all(custom, namespace, applied):
+                obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+                phase = obj.get("status", {}).get("phase", "?")
+                rows.append((kind, name, phase, key_metrics(obj), f"{time.monotonic() - t0:.0f}s"))
+                if phase != "Succeeded":
+                    failures.append(_explain(obj, workdir, namespace))
+    return rows, failures
+
+
+def main() -> int:
+    started = time.monotonic()
+    from modelops_api.crdgen import crd_for
+    from modelops_api.kinds import KINDS
+    from modelops_devcluster import ControlPlane
     from modelops_jobs.fixtures import build_example_fixtures
 
+    say("creating tiny models and data under /tmp/modelops (first run only)")
     build_example_fixtures(FIXTURES)
     shutil.rmtree(FIXTURES / "out", ignore_errors=True)
     workdir = Path(tempfile.mkdtemp(prefix="modelops-demo-"))
     say("starting the local control plane (kube-apiserver, etcd, kube-controller-manager)")
     with ControlPlane() as cp:
         api = config.new_client_from_config(config_file=str(cp.kubeconfig))
-        ext = client.ApiextensionsV1Api(api)
+        ext: Any = client.ApiextensionsV1Api(api)
         for info in KINDS:
             ext.create_custom_resource_definition(crd_for(info))
-        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        core: Any = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": NAMESPACE}})
         _wait_crds(ext)
         say(
             f"control plane up in {cp.startup_seconds or 0:.1f}s; CRDs installed; starting the operator"
         )
-        cfg = OperatorConfig(
-            namespaces=(NAMESPACE,), resync_seconds=10.0, jobs_image="modelops-jobs:local"
-        )
-        failures: list[str] = []
-        rows: list[tuple[str, str, str, str, str]] = []
-        with (
-            run_in_thread(cfg, str(cp.kubeconfig), tick=0.5),
-            LocalPodRunner(api, workdir, NAMESPACE, parallel=2) as runner,
-        ):
-            for stage in STAGES:
-                applied = []
-                for file in stage:
-                    doc = yaml.safe_load((EXAMPLES / file).read_text())
-                    plural = kind_info(doc["kind"]).plural
-                    custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, doc)
-                    applied.append((doc["kind"], plural, doc["metadata"]["name"], time.monotonic()))
-                    say(f"applied {file} ({doc['kind']} {doc['metadata']['name']})")
-                for kind, plural, name, t0 in _wait_all(custom, applied):
-                    obj = custom.get_namespaced_custom_object(
-                        GROUP, VERSION, NAMESPACE, plural, name
-                    )
-                    phase = obj.get("status", {}).get("phase", "?")
-                    rows.append(
-                        (kind, name, phase, key_metrics(obj), f"{time.monotonic() - t0:.0f}s")
-                    )
-                    if phase != "Succeeded":
-                        failures.append(_explain(obj, workdir))
-            del runner
+        rows, failures = run_examples(api, str(cp.kubeconfig), NAMESPACE, workdir)
     _table(rows)
     total = time.monotonic() - started
     if failures:
@@ -134,7 +149,7 @@ def main() -> int:
     return 0
 
 
-def _wait_crds(ext: client.ApiextensionsV1Api) -> None:
+def _wait_crds(ext: Any) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         crds = ext.list_custom_resource_definition().items
@@ -152,7 +167,8 @@ def _wait_crds(ext: client.ApiextensionsV1Api) -> None:
 
 
 def _wait_all(
-    custom: client.CustomObjectsApi,
+    custom: Any,
+    namespace: str,
     applied: list[tuple[str, str, str, float]],
     timeout: float = 900,
 ) -> list[tuple[str, str, str, float]]:
@@ -163,7 +179,7 @@ def _wait_all(
     while time.monotonic() < deadline:
         phases = {}
         for _kind, plural, name, _ in applied:
-            obj = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name)
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
             phases[name] = obj.get("status", {}).get("phase", "New")
         line = ", ".join(f"{n}: {p}" for n, p in phases.items())
         if line != last:
@@ -176,12 +192,14 @@ def _wait_all(
     return applied
 
 
-def _explain(obj: dict[str, Any], workdir: Path) -> str:
+def _explain(obj: dict[str, Any], workdir: Path, namespace: str) -> str:
     status = obj.get("status", {})
     name = obj["metadata"]["name"]
-    cond = next((c for c in status.get("conditions", []) if c["type"] == "Failed"), {})
+    cond: dict[str, Any] = next(
+        (c for c in status.get("conditions", []) if c["type"] == "Failed"), {}
+    )
     text = f"\n{obj['kind']} {name}: {status.get('phase')} — {cond.get('reason', '')}: {status.get('message', '')}"
-    for log in sorted((workdir / NAMESPACE).glob(f"{name}-*/log.txt")):
+    for log in sorted((workdir / namespace).glob(f"{name}-*/log.txt")):
         text += f"\n--- {log.parent.name} (last lines) ---\n" + "\n".join(
             log.read_text().splitlines()[-15:]
         )

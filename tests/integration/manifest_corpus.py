@@ -12,6 +12,7 @@ ones accepted, so the CRDs and the models are shown to agree in both directions.
 from __future__ import annotations
 
 import copy
+import itertools
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -89,7 +90,7 @@ def _render(path: list[str | int]) -> str:
 def _set(spec: dict[str, Any], path: list[str | int], value: Any) -> dict[str, Any]:
     spec = copy.deepcopy(spec)
     node: Any = spec
-    for part, nxt in zip(path[:-1], path[1:], strict=False):
+    for part, nxt in itertools.pairwise(path):
         if isinstance(part, int):
             while len(node) <= part:
                 node.append({})
@@ -203,10 +204,7 @@ def generate(seed: int = 0, invalid: int = 1000, valid: int = 200) -> tuple[list
             rendered = _render(path)
             for label, value in _invalid_values(prop):
                 spec = _set(base, path, value)
-                if label == "unknown-field":
-                    rendered_field = f"{rendered}.noSuchField"
-                else:
-                    rendered_field = rendered
+                rendered_field = f"{rendered}.noSuchField" if label == "unknown-field" else rendered
                 bad.append(Case(f"{info.kind}:{rendered}:{label}", info.kind, spec, rendered_field))
             for label, value in _valid_values(prop):
                 good.append(

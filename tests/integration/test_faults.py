@@ -76,7 +76,7 @@ def own_cluster():
 
 @pytest.fixture
 def own_namespace(own_cluster):
-    cp, api = own_cluster
+    _cp, api = own_cluster
     name = f"f-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
     poll_until(
