@@ -85,15 +85,23 @@ class Reconciler:
 
     # -- reconciling -------------------------------------------------------------
     async def reconcile(
-        self, kind: str, namespace: str, name: str, with_drift: bool = False
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        with_drift: bool = False,
+        body: dict[str, Any] | None = None,
     ) -> list[Action]:
+        """Observe, plan and apply for one resource. `body` is the resource as a watch
+        event just delivered it (saves a GET); without it the resource is read."""
         key = (kind, namespace, name)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             started = time.perf_counter()
             metrics.RECONCILES.labels(kind).inc()
             try:
-                body = await self.observer.get_resource(kind, namespace, name)
+                if body is None:
+                    body = await self.observer.get_resource(kind, namespace, name)
                 if body is None:
                     self.forget(kind, namespace, name)
                     return []

@@ -25,7 +25,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
             if event.get("type") == "DELETED":
                 reconciler.forget(kind, namespace, name)
                 return
-            await reconciler.reconcile(kind, namespace, name)
+            # A just-created resource (or the initial listing) is as fresh as a GET;
+            # for later events read it again, so a queued older event never acts on
+            # a status this operator has since changed.
+            fresh = dict(body) if event.get("type") in (None, "ADDED") else None
+            await reconciler.reconcile(kind, namespace, name, body=fresh)
 
         kopf.on.event(
             GROUP, VERSION, info.plural, id=f"reconcile-{info.plural}", registry=registry

@@ -123,15 +123,22 @@ class Observer:
     async def observe(self, body: dict[str, Any], drift: Any = None) -> Observed:
         res = resource_view(body)
         selector = f"{LABEL_KIND}={res.kind},{LABEL_NAME}={res.name}"
-        jobs: Any
-        pods: Any
-        jobs, pods = await asyncio.gather(
-            asyncio.to_thread(
-                self.batch.list_namespaced_job, res.namespace, label_selector=selector
-            ),
-            asyncio.to_thread(
+        jobs: Any = await asyncio.to_thread(
+            self.batch.list_namespaced_job, res.namespace, label_selector=selector
+        )
+        # Termination messages matter only once a pod has finished: skip the pod list
+        # (the common case while a Job is pending or running).
+        finished = any(
+            j.status is not None
+            and ((j.status.succeeded or 0) + (j.status.failed or 0) > 0 or j.status.conditions)
+            for j in jobs.items
+        )
+        pods: Any = (
+            await asyncio.to_thread(
                 self.core.list_namespaced_pod, res.namespace, label_selector=selector
-            ),
+            )
+            if finished
+            else client.V1PodList(items=[])
         )
         by_job: dict[str, list[Any]] = {}
         for pod in pods.items:

@@ -1,0 +1,326 @@
+"""The operator under a burst: 500 resources at once against the local control plane.
+
+Measures, in one run on one machine:
+- the operator: time from each resource's create to its Job existing (p50/p95/p99),
+  time until all Jobs exist, the operator process's peak RSS and CPU seconds, and the
+  API requests it made (from the API server's apiserver_request_total, less the
+  benchmark client's own creates);
+- the floor: the plain Python Kubernetes client creating the same number of
+  ConfigMaps + Jobs directly, with the same client concurrency;
+- a fault run: SIGKILL the operator mid-burst, restart it, and check exactly one Job
+  per resource and that every status converges.
+
+Writes docs/benchmarks/operator_scale.{json,md}.
+
+    PYTHONPATH=operator:jobs python benchmarks/operator_scale.py [--count 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from modelops_api.crdgen import crd_for
+from modelops_api.kinds import KINDS, kind_info
+from modelops_api.meta import GROUP, VERSION
+
+from modelops_devcluster import ControlPlane
+from modelops_operator.build.jobs import ResourceIdentity, build_configmap, build_job, spec_document
+from modelops_operator.config import OperatorConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "benchmarks"
+MODEL = {"uri": "pvc://models/tiny"}
+SPECS: dict[str, dict[str, Any]] = {
+    "PruneRetrain": {"model": MODEL, "output": {"uri": "pvc://models/out"}},
+    "UnlearnRequest": {"model": MODEL, "sampleIds": ["a1"]},
+    "LoRATransfer": {"sourceModel": MODEL, "sourceAdapter": {"uri": "pvc://a/b"}, "targetModel": MODEL, "output": {"uri": "pvc://o/t"}},
+    "ModelAdaptation": {"model": MODEL, "data": {"uri": "pvc://d/new"}, "output": {"uri": "pvc://o/v"}},
+}
+KIND_ORDER = list(SPECS)
+CLIENT_THREADS = 16
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def request_total(cp: ControlPlane) -> float:
+    status, body = cp.api_get("/metrics", timeout=10)
+    total = 0.0
+    for line in str(body).splitlines():
+        if line.startswith("apiserver_request_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def proc_stats(pid: int) -> tuple[int, float]:
+    """(peak RSS bytes, CPU seconds) of a process."""
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            rss = int(line.split()[1]) * 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return rss, (int(fields[11]) + int(fields[12])) / ticks
+
+
+def start_operator(kubeconfig: Path, namespace: str, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT / 'jobs'}",
+        "MODELOPS_NAMESPACES": namespace,
+        "MODELOPS_METRICS_PORT": "0",
+        "MODELOPS_HEALTH_PORT": "0",
+        "MODELOPS_RESYNC_SECONDS": "600",
+    }
+    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen([sys.executable, "-m", "modelops_operator"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+class JobWatcher:
+    """Records when each Job first appears in a namespace (a watch, not polling)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.seen: dict[str, float] = {}
+        self._batch = client.BatchV1Api(api)
+        self._ns = namespace
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> JobWatcher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        w = watch.Watch()
+        while not self._stop.is_set():
+            for event in w.stream(self._batch.list_namespaced_job, self._ns, timeout_seconds=5):
+                name = event["object"].metadata.name
+                self.seen.setdefault(name, time.monotonic())
+                if self._stop.is_set():
+                    break
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.seen) >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def make_namespace(api: client.ApiClient, name: str) -> str:
+    core: Any = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name}})
+    return name
+
+
+def burst(api: client.ApiClient, namespace: str, count: int) -> dict[str, float]:
+    """Create `count` resources (the four kinds in turn); name -> create-returned time."""
+    custom: Any = client.CustomObjectsApi(api)
+    created: dict[str, float] = {}
+
+    def one(i: int) -> None:
+        kind = KIND_ORDER[i % 4]
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": f"r{i:04d}"}, "spec": SPECS[kind]}
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, kind_info(kind).plural, body)
+        created[f"r{i:04d}"] = time.monotonic()
+
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        list(pool.map(one, range(count)))
+    return created
+
+
+def job_of(name: str, i: int) -> str:
+    suffix = {"PruneRetrain": "prune", "UnlearnRequest": "unlearn", "LoRATransfer": "transfer", "ModelAdaptation": "adapt-1"}
+    return f"{name}-{suffix[KIND_ORDER[i % 4]]}"
+
+
+def operator_run(cp: ControlPlane, api: client.ApiClient, count: int, workdir: Path) -> dict[str, Any]:
+    ns = make_namespace(api, "scale-operator")
+    watcher = JobWatcher(api, ns).start()
+    proc = start_operator(cp.kubeconfig, ns, workdir / "operator.log")
+    time.sleep(3)  # let the operator finish its initial listing before the burst starts
+    requests_before = request_total(cp)
+    t0 = time.monotonic()
+    created = burst(api, ns, count)
+    ok = watcher.wait_for(count, timeout=600)
+    t_all = max(watcher.seen.values()) - t0 if ok else float("nan")
+    latencies = [watcher.seen[job_of(n, int(n[1:]))] - t for n, t in created.items() if job_of(n, int(n[1:])) in watcher.seen]
+    # Let status writes finish before reading the request count.
+    deadline = time.monotonic() + 120
+    custom: Any = client.CustomObjectsApi(api)
+    while time.monotonic() < deadline:
+        pending = sum(
+            1 for info in KINDS for item in custom.list_namespaced_custom_object(GROUP, VERSION, ns, info.plural)["items"]
+            if not item.get("status", {}).get("phase")
+        )
+        if pending == 0:
+            break
+        time.sleep(0.5)
+    rss, cpu = proc_stats(proc.pid)
+    requests = request_total(cp) - requests_before
+    proc.terminate()
+    proc.wait(30)
+    watcher.stop()
+    return {
+        "resources": count,
+        "all_jobs_seconds": round(t_all, 3),
+        "latency_p50_s": round(pct(latencies, 50), 3),
+        "latency_p95_s": round(pct(latencies, 95), 3),
+        "latency_p99_s": round(pct(latencies, 99), 3),
+        "latency_max_s": round(max(latencies), 3),
+        "operator_peak_rss_mb": round(rss / 2**20, 1),
+        "operator_cpu_seconds": round(cpu, 2),
+        "api_requests_total": int(requests),
+        "api_requests_by_operator_est": int(requests - count),
+    }
+
+
+def floor_run(api: client.ApiClient, count: int) -> dict[str, Any]:
+    ns = make_namespace(api, "scale-floor")
+    core: Any = client.CoreV1Api(api)
+    batch: Any = client.BatchV1Api(api)
+    cfg = OperatorConfig()
+    from modelops_api import PruneRetrainSpec
+
+    spec = PruneRetrainSpec.model_validate(SPECS["PruneRetrain"])
+    latencies: list[float] = []
+
+    def one(i: int) -> None:
+        res = ResourceIdentity("PruneRetrain", f"r{i:04d}", ns, f"uid-{i}", 1)
+        doc = spec_document(res, spec)
+        cm, job = build_configmap(res, doc), build_job(res, spec, cfg, doc)
+        for manifest in (cm, job):
+            manifest["metadata"].pop("ownerReferences")
+        start = time.monotonic()
+        core.create_namespaced_config_map(ns, cm)
+        batch.create_namespaced_job(ns, job)
+        latencies.append(time.monotonic() - start)
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        list(pool.map(one, range(count)))
+    total = time.monotonic() - t0
+    return {
+        "objects": 2 * count,
+        "all_jobs_seconds": round(total, 3),
+        "latency_p50_s": round(pct(latencies, 50), 3),
+        "latency_p99_s": round(pct(latencies, 99), 3),
+    }
+
+
+def fault_run(cp: ControlPlane, api: client.ApiClient, count: int, workdir: Path) -> dict[str, Any]:
+    ns = make_namespace(api, "scale-fault")
+    watcher = JobWatcher(api, ns).start()
+    proc = start_operator(cp.kubeconfig, ns, workdir / "fault-1.log")
+    time.sleep(3)
+    creator = threading.Thread(target=burst, args=(api, ns, count))
+    creator.start()
+    watcher.wait_for(count // 5, timeout=300)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    killed_at = len(watcher.seen)
+    creator.join()
+    proc = start_operator(cp.kubeconfig, ns, workdir / "fault-2.log")
+    t0 = time.monotonic()
+    converged = False
+    custom: Any = client.CustomObjectsApi(api)
+    while time.monotonic() - t0 < 600:
+        phases = [i.get("status", {}).get("phase") for info in KINDS for i in custom.list_namespaced_custom_object(GROUP, VERSION, ns, info.plural)["items"]]
+        if len(phases) == count and all(phases):
+            converged = True
+            break
+        time.sleep(1)
+    jobs = [j.metadata.name for j in client.BatchV1Api(api).list_namespaced_job(ns).items]
+    proc.terminate()
+    proc.wait(30)
+    watcher.stop()
+    return {
+        "resources": count,
+        "jobs_when_killed": killed_at,
+        "jobs_after_restart": len(jobs),
+        "duplicate_jobs": len(jobs) - len(set(jobs)),
+        "exactly_one_job_per_resource": sorted(jobs) == sorted(job_of(f"r{i:04d}", i) for i in range(count)),
+        "statuses_converged": converged,
+        "convergence_seconds_after_restart": round(time.monotonic() - t0, 1),
+    }
+
+
+def write(results: dict[str, Any], command: str) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "operator_scale.json").write_text(json.dumps(results, indent=2) + "\n")
+    op, fl, fa = results["operator"], results["floor"], results["fault"]
+    ratio = op["all_jobs_seconds"] / fl["all_jobs_seconds"] if fl["all_jobs_seconds"] else float("nan")
+    md = f"""## Operator at scale: {op['resources']} resources at once
+
+Machine: {results['machine']}. Command: `{command}`. Local control plane (kube-apiserver,
+etcd, kube-controller-manager v1.35.4) on the same 2 cores as the operator and the client.
+
+| measure | operator | floor (raw client: ConfigMap + Job) | goal |
+|---|---|---|---|
+| time until all Jobs exist | {op['all_jobs_seconds']} s | {fl['all_jobs_seconds']} s | within 1.5x the floor |
+| ratio operator / floor | **{ratio:.2f}x** | 1.00x | <= 1.5x |
+| create -> Job latency p50 | {op['latency_p50_s']} s | {fl['latency_p50_s']} s (create calls) | |
+| create -> Job latency p95 | {op['latency_p95_s']} s | | |
+| create -> Job latency p99 | {op['latency_p99_s']} s | {fl['latency_p99_s']} s (create calls) | < 1 s |
+| operator peak RSS | {op['operator_peak_rss_mb']} MB | | < 150 MB |
+| operator CPU | {op['operator_cpu_seconds']} s | | |
+| API requests (all clients, less the {op['resources']} creates) | {op['api_requests_by_operator_est']} | {fl['objects']} | |
+
+Fault run: SIGKILL of the operator after {fa['jobs_when_killed']} of {fa['resources']} Jobs existed,
+then a restart: {fa['jobs_after_restart']} Jobs, {fa['duplicate_jobs']} duplicates, exactly one Job per
+resource: **{fa['exactly_one_job_per_resource']}**; every status converged: **{fa['statuses_converged']}**
+({fa['convergence_seconds_after_restart']} s after the restart).
+"""
+    if results.get("notes"):
+        md += "\n" + results["notes"] + "\n"
+    (OUT / "operator_scale.md").write_text(md)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--notes", default="", help="text appended to the Markdown section")
+    args = parser.parse_args()
+    workdir = Path("/tmp/modelops-scale")
+    workdir.mkdir(exist_ok=True)
+    with ControlPlane() as cp:
+        api = config.new_client_from_config(config_file=str(cp.kubeconfig))
+        api.configuration.connection_pool_maxsize = CLIENT_THREADS * 2
+        ext: Any = client.ApiextensionsV1Api(api)
+        for info in KINDS:
+            ext.create_custom_resource_definition(crd_for(info))
+        time.sleep(2)
+        results = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "floor": floor_run(api, args.count),
+            "operator": operator_run(cp, api, args.count, workdir),
+            "fault": fault_run(cp, api, args.count, workdir),
+            "notes": args.notes,
+        }
+    print(json.dumps(results, indent=2))
+    write(results, "PYTHONPATH=operator:jobs python benchmarks/operator_scale.py" + (f" --count {args.count}" if args.count != 500 else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
