@@ -252,7 +252,13 @@ def plan_adaptation(
         document = spec_document(ident, spec, run_info)
         indexed = spec.s3t.shards if spec.strategy == "s3t" else None
         actions.append(EnsureConfigMap(build_configmap(ident, document, active)))
-        actions.append(CreateJob(build_job(ident, spec, config, document, active, indexed)))
+        actions.append(
+            CreateJob(
+                build_job(
+                    ident, spec, config, document, active, indexed, spec.s3t.parallelism or None
+                )
+            )
+        )
         name = job_name(res.kind, res.name, active)
         runs.append(
             {
