@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
-from modelops_api.meta import GROUP, VERSION
 
+from modelops_api.meta import GROUP, VERSION
 from modelops_devcluster.demo import run_examples
 from modelops_jobs.fixtures import build_example_fixtures
 
