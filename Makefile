@@ -13,7 +13,7 @@ PYTEST       := $(PY) -m pytest
 MODELOPS     := $(PY) -m modelops_cli.main
 
 .PHONY: help install system-deps control-plane crds crds-check lint typecheck test test-unit test-jobs \
-        test-integration test-e2e cluster-up cluster-down demo bench clean-venv
+        test-integration test-e2e cluster-up cluster-down demo bench clean-venv dashboards
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -38,16 +38,16 @@ control-plane: ## build kube-apiserver, kube-controller-manager, kubectl and etc
 	@KUBE_VERSION=$(KUBE_VERSION) MODELOPS_CACHE=$(CACHE) hack/build-control-plane.sh >/dev/null
 
 crds: $(VENV)/.installed ## generate crds/, the chart's CRD copy and docs/api.md from the API models
-	$(MODELOPS) crds
+	$(MODELOPS) crds --out crds --out charts/modelops/files/crds
 	$(MODELOPS) api-docs
 
 crds-check: $(VENV)/.installed ## fail if committed CRDs or docs/api.md differ from the models
-	$(MODELOPS) crds --check
+	$(MODELOPS) crds --check --out crds --out charts/modelops/files/crds
 	$(MODELOPS) api-docs --check
 
 lint: $(VENV)/.installed ## ruff lint + format check, and import boundaries (import-linter)
-	$(VENV)/bin/ruff check operator jobs tests benchmarks
-	$(VENV)/bin/ruff format --check operator jobs tests benchmarks
+	$(VENV)/bin/ruff check operator jobs tests benchmarks dashboards
+	$(VENV)/bin/ruff format --check operator jobs tests benchmarks dashboards
 	cd $(CURDIR) && $(VENV)/bin/lint-imports
 
 typecheck: $(VENV)/.installed ## mypy on the operator side
@@ -86,3 +86,10 @@ bench: $(VENV)/.installed ## run the benchmarks and rewrite docs/benchmarks.md
 
 clean-venv: ## remove the cached virtualenv of the current lock file
 	rm -rf $(VENV)
+
+.PHONY: helm helm-test
+helm: ## build helm from source through the Go module proxy (cached; version pinned in hack/build-helm.sh)
+	@MODELOPS_CACHE=$(CACHE) hack/build-helm.sh >/dev/null
+
+helm-test: install helm ## the chart: lint + template every ci/ scenario, assertions, install + RBAC and security e2e
+	$(PYTEST) tests/unit/test_chart.py tests/unit/test_images.py tests/e2e/test_helm.py tests/e2e/test_security.py

@@ -76,6 +76,25 @@ PROMETHEUS_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+KIND_NAMES = ("PruneRetrain", "UnlearnRequest", "LoRATransfer", "ModelAdaptation")
+# Counters exist at 0 from the start, so increase() counts their first event.
+for _kind in KIND_NAMES:
+    RECONCILES.labels(_kind)
+    RECONCILE_ERRORS.labels(_kind)
+    ACTIVE_RUNS.labels(_kind)
+    for _phase in ("Succeeded", "Failed"):
+        RUNS_FINISHED.labels(_kind, _phase)
+
+
+def track_resource(namespace: str, name: str, kind: str) -> None:
+    """Create a resource's counters at 0 when it is first seen."""
+    TRIGGERS.labels(namespace, name, kind)
+    if kind == "UnlearnRequest":
+        DELETED_SAMPLES.labels(namespace, name, kind)
+    if kind == "ModelAdaptation":
+        PROMETHEUS_ERRORS.labels(namespace, name, kind)
+
+
 _PER_RESOURCE_METRICS = (
     DRIFT_VALUE,
     DRIFT_FIRE,

@@ -28,6 +28,12 @@ from modelops_operator.reconcile.actions import Action, PatchStatus
 from modelops_operator.reconcile.observed import ResourceView
 
 log = logging.getLogger("modelops.reconciler")
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
@@ -57,6 +63,7 @@ class Reconciler:
         entry = self.index.get(key)
         now = time.monotonic()
         if entry is None:
+            metrics.track_resource(key[1], key[2], key[0])
             self.index[key] = Tracked(
                 body, now + self.config.resync_seconds, self._drift_interval(body) and now
             )
@@ -158,7 +165,12 @@ class Reconciler:
         if phase:
             self._phases[key] = phase
             metrics.set_phase(res.namespace, res.name, res.kind, phase)
-            if phase != old and phase in ("Succeeded", "Failed") and old is not None:
+            if (
+                phase != old
+                and phase in ("Succeeded", "Failed")
+                and old is not None
+                and res.kind != "ModelAdaptation"
+            ):
                 metrics.RUNS_FINISHED.labels(res.kind, phase).inc()
                 start, end = status.get("startTime"), status.get("completionTime")
                 if start and end:
@@ -175,8 +187,25 @@ class Reconciler:
                 int(patch["runCount"]) - int(res.status.get("runCount", 0))
             )
         if res.kind == "ModelAdaptation":
+            self._record_runs(res, patch)
             self._record_drift(res, status, drift)
         self._update_active_runs()
+
+    @staticmethod
+    def _record_runs(res: ResourceView, patch: dict[str, Any]) -> None:
+        """ModelAdaptation keeps start and end per run: count each run that just finished."""
+        if "runs" not in patch:
+            return
+        before = {r.get("run"): r.get("phase") for r in res.status.get("runs", [])}
+        for run in patch["runs"]:
+            phase = run.get("phase")
+            if phase not in ("Succeeded", "Failed") or before.get(run.get("run")) == phase:
+                continue
+            metrics.RUNS_FINISHED.labels(res.kind, phase).inc()
+            start, end = run.get("startTime"), run.get("completionTime")
+            if start and end:
+                seconds = (_parse(end) - _parse(start)).total_seconds()
+                metrics.RUN_DURATION.labels(res.kind).observe(max(seconds, 0.0))
 
     def _record_drift(
         self, res: ResourceView, status: dict[str, Any], drift: QueryOutcome | None

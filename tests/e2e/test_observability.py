@@ -4,14 +4,15 @@
   its unit tests, and every alert has a severity, a summary, a description and a
   runbook anchor that exists in docs/operations.md.
 - The committed dashboards are what `dashboards/build.py` generates, every panel uses
-  the `${datasource}` variable and sets a unit.
+  the `${datasource}` variable and sets a unit; every metric a query names is one the
+  operator or a Job pod exposes, and docs/operations.md documents every metric.
 - A real Prometheus (Debian's binary, started by the test, scraping every second,
   loaded with the rule file) scrapes the real operator's /metrics while the operator,
   in-process against the local control plane, acts on four resources, and a training
   job's metrics endpoint. Every PromQL expression of the dashboards (panels and
   template variables) and of the rule file then runs through /api/v1/query: each
-  parses, the core panels listed in CORE_PANELS return data, and every rule
-  evaluates without error.
+  parses, the core panels listed in CORE_PANELS return data (a few with exact values),
+  every rule evaluates without error, and a deleted resource's series disappear.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from prometheus_client import generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import free_port
 from tests.integration.kube_helpers import create, get, prune
 
 from modelops_devcluster.pod_runner import finish_pod
 from modelops_jobs.reporting import ProgressEvent
-from modelops_jobs.training_metrics import serve_training_metrics
+from modelops_jobs.training_metrics import TrainingMetrics, serve_training_metrics
 from modelops_operator import metrics
 from modelops_operator.build.names import job_name
 
@@ -185,6 +186,36 @@ def test_committed_dashboards_are_generated_and_consistent():
         assert set(CORE_PANELS[file]) <= set(titles), file
 
 
+def declared_series() -> dict[str, str]:
+    """Every series name the operator and a Job pod can expose -> the metric's name as
+    docs/operations.md lists it (counters with `_total`, histograms without suffix)."""
+    job_registry = CollectorRegistry()
+    TrainingMetrics({}, job_registry)
+    out = {}
+    for registry in (metrics.REGISTRY, job_registry):
+        for family in registry.collect():
+            suffixes = {
+                "counter": ["_total"],
+                "histogram": ["_bucket", "_sum", "_count"],
+            }.get(family.type, [""])
+            documented = family.name + ("_total" if family.type == "counter" else "")
+            for suffix in suffixes:
+                out[family.name + suffix] = documented
+    return out
+
+
+def test_every_metric_queried_exists_and_every_metric_is_documented():
+    series = declared_series()
+    exprs = [e for _, e in rule_queries()]
+    for board in load_dashboards().values():
+        exprs += [v["definition"] for v in board["templating"]["list"] if v["type"] == "query"]
+        exprs += [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"(?<![\w:])modelops_\w+", e)}
+    assert used - set(series) == set(), "queries name metrics nobody exposes"
+    documented = set(re.findall(r"^\| `(modelops_\w+)` \|", OPERATIONS.read_text(), re.M))
+    assert set(series.values()) == documented, "docs/operations.md lists every metric"
+
+
 # -- PromQL from the dashboards and the rules ---------------------------------------------------
 
 
@@ -313,9 +344,18 @@ def result(ok: bool = True, reason: str = "Succeeded", **results: Any) -> str:
     return json.dumps(body)
 
 
-def scraped(prom_url: str, expr: str, want: float) -> bool | None:
-    """True once Prometheus holds `want` for `expr` (i.e. has scraped it)."""
-    return True if want in values_by(prom_query(prom_url, expr), "").values() else None
+def finished_prune_runs() -> float:
+    """PruneRetrain runs in the operator's run-duration histogram (this process)."""
+    value = metrics.REGISTRY.get_sample_value(
+        "modelops_run_duration_seconds_count", {"kind": "PruneRetrain"}
+    )
+    return value or 0.0
+
+
+def scraped(prom_url: str, expr: str, at_least: float) -> bool | None:
+    """True once Prometheus holds a value of at least `at_least` for `expr`."""
+    got = values_by(prom_query(prom_url, expr), "").values()
+    return True if any(v >= at_least for v in got) else None
 
 
 @pytest.mark.timeout(240)
@@ -375,6 +415,7 @@ def test_every_dashboard_and_rule_query_runs_against_a_real_prometheus(
     ok_pod = wait_for("p-ok pod", lambda: pending_pod(kube_api, namespace, "p-ok-prune"))
     unlearn_job = job_name("UnlearnRequest", "forget")
     forget_pod = wait_for("forget pod", lambda: pending_pod(kube_api, namespace, unlearn_job))
+    before = finished_prune_runs()
     finish_pod(core, ok_pod, 0, result(sparsity=0.5))
     finish_pod(core, forget_pod, 0, result(deletedSamples=2, unknownIds=0))
     wait_for(
@@ -384,9 +425,9 @@ def test_every_dashboard_and_rule_query_runs_against_a_real_prometheus(
         "forget Succeeded",
         lambda: phase_is(kube_api, namespace, "UnlearnRequest", "forget", "Succeeded"),
     )
-    count = metrics.REGISTRY.get_sample_value(
-        "modelops_run_duration_seconds_count", {"kind": "PruneRetrain"}
-    )
+    # The status patch is visible a moment before the operator records the metrics.
+    wait_for("the run's duration recorded", lambda: finished_prune_runs() > before or None)
+    count = finished_prune_runs()
     wait_for(
         "Prometheus scraped the finished run",
         lambda: scraped(
@@ -471,20 +512,32 @@ def test_every_dashboard_and_rule_query_runs_against_a_real_prometheus(
             errors.append(f"rule {name}: {expr}: {answer.get('error')}")
     assert not errors, "expressions Prometheus rejected:\n" + "\n".join(errors)
 
-    # A few exact values, so "data" means the right data.
-    by_title = {(f, t): e for f, t, e in queries}
-    phases = values_by(
-        prom_query(prom.url, by_title["operator-overview.json", "Resources by phase"]), "phase"
-    )
-    assert phases == {"Succeeded": 2, "Failed": 1, "Pending": 1}
-    drift_value = prom_query(prom.url, f'modelops_drift_value{{namespace="{namespace}"}}')
-    assert values_by(drift_value, "name") == {"drifty": 0.8}
-    forgotten = values_by(
-        prom_query(prom.url, by_title["unlearning.json", "Samples forgotten per request"]), "name"
-    )
-    assert forgotten == {"forget": 2}
-    progress = values_by(prom_query(prom.url, by_title["training-jobs.json", "Progress"]), "name")
-    assert progress == {"drifty": 0.25}
+    # A few exact values, so "data" means the right data (polled: the last scrape may
+    # be a second behind the API server).
+    by_title: dict[tuple[str, str], str] = {}
+    for file, title, expr in queries:
+        by_title.setdefault((file, title), expr)
+    expected = [
+        (
+            "operator-overview.json",
+            "Resources by phase",
+            "phase",
+            {"Succeeded": 2, "Failed": 1, "Pending": 1},
+        ),
+        ("drift-adaptations.json", "Drift value and thresholds", "name", {"drifty": 0.8}),
+        ("unlearning.json", "Samples forgotten per request", "name", {"forget": 2}),
+        ("training-jobs.json", "Progress", "name", {"drifty": 0.25}),
+        ("training-jobs.json", "Throughput", "name", {"drifty": 4096}),
+    ]
+    for file, title, label, want in expected:
+        expr = by_title[file, title]  # the panel's first query
+        deadline = time.monotonic() + 15
+        while True:
+            got = values_by(prom_query(prom.url, expr), label)
+            if got == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert got == want, f"{file} / {title}: {expr}"
 
     # Every rule, loaded into this Prometheus, evaluates without error.
     def rules_evaluated() -> list[dict[str, Any]] | None:
