@@ -41,9 +41,13 @@ crds: $(VENV)/.installed ## generate crds/, the chart's CRD copy and docs/api.md
 	$(MODELOPS) crds --out crds --out charts/modelops/files/crds
 	$(MODELOPS) api-docs
 
-crds-check: $(VENV)/.installed ## fail if committed CRDs or docs/api.md differ from the models
+crds-check: $(VENV)/.installed ## fail if committed CRDs, docs/api.md or dashboards differ from their sources
 	$(MODELOPS) crds --check --out crds --out charts/modelops/files/crds
 	$(MODELOPS) api-docs --check
+	$(PY) dashboards/build.py --check
+
+dashboards: $(VENV)/.installed ## regenerate the Grafana dashboards from dashboards/build.py
+	$(PY) dashboards/build.py
 
 lint: $(VENV)/.installed ## ruff lint + format check, and import boundaries (import-linter)
 	$(VENV)/bin/ruff check operator jobs tests benchmarks dashboards
