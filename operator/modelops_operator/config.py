@@ -1,12 +1,27 @@
 """Operator settings, read once from the environment (the Helm chart sets them)."""
 
+import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def _env_list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
     return tuple(x.strip() for x in raw.split(",") if x.strip())
+
+
+def _env_json(env: Any, name: str, default: Any) -> Any:
+    raw = env.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} must be JSON: {exc}") from exc
+    if type(value) is not type(default):
+        raise ValueError(f"{name} must be a JSON {type(default).__name__}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,12 @@ class OperatorConfig:
     peering_lifetime: int = 20
     """Seconds a silent replica's peering record stays valid before another takes over."""
     extra_job_env: dict[str, str] = field(default_factory=dict)
+    default_node_selector: dict[str, str] = field(default_factory=dict)
+    """Node labels every Job pod requires unless its spec sets its own."""
+    default_tolerations: tuple[dict[str, Any], ...] = ()
+    """Tolerations added to every Job pod (e.g. for tainted GPU nodes)."""
+    default_priority_class: str | None = None
+    """PriorityClass of Job pods whose spec names none."""
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -56,4 +77,8 @@ class OperatorConfig:
             peering_priority=int(env.get("MODELOPS_PEERING_PRIORITY", "0")),
             peering_lifetime=int(env.get("MODELOPS_PEERING_LIFETIME", "20")),
             extra_job_env=extra,
+            default_gpu_resource=env.get("MODELOPS_GPU_RESOURCE", cls.default_gpu_resource),
+            default_node_selector=_env_json(env, "MODELOPS_JOB_NODE_SELECTOR", {}),
+            default_tolerations=tuple(_env_json(env, "MODELOPS_JOB_TOLERATIONS", [])),
+            default_priority_class=env.get("MODELOPS_JOB_PRIORITY_CLASS") or None,
         )

@@ -633,12 +633,7 @@ def test_kopf_peering_crds_ship_in_the_crds_directory():
 # Env vars the chart sets that modelops_operator.config does not read yet: the operator
 # needs them for the chart's jobs.gpu and jobs.scheduling values. When the operator
 # reads one, this test fails until it is removed from here.
-PENDING_OPERATOR_SUPPORT = {
-    "MODELOPS_GPU_RESOURCE",
-    "MODELOPS_JOB_NODE_SELECTOR",
-    "MODELOPS_JOB_TOLERATIONS",
-    "MODELOPS_JOB_PRIORITY_CLASS",
-}
+PENDING_OPERATOR_SUPPORT: set[str] = set()
 NOT_OURS = {"POD_ID", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}  # kopf, Python
 
 

@@ -46,7 +46,35 @@ def _request(url: str, query: str, timeout: float, creds: Credentials) -> dict:
         return json.loads(resp.read().decode())
 
 
+def redact(text: str, creds: Credentials) -> str:
+    """An error text with every credential value replaced by ***: servers and proxies
+    sometimes echo the request headers, and errors end up in status."""
+    secrets = [creds.bearer_token, creds.password, creds.username]
+    if creds.username is not None:
+        secrets.append(
+            base64.b64encode(f"{creds.username}:{creds.password or ''}".encode()).decode()
+        )
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
 def query_value(
+    url: str, query: str, now: datetime, timeout: float = 10.0, creds: Credentials | None = None
+) -> QueryOutcome:
+    """Run an instant query; a QueryOutcome with a value, no data, or an error (with any
+    credential redacted from it)."""
+    creds = creds or Credentials()
+    outcome = _query_value(url, query, now, timeout, creds)
+    if outcome.error is not None:
+        return QueryOutcome(
+            outcome.time, error=redact(outcome.error, creds), error_reason=outcome.error_reason
+        )
+    return outcome
+
+
+def _query_value(
     url: str, query: str, now: datetime, timeout: float = 10.0, creds: Credentials | None = None
 ) -> QueryOutcome:
     """Run an instant query; a QueryOutcome with a value, no data, or an error."""

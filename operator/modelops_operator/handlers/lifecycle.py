@@ -47,6 +47,9 @@ def register(
         # kopf's own events only for warnings; ours are written by k8s/apply.
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = 32
+        # Namespaced installs may not list namespaces or CRDs cluster-wide; without
+        # this kopf retries those scans with backoff for about a minute first.
+        settings.scanning.disabled = bool(config.namespaces)
         if config.peering:
             # kopf pauses *every* replica whose priority ties with another's, so each
             # replica draws its own: the highest acts, the others stand by and take
