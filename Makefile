@@ -57,7 +57,7 @@ lint: $(VENV)/.installed ## ruff lint + format check, and import boundaries (imp
 typecheck: $(VENV)/.installed ## mypy on the operator side
 	$(PY) -m mypy
 
-test: install crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e)
+test: install helm crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)
 	$(PYTEST) tests/unit tests/jobs tests/integration tests/e2e
 
 test-unit: $(VENV)/.installed ## unit tier: models, CRD generation, plan(), builders
