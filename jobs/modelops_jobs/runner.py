@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 from modelops_api import kind_info
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, TERMINATION_MESSAGE_PATH
@@ -114,6 +115,8 @@ def execute(
         results = dict(outcome.results)
         if info.results is not None:
             results = info.results.model_validate(results).to_wire()
+        else:  # ModelAdaptation runs: free-form numbers, camelCase like every status
+            results = {to_camel(k): v for k, v in results.items()}
         artifact = None
         if final is not None and outcome.publish:
             manifest = {

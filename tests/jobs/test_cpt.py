@@ -358,7 +358,7 @@ def test_runner_chains_versions_through_the_pre_anneal_checkpoint(
     curve = manifest["metrics"]["curve"]
     assert curve[1]["step"] == 1
     assert curve[1]["lr"] == pytest.approx(3e-3 * 0.55)  # no re-warm: at eta_const at once
-    assert manifest["results"]["new_loss"] < manifest["results"]["new_loss_before"]
+    assert manifest["results"]["newLoss"] < manifest["results"]["newLossBefore"]
 
 
 # -- the metrics endpoint --------------------------------------------------------------

@@ -4,6 +4,7 @@ server, and the resync loop."""
 import asyncio
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -61,6 +62,12 @@ def register(
             settings.peering.lifetime = config.peering_lifetime
         else:
             settings.peering.standalone = True
+
+    @kopf.on.startup(registry=registry)
+    async def widen_executor(**_: Any) -> None:
+        # API calls run in threads (asyncio.to_thread); the default pool has only
+        # cpu_count + 4 workers, which caps the requests in flight during a burst.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **_: Any) -> None:

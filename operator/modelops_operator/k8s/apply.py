@@ -39,19 +39,27 @@ class Applier:
         self.api_calls = 0
 
     async def apply(self, res: ResourceView, actions: list[Action]) -> None:
+        """In order — the ConfigMap before the Job, the Job before the status that names
+        it — then the status patch and the events together."""
+        last = [a for a in actions if isinstance(a, PatchStatus | RecordEvent)]
         for action in actions:
-            if isinstance(action, EnsureConfigMap):
-                await self._create(
-                    self.core.create_namespaced_config_map, res.namespace, action.manifest
-                )
-            elif isinstance(action, CreateJob):
-                await self._create(self.batch.create_namespaced_job, res.namespace, action.manifest)
-            elif isinstance(action, DeleteJob):
-                await self._delete_job(action.namespace, action.name)
-            elif isinstance(action, PatchStatus):
-                await self._patch_status(res, action.patch)
-            elif isinstance(action, RecordEvent):
-                await self._event(res, action)
+            if not isinstance(action, PatchStatus | RecordEvent):
+                await self._one(res, action)
+        await asyncio.gather(*(self._one(res, a) for a in last))
+
+    async def _one(self, res: ResourceView, action: Action) -> None:
+        if isinstance(action, EnsureConfigMap):
+            await self._create(
+                self.core.create_namespaced_config_map, res.namespace, action.manifest
+            )
+        elif isinstance(action, CreateJob):
+            await self._create(self.batch.create_namespaced_job, res.namespace, action.manifest)
+        elif isinstance(action, DeleteJob):
+            await self._delete_job(action.namespace, action.name)
+        elif isinstance(action, PatchStatus):
+            await self._patch_status(res, action.patch)
+        elif isinstance(action, RecordEvent):
+            await self._event(res, action)
 
     async def _create(self, fn: Any, namespace: str, body: dict[str, Any]) -> None:
         self.api_calls += 1

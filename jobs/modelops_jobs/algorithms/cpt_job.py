@@ -1,0 +1,354 @@
+"""Continual pre-training (ModelAdaptation strategy `cpt`), after arXiv:2403.08763.
+
+One run takes the parent model (the previous run's version, else `spec.model`) and
+trains it on the new data D1 with a fresh AdamW, a re-warm + re-decay (or constant, or
+infinite) LR schedule from `lr_schedules`, and compute-equivalent replay of the old
+data D0 from `replay`. It reports the validation loss on D0 and D1 separately and
+their average (the paper's "matches re-training" measure), before and after, and
+writes the new model version with its lineage.
+
+The paper's pitfalls, handled here:
+- the optimizer state is never reused: each run starts a fresh AdamW, so the decayed
+  state and LR of the parent play no part. The one exception is continuing an infinite
+  schedule from the parent's `pre_anneal/` checkpoint, which is at eta_const and not
+  decayed: its AdamW state is restored with it, so the run goes on where that run's
+  constant phase stopped, without re-warming;
+- D0 validation windows are held out before the replay buffer is built (the last 5% of
+  D0 when no `validationOld` is given; likewise for D1);
+- replay rates are compared at equal total tokens (replay replaces D1 sequences).
+
+Preemption: a checkpoint (model, optimizer, replay cursors, counters, RNG) is saved
+every `checkpointEvery` steps and on SIGTERM; the retried pod resumes from it and ends
+bit-identical to an uninterrupted run on CPU. The pre-anneal checkpoint is written
+beside that checkpoint (it survives a retry) and moved into the output at the end.
+
+Simplified against the paper: one model size and batch per run as given by the spec;
+no LM-eval benchmarks, only validation loss.
+"""
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modelops_jobs.algorithms.lr_schedules import (
+    ScheduleSettings,
+    multiplier_function,
+    pre_anneal_point,
+)
+from modelops_jobs.algorithms.replay import ReplayMixer
+from modelops_jobs.context import AlgorithmResult, RunContext
+from modelops_jobs.data import field_values, lm_windows, read_records, token_stream
+from modelops_jobs.errors import PermanentError, Preempted
+from modelops_jobs.modelio import count_parameters, load_causal_lm, load_tokenizer
+
+PRE_ANNEAL_DIR = "pre_anneal"
+OPTIMIZER_FILE = "optimizer.pt"
+HOLDOUT_SHARE = 0.05
+CURVE_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+"""Where the loss curve is evaluated: dense at the start, to show a re-warming spike."""
+CURVE_WINDOWS = 64
+ADAM_BETAS = (0.9, 0.95)  # the paper's GPT-NeoX setting
+
+
+@dataclass
+class CPTData:
+    """Token windows: D1 and D0 for training, and their validation sets."""
+
+    train_new: torch.Tensor
+    train_old: torch.Tensor | None
+    val_new: torch.Tensor
+    val_old: torch.Tensor | None
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs besides the model and optimizer weights."""
+
+    step: int = 0
+    tokens: int = 0
+    replay_tokens: int = 0
+    before: dict[str, float] = field(default_factory=dict)
+    curve: list[dict[str, float]] = field(default_factory=list)
+    train_loss: list[list[float]] = field(default_factory=list)
+
+
+# -- inputs ----------------------------------------------------------------------
+def schedule_settings(schedule: Any) -> ScheduleSettings:
+    """The spec's LRSchedule as plain values."""
+    return ScheduleSettings(
+        kind=schedule.kind,
+        warmup_ratio=schedule.warmup_ratio,
+        min_lr_ratio=schedule.min_lr_ratio,
+        cooldown_ratio=schedule.cooldown_ratio,
+        constant_lr_ratio=schedule.constant_lr_ratio,
+        anneal_ratio=schedule.anneal_ratio,
+    )
+
+
+def dataset_windows(ctx: RunContext, ref: Any, tokenizer: Any, length: int) -> torch.Tensor:
+    """A DatasetRef's texts, tokenized, joined with EOS and cut into windows."""
+    records = read_records(ctx.resolve(str(ref.uri)), ref.max_samples)
+    texts = field_values(records, ref.text_field, str(ref.uri))
+    return lm_windows(token_stream(tokenizer, [str(t) for t in texts]), length)
+
+
+def split_holdout(windows: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation): the last 5% of the windows (at least one) are held out."""
+    held = max(1, round(HOLDOUT_SHARE * len(windows)))
+    if len(windows) - held < 1:
+        raise PermanentError(
+            f"{what} has {len(windows)} window(s): too few to hold out validation data; "
+            "give a validation dataset or more data",
+            "DataTooShort",
+        )
+    return windows[:-held], windows[-held:]
+
+
+def prepare_data(spec: Any, ctx: RunContext, tokenizer: Any) -> CPTData:
+    """Read D1, D0 and the validation sets; hold out validation data where none is given."""
+    length = spec.optimization.sequence_length
+    cpt = spec.cpt
+    train_new = dataset_windows(ctx, spec.data, tokenizer, length)
+    if cpt.validation_new is not None:
+        val_new = dataset_windows(ctx, cpt.validation_new, tokenizer, length)
+    else:
+        train_new, val_new = split_holdout(train_new, "spec.data")
+    train_old = val_old = None
+    if cpt.replay_data is not None:
+        train_old = dataset_windows(ctx, cpt.replay_data, tokenizer, length)
+        if cpt.validation_old is None:
+            train_old, val_old = split_holdout(train_old, "spec.cpt.replayData")
+    if cpt.validation_old is not None:
+        val_old = dataset_windows(ctx, cpt.validation_old, tokenizer, length)
+    if cpt.replay_ratio > 0 and train_old is None:
+        raise PermanentError(
+            f"spec.cpt.replayRatio is {cpt.replay_ratio} but spec.cpt.replayData is not set",
+            "ReplayDataMissing",
+        )
+    return CPTData(train_new, train_old, val_new, val_old)
+
+
+def parent_model(spec: Any, ctx: RunContext) -> tuple[str, Path]:
+    """(URI, local path) of the model this run starts from: the previous version, if any."""
+    run_info = getattr(ctx, "run", None) or {}
+    uri = run_info.get("parent") or str(spec.model.uri)
+    return uri, ctx.resolve(uri)
+
+
+# -- evaluation ------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_loss(
+    model: Any, windows: torch.Tensor, batch_size: int, device: torch.device
+) -> float:
+    """Mean next-token loss over the windows (all of one length, so rows weigh equally)."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for start in range(0, len(windows), batch_size):
+        batch = windows[start : start + batch_size].to(device)
+        total += float(model(input_ids=batch, labels=batch).loss) * len(batch)
+    model.train(was_training)
+    return total / len(windows)
+
+
+def evaluate_both(
+    model: Any, data: CPTData, batch_size: int, device: torch.device, limit: int | None = None
+) -> dict[str, float]:
+    """old_loss, new_loss and (when both exist) avg_loss."""
+    out = {"new_loss": evaluate_loss(model, data.val_new[:limit], batch_size, device)}
+    if data.val_old is not None:
+        out["old_loss"] = evaluate_loss(model, data.val_old[:limit], batch_size, device)
+        out["avg_loss"] = (out["old_loss"] + out["new_loss"]) / 2
+    return out
+
+
+# -- checkpoints -----------------------------------------------------------------
+def save_pre_anneal(model: Any, tokenizer: Any, optimizer: Any, directory: Path) -> None:
+    """Write the un-annealed model, tokenizer and AdamW state atomically."""
+    partial = directory.with_name(directory.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    torch.save(optimizer.state_dict(), partial / OPTIMIZER_FILE)
+    if directory.exists():
+        shutil.rmtree(directory)
+    partial.rename(directory)
+
+
+def pre_anneal_staging(ctx: RunContext) -> Path:
+    """Where the pre-anneal checkpoint is written during the run (survives a retry)."""
+    base = ctx.checkpointer.directory or ctx.output_dir
+    return base / PRE_ANNEAL_DIR
+
+
+def build_optimizer(model: Any, spec: Any) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=spec.optimization.learning_rate,
+        betas=ADAM_BETAS,
+        eps=1e-8,
+        weight_decay=spec.optimization.weight_decay,
+    )
+
+
+def save_checkpoint(
+    ctx: RunContext, model: Any, optimizer: Any, mixer: Any, state: TrainState
+) -> None:
+    ctx.checkpointer.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "mixer": mixer.state_dict(),
+            "train": state.__dict__,
+        }
+    )
+
+
+# -- the run ---------------------------------------------------------------------
+def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
+    """One continual pre-training run: parent model + D1 (+ replayed D0) -> new version."""
+    opt = spec.optimization
+    cpt = spec.cpt
+    if spec.model.quantization != "none":
+        raise PermanentError(
+            "continual pre-training updates every weight; spec.model.quantization must be none",
+            "UnsupportedQuantization",
+        )
+    parent_uri, parent_path = parent_model(spec, ctx)
+    settings = schedule_settings(cpt.schedule)
+    pre_anneal_parent = parent_path / PRE_ANNEAL_DIR
+    continued = (
+        settings.kind == "infinite"
+        and cpt.schedule.resume_from_pre_anneal
+        and (pre_anneal_parent / "config.json").exists()
+    )
+    start_path = pre_anneal_parent if continued else parent_path
+    try:
+        lr_multiplier = multiplier_function(settings, opt.steps, continued)
+        pre_anneal = pre_anneal_point(settings, opt.steps, continued)
+    except ValueError as exc:
+        raise PermanentError(f"spec.cpt.schedule: {exc}", "InvalidSchedule") from exc
+
+    ctx.reporter.phase("load")
+    model = load_causal_lm(start_path, spec.model.dtype, "none", ctx.device)
+    tokenizer = load_tokenizer(start_path)
+    max_positions = getattr(model.config, "max_position_embeddings", None)
+    if max_positions and opt.sequence_length > max_positions:
+        raise PermanentError(
+            f"spec.optimization.sequenceLength {opt.sequence_length} exceeds the model's "
+            f"{max_positions} positions",
+            "SequenceTooLong",
+        )
+    data = prepare_data(spec, ctx, tokenizer)
+    try:
+        mixer = ReplayMixer(
+            data.train_new, data.train_old, cpt.replay_ratio, opt.batch_size, spec.seed
+        )
+    except ValueError as exc:
+        raise PermanentError(str(exc), "InvalidData") from exc
+    optimizer = build_optimizer(model, spec)
+    if continued and (pre_anneal_parent / OPTIMIZER_FILE).exists():
+        optimizer.load_state_dict(
+            torch.load(pre_anneal_parent / OPTIMIZER_FILE, map_location=ctx.device)
+        )
+        for group in optimizer.param_groups:  # this run's settings, the parent's moments
+            group["weight_decay"] = opt.weight_decay
+
+    state = TrainState()
+    saved = ctx.checkpointer.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        mixer.load_state_dict(saved["mixer"])
+        state = TrainState(**saved["train"])
+    else:
+        ctx.reporter.phase("evaluate")
+        state.before = evaluate_both(model, data, opt.batch_size, ctx.device)
+        start = evaluate_both(model, data, opt.batch_size, ctx.device, CURVE_WINDOWS)
+        state.curve.append({"step": 0, **start})
+
+    curve_at = {max(1, round(f * opt.steps)) for f in CURVE_FRACTIONS}
+    log_every = max(1, opt.steps // 200)
+    ctx.reporter.phase("train")
+    model.train()
+    session_tokens, started = 0, time.monotonic()
+    for step in range(state.step + 1, opt.steps + 1):
+        lr = opt.learning_rate * lr_multiplier(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = 0.0
+        for _ in range(opt.gradient_accumulation):
+            batch = mixer.next_batch()
+            ids = batch.input_ids.to(ctx.device)
+            loss = model(input_ids=ids, labels=ids).loss / opt.gradient_accumulation
+            loss.backward()
+            step_loss += float(loss.detach())
+            state.tokens += batch.tokens
+            state.replay_tokens += batch.old_tokens
+            session_tokens += batch.tokens
+        torch.nn.utils.clip_grad_norm_(model.parameters(), opt.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step = step
+        if not math.isfinite(step_loss):
+            raise PermanentError(
+                f"training loss is {step_loss} at step {step}; lower spec.optimization.learningRate",
+                "TrainingDiverged",
+            )
+        if step % log_every == 0 or step == opt.steps:
+            state.train_loss.append([step, step_loss])
+        if step in curve_at:
+            point = evaluate_both(model, data, opt.batch_size, ctx.device, CURVE_WINDOWS)
+            state.curve.append({"step": step, "lr": lr, **point})
+        if step == pre_anneal:
+            save_pre_anneal(model, tokenizer, optimizer, pre_anneal_staging(ctx))
+        ctx.reporter.step(step, opt.steps, loss=step_loss, tokens=session_tokens, lr=lr)
+        stop = ctx.checkpointer.should_stop() and step < opt.steps
+        if ctx.checkpointer.due(step) or stop:
+            save_checkpoint(ctx, model, optimizer, mixer, state)
+        if stop:
+            raise Preempted(f"stopped after step {step} of {opt.steps}; checkpoint saved")
+    elapsed = time.monotonic() - started
+
+    ctx.reporter.phase("evaluate")
+    after = evaluate_both(model, data, opt.batch_size, ctx.device)
+    ctx.reporter.phase("save")
+    model.save_pretrained(ctx.output_dir)
+    tokenizer.save_pretrained(ctx.output_dir)
+    staged = pre_anneal_staging(ctx)
+    if pre_anneal is not None and staged != ctx.output_dir / PRE_ANNEAL_DIR:
+        shutil.move(str(staged), str(ctx.output_dir / PRE_ANNEAL_DIR))
+
+    results: dict[str, Any] = {**after, "steps": opt.steps, "tokens": state.tokens}
+    results |= {f"{k}_before": v for k, v in state.before.items()}
+    if "old_loss" in after:
+        results["forgetting"] = after["old_loss"] - state.before["old_loss"]
+    results |= {
+        "replay_ratio": cpt.replay_ratio,
+        "replay_tokens": state.replay_tokens,
+        "tokens_per_second": session_tokens / elapsed if elapsed > 0 else 0.0,
+        "final_lr": opt.learning_rate * lr_multiplier(opt.steps),
+        "parameters": count_parameters(model)[1],
+    }
+    for name, value in results.items():
+        ctx.reporter.metric(name, value)
+    lineage = {
+        "parent": parent_uri,
+        "startedFrom": f"{parent_uri.rstrip('/')}/{PRE_ANNEAL_DIR}" if continued else parent_uri,
+        "data": str(spec.data.uri),
+        "replayData": str(cpt.replay_data.uri) if cpt.replay_data else None,
+        "validationOld": str(cpt.validation_old.uri) if cpt.validation_old else None,
+        "validationNew": str(cpt.validation_new.uri) if cpt.validation_new else None,
+        "schedule": cpt.schedule.to_wire(),
+        "continuedFromPreAnneal": continued,
+        "preAnneal": PRE_ANNEAL_DIR if pre_anneal is not None else None,
+        "run": (getattr(ctx, "run", None) or {}).get("number"),
+    }
+    metrics = {"curve": state.curve, "trainLoss": state.train_loss, "preAnnealStep": pre_anneal}
+    return AlgorithmResult(results=results, lineage=lineage, metrics=metrics)
