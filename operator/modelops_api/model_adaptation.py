@@ -47,7 +47,8 @@ class LRSchedule(ApiModel):
     kind: Literal["rewarm_cosine", "constant", "infinite"] = Field(
         "rewarm_cosine",
         description=(
-            "rewarm_cosine: linear re-warm then cosine re-decay; constant: a fixed LR; "
+            "rewarm_cosine: linear re-warm then cosine re-decay; constant: eta_min = "
+            "minLrRatio x learningRate throughout (no re-warming); "
             "infinite: warmup, cooldown, constant, and a final anneal."
         ),
     )
