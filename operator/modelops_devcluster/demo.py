@@ -43,7 +43,16 @@ KEY_RESULTS = {
     ),
     "UnlearnRequest": ("deletedSamples", "unknownIds", "testAccuracy", "membershipInference"),
     "LoRATransfer": ("acceptanceRate", "sourceScore", "targetBaseScore", "transferredScore"),
-    "ModelAdaptation": ("oldLoss", "newLoss", "avgLoss", "accuracy", "trainLoss", "shards"),
+    "ModelAdaptation": (
+        "oldLoss",
+        "newLoss",
+        "avgLoss",
+        "trainLoss",
+        "discriminatorAccuracy",
+        "samples",
+        "orders",
+        "version",
+    ),
 }
 
 
