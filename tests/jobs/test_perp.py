@@ -7,6 +7,7 @@ fixture), so that pruning measurably hurts and retraining measurably helps.
 
 import copy
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,14 @@ VARIANTS = ("masklora", "scalelora", "lora_prune", "lora")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _threads() -> None:
+def _one_thread() -> Iterator[None]:
+    """One torch thread for this module's tiny models, also inside the runner (restored)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODELOPS_THREADS", "1")
+        yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +135,8 @@ def document(root: Path, output: str, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def pruned_cache(trained: torch.nn.Module, train_windows: torch.Tensor) -> dict[tuple, Any]:
+def pruned_cache() -> dict[tuple, Any]:
+    """Pruned models by (criterion, pattern), pruned once per module."""
     return {}
 
 
@@ -418,3 +426,66 @@ def test_runner_end_to_end(
         results.pruned_perplexity,
         results.retrained_perplexity,
     )
+
+
+def quantize_block_linears(model: torch.nn.Module, kind: str) -> None:
+    """Swap every block linear for a bitsandbytes 4-bit (NF4) or 8-bit layer, in place."""
+    import bitsandbytes as bnb
+
+    for layer in pruning.prunable_layers(model):
+        linear = layer.module
+        if kind == "4bit":
+            quantized = bnb.nn.Linear4bit(
+                linear.in_features,
+                linear.out_features,
+                compute_dtype=torch.float32,
+                quant_type="nf4",
+            )
+            quantized.weight = bnb.nn.Params4bit(
+                linear.weight.data.clone(), requires_grad=False, quant_type="nf4"
+            )
+        else:
+            quantized = bnb.nn.Linear8bitLt(
+                linear.in_features, linear.out_features, has_fp16_weights=False
+            )
+            quantized.weight = bnb.nn.Int8Params(
+                linear.weight.data.clone(), requires_grad=False, has_fp16_weights=False
+            )
+        quantized.bias = torch.nn.Parameter(linear.bias.data.clone())
+        perp_peft.set_submodule(model, layer.name, quantized.to("cpu"))
+
+
+@pytest.mark.parametrize("kind", ["4bit", "8bit"])
+def test_quantized_base_prunes_retrains_and_merges_to_sparse_linears(
+    trained: torch.nn.Module, train_windows: torch.Tensor, workspace: Path, kind: str
+) -> None:
+    """The QLoRA-style path on bitsandbytes' CPU kernels: prune in full precision (weights read
+    from the checkpoint), re-quantize, train MaskLoRA on the frozen quantized base, merge into
+    full-precision sparse linears whose zeros are exactly the mask."""
+    model = copy.deepcopy(trained)
+    quantize_block_linears(model, kind)
+    layers = pruning.prunable_layers(model)
+    full_precision = pruning.checkpoint_weights(workspace / "model", layers)
+    reference = dict(trained.named_parameters())
+    for name, weight in full_precision.items():
+        assert torch.equal(weight, reference[f"{name}.weight"])
+    config = pruning.PruneConfig(
+        criterion="wanda", sparsity=0.5, nm=(2, 4), full_precision=full_precision
+    )
+    masks = pruning.prune_model(model, layers, config, train_windows[:8])
+    for layer in layers:
+        assert bool((pruning.read_matrix(layer.module)[~masks[layer.name]] == 0).all())
+        assert torch.equal(full_precision[layer.name] == 0, ~masks[layer.name])
+    plan = perp_peft.select_subset(model, ["biases", "masklora"], layers, masks, LoRAConfig(rank=2))
+    params = [p for _, p in perp_peft.trainable_parameters(model)]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    for step in range(2):
+        batch = train_windows[step * 4 : step * 4 + 4]
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    perp_peft.merge(model, plan, full_precision)
+    layers = pruning.prunable_layers(model)
+    assert all(type(lay.module) is torch.nn.Linear for lay in layers)
+    report = pruning.verify_masks(layers, masks, (2, 4))
+    assert report.mask_preserved and report.pattern_holds and report.sparsity == 0.5
