@@ -46,7 +46,7 @@ class OperatorConfig:
     """kopf peering name (several replicas, one active); None runs standalone."""
     peering_priority: int = 0
     """This replica's peering priority; 0 draws a random one (ties pause every replica)."""
-    peering_lifetime: int = 20
+    peering_lifetime: int = 60
     """Seconds a silent replica's peering record stays valid before another takes over."""
     extra_job_env: dict[str, str] = field(default_factory=dict)
     default_node_selector: dict[str, str] = field(default_factory=dict)
@@ -75,7 +75,7 @@ class OperatorConfig:
             resync_seconds=float(env.get("MODELOPS_RESYNC_SECONDS", cls.resync_seconds)),
             peering=env.get("MODELOPS_PEERING") or None,
             peering_priority=int(env.get("MODELOPS_PEERING_PRIORITY", "0")),
-            peering_lifetime=int(env.get("MODELOPS_PEERING_LIFETIME", "20")),
+            peering_lifetime=int(env.get("MODELOPS_PEERING_LIFETIME", "60")),
             extra_job_env=extra,
             default_gpu_resource=env.get("MODELOPS_GPU_RESOURCE", cls.default_gpu_resource),
             default_node_selector=_env_json(env, "MODELOPS_JOB_NODE_SELECTOR", {}),

@@ -1,8 +1,13 @@
 """Small helpers the integration tests share: create resources, read them, finish pods."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from modelops_api.kinds import kind_info
 from modelops_api.meta import GROUP, VERSION
@@ -37,3 +42,37 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if cond["type"] == type_:
             return cond
     return None
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def read_or_none(fn: Any, name: str, namespace: str) -> Any:
+    """fn(name, namespace), or None when the object does not exist."""
+    try:
+        return fn(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def start_operator_process(
+    kubeconfig: Any, namespace: str, log: Any, peering: str | None = None
+) -> subprocess.Popen:
+    """The operator as its own process (`python -m modelops_operator`), as in a pod."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'jobs'}",
+        "MODELOPS_NAMESPACES": namespace,
+        "MODELOPS_METRICS_PORT": "0",
+        "MODELOPS_HEALTH_PORT": "0",
+        "MODELOPS_RESYNC_SECONDS": "5",
+    }
+    if peering:
+        env["MODELOPS_PEERING"] = peering
+        env["MODELOPS_PEERING_LIFETIME"] = "20"  # a quick hand-over for the test
+    return subprocess.Popen(
+        [sys.executable, "-m", "modelops_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )

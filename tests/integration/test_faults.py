@@ -3,17 +3,14 @@ replicas with kopf peering (only one acts; killing it hands over).
 
 These tests run their own control plane, so restarting it disturbs no other test."""
 
-import os
 import signal
-import subprocess
-import sys
 import uuid
 
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from tests.conftest import REPO_ROOT, poll_until
-from tests.integration.kube_helpers import create, prune
+from tests.conftest import poll_until
+from tests.integration.kube_helpers import create, prune, read_or_none, start_operator_process
 
 from modelops_api.crdgen import crd_for
 from modelops_api.kinds import KINDS
@@ -81,35 +78,11 @@ def own_namespace(own_cluster):
     client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
     poll_until(
         "default SA",
-        lambda: _exists(client.CoreV1Api(api).read_namespaced_service_account, "default", name),
+        lambda: read_or_none(
+            client.CoreV1Api(api).read_namespaced_service_account, "default", name
+        ),
     )
     return name
-
-
-def _exists(fn, name, namespace):
-    try:
-        return fn(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def _operator(kubeconfig, namespace, log, peering=None):
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'jobs'}",
-        "MODELOPS_NAMESPACES": namespace,
-        "MODELOPS_METRICS_PORT": "0",
-        "MODELOPS_HEALTH_PORT": "0",
-        "MODELOPS_RESYNC_SECONDS": "5",
-    }
-    if peering:
-        env["MODELOPS_PEERING"] = peering
-    return subprocess.Popen(
-        [sys.executable, "-m", "modelops_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
 
 
 def _job_names(api, namespace):
@@ -127,7 +100,7 @@ def _all_have_jobs(api, namespace, names):
 def test_api_server_and_etcd_restart_under_a_running_operator(own_cluster, own_namespace, tmp_path):
     cp, api = own_cluster
     with open(tmp_path / "operator.log", "w") as log:
-        proc = _operator(cp.kubeconfig, own_namespace, log)
+        proc = start_operator_process(cp.kubeconfig, own_namespace, log)
         try:
             before = [f"b{i}" for i in range(5)]
             for n in before:
@@ -180,12 +153,12 @@ def test_two_replicas_only_one_acts_and_killing_it_hands_over(own_cluster, own_n
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "modelops"}},
     )
     logs = [open(tmp_path / f"op{i}.log", "w") for i in range(2)]  # noqa: SIM115
-    procs = [_operator(cp.kubeconfig, own_namespace, logs[0], "modelops")]
+    procs = [start_operator_process(cp.kubeconfig, own_namespace, logs[0], "modelops")]
     try:
         poll_until(
             "first replica registered", lambda: _peering_status(api, own_namespace), timeout=60
         )
-        procs.append(_operator(cp.kubeconfig, own_namespace, logs[1], "modelops"))
+        procs.append(start_operator_process(cp.kubeconfig, own_namespace, logs[1], "modelops"))
         poll_until(
             "both replicas registered",
             lambda: True if len(_peering_status(api, own_namespace) or {}) >= 2 else None,

@@ -4,16 +4,18 @@ kubelet reports it; the real Job controller does the rest), survives restarts
 without duplicates, and lets garbage collection clean up."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from tests.conftest import REPO_ROOT
-from tests.integration.kube_helpers import condition, create, get, prune
+from tests.integration.kube_helpers import (
+    condition,
+    create,
+    get,
+    prune,
+    read_or_none,
+    start_operator_process,
+)
 
 from modelops_api.meta import EXIT_PERMANENT, EXIT_RETRYABLE, GROUP, LABEL_NAME, VERSION
 from modelops_devcluster.pod_runner import finish_pod
@@ -52,7 +54,9 @@ def test_creates_configmap_and_job(kube_api, namespace, operator, wait_for):
         prune("p1", scheduling={"nodeSelector": {"pool": "gpu"}, "priorityClassName": "high"}),
     )
     batch, core = client.BatchV1Api(kube_api), client.CoreV1Api(kube_api)
-    job = wait_for("Job p1-prune", lambda: _read(batch.read_namespaced_job, "p1-prune", namespace))
+    job = wait_for(
+        "Job p1-prune", lambda: read_or_none(batch.read_namespaced_job, "p1-prune", namespace)
+    )
     cr = get(kube_api, namespace, "PruneRetrain", "p1")
     owner = job.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.uid, owner.controller) == (
@@ -87,15 +91,6 @@ def test_creates_configmap_and_job(kube_api, namespace, operator, wait_for):
     assert condition(cr, "JobCreated")["status"] == "True"
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=p1")
     assert any(e.reason == "JobCreated" for e in events.items)
-
-
-def _read(fn, name, namespace):
-    try:
-        return fn(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 def test_success_sets_phase_results_and_conditions(kube_api, namespace, operator, wait_for):
@@ -169,7 +164,7 @@ def test_retryable_failure_is_retried_then_succeeds(kube_api, namespace, operato
 def test_job_deleted_by_hand_is_reported_not_recreated(kube_api, namespace, operator, wait_for):
     create(kube_api, namespace, prune("p5"))
     batch = client.BatchV1Api(kube_api)
-    wait_for("Job", lambda: _read(batch.read_namespaced_job, "p5-prune", namespace))
+    wait_for("Job", lambda: read_or_none(batch.read_namespaced_job, "p5-prune", namespace))
     wait_for("Pending", lambda: phase_is(kube_api, namespace, "PruneRetrain", "p5", "Pending"))
     batch.delete_namespaced_job("p5-prune", namespace, propagation_policy="Background")
     cr = wait_for("Failed", lambda: phase_is(kube_api, namespace, "PruneRetrain", "p5", "Failed"))
@@ -182,7 +177,7 @@ def test_job_deleted_by_hand_is_reported_not_recreated(kube_api, namespace, oper
 def test_queue_name_creates_a_suspended_job(kube_api, namespace, operator, wait_for):
     create(kube_api, namespace, prune("p6", scheduling={"queueName": "gpu-queue"}))
     batch = client.BatchV1Api(kube_api)
-    job = wait_for("Job", lambda: _read(batch.read_namespaced_job, "p6-prune", namespace))
+    job = wait_for("Job", lambda: read_or_none(batch.read_namespaced_job, "p6-prune", namespace))
     assert (
         job.spec.suspend is True and job.metadata.labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     )
@@ -192,19 +187,23 @@ def test_queue_name_creates_a_suspended_job(kube_api, namespace, operator, wait_
 def test_deleting_the_resource_removes_job_and_configmap(kube_api, namespace, operator, wait_for):
     create(kube_api, namespace, prune("p7"))
     batch, core = client.BatchV1Api(kube_api), client.CoreV1Api(kube_api)
-    wait_for("Job", lambda: _read(batch.read_namespaced_job, "p7-prune", namespace))
+    wait_for("Job", lambda: read_or_none(batch.read_namespaced_job, "p7-prune", namespace))
     client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, "pruneretrains", "p7"
     )
     wait_for(
         "Job gone",
-        lambda: True if _read(batch.read_namespaced_job, "p7-prune", namespace) is None else None,
+        lambda: (
+            True if read_or_none(batch.read_namespaced_job, "p7-prune", namespace) is None else None
+        ),
         timeout=90,
     )
     wait_for(
         "ConfigMap gone",
         lambda: (
-            True if _read(core.read_namespaced_config_map, "p7-prune", namespace) is None else None
+            True
+            if read_or_none(core.read_namespaced_config_map, "p7-prune", namespace) is None
+            else None
         ),
         timeout=90,
     )
@@ -246,20 +245,6 @@ def test_model_adaptation_runs_and_run_now_annotation(kube_api, namespace, opera
 N_RESOURCES = 30
 
 
-def _start_operator_process(kubeconfig, namespace, log):
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'jobs'}",
-        "MODELOPS_NAMESPACES": namespace,
-        "MODELOPS_METRICS_PORT": "0",
-        "MODELOPS_HEALTH_PORT": "0",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "modelops_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-
-
 @pytest.mark.timeout(300)
 def test_sigkill_mid_reconcile_leaves_exactly_one_job_per_resource(
     control_plane, kube_api, crds_installed, namespace, wait_for, tmp_path
@@ -268,7 +253,7 @@ def test_sigkill_mid_reconcile_leaves_exactly_one_job_per_resource(
         create(kube_api, namespace, prune(f"r{i:02d}"))
     batch = client.BatchV1Api(kube_api)
     with open(tmp_path / "operator-1.log", "w") as log:
-        proc = _start_operator_process(control_plane.kubeconfig, namespace, log)
+        proc = start_operator_process(control_plane.kubeconfig, namespace, log)
         try:
             wait_for(
                 "first Jobs",
@@ -280,7 +265,7 @@ def test_sigkill_mid_reconcile_leaves_exactly_one_job_per_resource(
             proc.wait(30)
     created_before = len(batch.list_namespaced_job(namespace).items)
     with open(tmp_path / "operator-2.log", "w") as log:
-        proc = _start_operator_process(control_plane.kubeconfig, namespace, log)
+        proc = start_operator_process(control_plane.kubeconfig, namespace, log)
         try:
 
             def all_pending():
