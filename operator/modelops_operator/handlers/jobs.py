@@ -1,6 +1,6 @@
 """Watch events of the Jobs the operator created: a Job that changes reconciles its owner."""
 
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -9,7 +9,9 @@ from modelops_operator.service import Reconciler
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
-    async def on_job_event(body: kopf.Body, **_: Any) -> None:
+    async def on_job_event(event: Any, body: kopf.Body, **_: Any) -> None:
+        if event.get("type") == "ADDED":
+            return  # the reconcile that created it already recorded it
         labels = body.get("metadata", {}).get("labels", {})
         kind, name = labels.get(LABEL_KIND), labels.get(LABEL_NAME)
         if not kind or not name:
@@ -23,4 +25,4 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         labels={LABEL_MANAGED_BY: MANAGED_BY_VALUE},
         id="owned-jobs",
         registry=registry,
-    )(on_job_event)
+    )(cast(Any, on_job_event))

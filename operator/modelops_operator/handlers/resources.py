@@ -10,8 +10,18 @@ from typing import Any, cast
 import kopf
 
 from modelops_api.kinds import KINDS
-from modelops_api.meta import GROUP, VERSION
+from modelops_api.meta import ANNOTATION_RUN_NOW, GROUP, VERSION
 from modelops_operator.service import Reconciler
+
+
+def _status_only(body: Any) -> bool:
+    """A change the operator made itself: the spec generation is observed already and
+    no run-now request is pending."""
+    meta, status = body.get("metadata", {}), body.get("status") or {}
+    if status.get("observedGeneration") != meta.get("generation"):
+        return False
+    run_now = (meta.get("annotations") or {}).get(ANNOTATION_RUN_NOW)
+    return not run_now or run_now == status.get("lastRunNow")
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
@@ -25,6 +35,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
             if event.get("type") == "DELETED":
                 reconciler.forget(kind, namespace, name)
                 return
+            if event.get("type") == "MODIFIED" and _status_only(body):
+                return  # our own status write: nothing new to act on (resync still runs)
             # A just-created resource (or the initial listing) is as fresh as a GET;
             # for later events read it again, so a queued older event never acts on
             # a status this operator has since changed.

@@ -64,7 +64,8 @@ class Applier:
     async def _create(self, fn: Any, namespace: str, body: dict[str, Any]) -> None:
         self.api_calls += 1
         try:
-            await asyncio.to_thread(fn, namespace, body)
+            # The created object is not needed: skip deserialising the response.
+            await asyncio.to_thread(fn, namespace, body, _preload_content=False)
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -121,7 +122,9 @@ class Applier:
         }
         self.api_calls += 1
         try:
-            await asyncio.to_thread(self.core.create_namespaced_event, res.namespace, body)
+            await asyncio.to_thread(
+                self.core.create_namespaced_event, res.namespace, body, _preload_content=False
+            )
         except ApiException as exc:  # events are best effort
             log.warning(
                 "could not record event %s on %s/%s: %s",

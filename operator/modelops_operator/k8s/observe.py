@@ -2,7 +2,8 @@
 termination messages of their pods. Two list calls per reconcile, both by label."""
 
 import asyncio
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from kubernetes import client
@@ -39,45 +40,61 @@ def resource_view(body: dict[str, Any]) -> ResourceView:
     )
 
 
-def _terminations(pods: list[Any]) -> tuple[PodTermination, ...]:
+def _terminations(pods: list[dict[str, Any]]) -> tuple[PodTermination, ...]:
     out = []
     for pod in pods:
-        for cs in (pod.status.container_statuses or []) if pod.status else []:
-            term = cs.state.terminated if cs.state else None
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated")
             if term is None:
                 continue
             out.append(
                 PodTermination(
-                    pod=pod.metadata.name,
-                    exit_code=int(term.exit_code),
-                    message=term.message or "",
-                    finished_at=term.finished_at,
+                    pod=pod["metadata"]["name"],
+                    exit_code=int(term.get("exitCode", 0)),
+                    message=term.get("message") or "",
+                    finished_at=_parse_time(term.get("finishedAt")),
                 )
             )
-    out.sort(key=lambda t: (t.finished_at is not None, t.finished_at or datetime.min), reverse=True)
+    out.sort(
+        key=lambda t: (
+            t.finished_at is not None,
+            t.finished_at or datetime.min.replace(tzinfo=UTC),
+        ),
+        reverse=True,
+    )
     return tuple(out)
 
 
-def job_view(job: Any, pods: list[Any]) -> JobView:
-    st = job.status
-    conditions = (
-        {c.type: (c.status, c.reason or "", c.message or "") for c in (st.conditions or [])}
-        if st
-        else {}
-    )
+def job_view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
+    """A Job (as the API server's JSON) and its pods, as the reconciler sees them."""
+    st = job.get("status") or {}
+    conditions = {
+        c["type"]: (c.get("status", ""), c.get("reason") or "", c.get("message") or "")
+        for c in st.get("conditions") or []
+    }
     return JobView(
-        name=job.metadata.name,
-        uid=job.metadata.uid,
-        active=int(st.active or 0) if st else 0,
-        ready=int(st.ready or 0) if st else 0,
-        succeeded=int(st.succeeded or 0) if st else 0,
-        failed=int(st.failed or 0) if st else 0,
-        suspended=bool(job.spec.suspend),
+        name=job["metadata"]["name"],
+        uid=job["metadata"].get("uid"),
+        active=int(st.get("active") or 0),
+        ready=int(st.get("ready") or 0),
+        succeeded=int(st.get("succeeded") or 0),
+        failed=int(st.get("failed") or 0),
+        suspended=bool((job.get("spec") or {}).get("suspend")),
         conditions=conditions,
-        start_time=st.start_time if st else None,
-        completion_time=st.completion_time if st else None,
+        start_time=_parse_time(st.get("startTime")),
+        completion_time=_parse_time(st.get("completionTime")),
         terminations=_terminations(pods),
     )
+
+
+async def _raw_list(fn: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """A list call returning plain JSON: the client's model deserialisation is the
+    most expensive part of a reconcile, and the reconciler needs a few fields only."""
+    response = await asyncio.to_thread(
+        fn, namespace, label_selector=selector, _preload_content=False
+    )
+    items: list[dict[str, Any]] = json.loads(response.data)["items"]
+    return items
 
 
 class Observer:
@@ -123,33 +140,31 @@ class Observer:
     async def observe(self, body: dict[str, Any], drift: Any = None) -> Observed:
         res = resource_view(body)
         selector = f"{LABEL_KIND}={res.kind},{LABEL_NAME}={res.name}"
-        jobs: Any = await asyncio.to_thread(
-            self.batch.list_namespaced_job, res.namespace, label_selector=selector
-        )
+        jobs = await _raw_list(self.batch.list_namespaced_job, res.namespace, selector)
         # Termination messages matter only once a pod has finished: skip the pod list
         # (the common case while a Job is pending or running).
         finished = any(
-            j.status is not None
-            and ((j.status.succeeded or 0) + (j.status.failed or 0) > 0 or j.status.conditions)
-            for j in jobs.items
+            (st := j.get("status") or {}).get("succeeded")
+            or st.get("failed")
+            or st.get("conditions")
+            for j in jobs
         )
-        pods: Any = (
-            await asyncio.to_thread(
-                self.core.list_namespaced_pod, res.namespace, label_selector=selector
-            )
+        pods = (
+            await _raw_list(self.core.list_namespaced_pod, res.namespace, selector)
             if finished
-            else client.V1PodList(items=[])
+            else []
         )
-        by_job: dict[str, list[Any]] = {}
-        for pod in pods.items:
-            labels = pod.metadata.labels or {}
+        by_job: dict[str, list[dict[str, Any]]] = {}
+        for pod in pods:
+            labels = pod["metadata"].get("labels") or {}
             owner = next((labels[k] for k in JOB_NAME_LABELS if k in labels), None)
             if owner:
                 by_job.setdefault(owner, []).append(pod)
         views = {}
-        for job in jobs.items:
-            refs = job.metadata.owner_references or []
-            if res.uid and not any(r.uid == res.uid for r in refs):
+        for job in jobs:
+            refs = job["metadata"].get("ownerReferences") or []
+            if res.uid and not any(r.get("uid") == res.uid for r in refs):
                 continue  # a Job of an earlier resource with the same name
-            views[job.metadata.name] = job_view(job, by_job.get(job.metadata.name, []))
+            name = job["metadata"]["name"]
+            views[name] = job_view(job, by_job.get(name, []))
         return Observed(resource=res, jobs=views, drift=drift)
