@@ -1,0 +1,226 @@
+"""LoRATransfer: move a LoRA adapter to a new base model with Trans-LoRA.
+
+Order of work, failing on bad input before any expensive step:
+1. Seeds: the source adapter's `seeds.jsonl` plus `spec.seeds` (none: NoSeeds).
+2. Tokenizers; `distillation.mode: token` needs identical ones (TokenizerMismatch).
+3. The teacher: source base + source adapter, loaded with plain PEFT (AdapterMismatch
+   when the adapter does not fit that base); the stored discriminator, when present,
+   becomes a second adapter of the same model. No discriminator (or `filter: none`):
+   the run goes on unfiltered and reports `filtered: false`.
+4. The student: a fresh LoRA/DoRA on the target base (UnsupportedTargetModules when
+   the target has none of the requested modules).
+5. Synthesis with the generator (the target base by default, its adapter disabled),
+   filtered by the discriminator; teacher labels in batches (source adapter enabled);
+   distillation into the student (sequence-level cross-entropy on the teacher's text,
+   or token-level KL on the teacher's logits).
+6. Evaluation on `evaluationData` when given: exact match of greedy completions for
+   source + adapter, target base alone and target + transferred adapter; the MMD
+   between real and synthetic prompts (kept vs all candidates) goes to the manifest.
+
+Each phase is resumable after SIGTERM (kept prompts, labels, distillation state).
+Output: the transferred adapter (PEFT format), `seeds.jsonl` (so it can be
+transferred again), `synthetic.jsonl` (kept prompts with the teacher's completions)
+and lineage (source adapter, bases, seeds digest, synthetic-set digest).
+"""
+
+from contextlib import nullcontext
+from dataclasses import asdict
+from typing import Any
+
+from modelops_jobs.algorithms import translora
+from modelops_jobs.algorithms.lora_finetune import (
+    RunState,
+    attach_lora,
+    cross_entropy_loss,
+    encode_pairs,
+    read_pairs,
+    train_adapter,
+)
+from modelops_jobs.context import AlgorithmResult, RunContext
+from modelops_jobs.data import write_jsonl
+from modelops_jobs.errors import PermanentError, Preempted
+from modelops_jobs.modelio import count_parameters, load_causal_lm, load_tokenizer
+
+METRIC = "exact_match"
+MMD_SAMPLES = 250
+SYNTHETIC_FILE = "synthetic.jsonl"
+
+
+def gather_seeds(spec: Any, adapter_dir: Any) -> list[translora.Seed]:
+    stored = translora.read_seeds(adapter_dir / translora.SEEDS_FILE)
+    extra = [translora.Seed(s.prompt, s.completion) for s in spec.seeds]
+    seeds = stored + [s for s in extra if s not in stored]
+    if not seeds:
+        raise PermanentError(
+            "no seed examples: the source adapter has no seeds.jsonl and spec.seeds is empty",
+            "NoSeeds",
+        )
+    return seeds
+
+
+def label_with_teacher(
+    teacher: Any, tokenizer: Any, prompts: list[str], spec: Any, ctx: RunContext, state: RunState
+) -> list[str]:
+    """The teacher's greedy completions, batch by batch (resumable)."""
+    labels: list[str] = state.get("labels") or []
+    size = spec.distillation.teacher_batch_size
+    teacher.set_adapter("default")
+    while len(labels) < len(prompts):
+        if ctx.checkpointer.should_stop():
+            state.put("labels", labels)
+            raise Preempted(f"labelling stopped after {len(labels)} prompts; saved")
+        chunk = prompts[len(labels) : len(labels) + size]
+        labels += translora.greedy_completions(
+            teacher, tokenizer, chunk, spec.distillation.teacher_max_new_tokens, size
+        )
+        ctx.reporter.step(len(labels), len(prompts))
+    state.put("labels", labels)
+    return labels
+
+
+def evaluate(
+    models: dict[str, tuple[Any, Any, Any]], prompts: list[str], refs: list[str], spec: Any
+) -> dict[str, float]:
+    """Exact match per model; `models` maps a name to (model, tokenizer, context)."""
+    scores = {}
+    for name, (model, tokenizer, context) in models.items():
+        with context:
+            completions = translora.greedy_completions(
+                model,
+                tokenizer,
+                prompts,
+                spec.distillation.teacher_max_new_tokens,
+                spec.distillation.teacher_batch_size,
+            )
+        scores[name] = translora.exact_match(completions, refs)
+    return scores
+
+
+def mmd_diagnostic(
+    teacher: Any, tokenizer: Any, real: list[str], outcome: translora.SynthesisOutcome
+) -> dict[str, float]:
+    """MMD^2 between real prompts and kept / all candidate prompts (source-base embeddings)."""
+    with teacher.disable_adapter():
+        embed = translora.prompt_embeddings
+        real_emb = embed(teacher, tokenizer, real[:MMD_SAMPLES])
+        kept = embed(teacher, tokenizer, outcome.kept[:MMD_SAMPLES])
+        candidates = embed(teacher, tokenizer, outcome.candidates[:MMD_SAMPLES])
+    return {
+        "mmd_kept": translora.mmd_rbf(real_emb, kept),
+        "mmd_candidates": translora.mmd_rbf(real_emb, candidates),
+    }
+
+
+def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
+    """One Trans-LoRA transfer (see the module docstring for the order of work)."""
+    state = RunState(ctx.checkpointer)
+    adapter_uri = str(spec.source_adapter.uri)
+    adapter_dir = ctx.resolve(adapter_uri)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise PermanentError(f"no PEFT adapter at {adapter_uri}", "AdapterNotFound")
+    seeds = gather_seeds(spec, adapter_dir)
+    source_path = ctx.resolve(str(spec.source_model.uri))
+    target_path = ctx.resolve(str(spec.target_model.uri))
+    source_tok, target_tok = load_tokenizer(source_path), load_tokenizer(target_path)
+    mode = spec.distillation.mode
+    if mode == "token":
+        translora.check_same_tokenizer(source_tok, target_tok, [s.prompt for s in seeds])
+
+    ctx.reporter.phase("load")
+    source = load_causal_lm(
+        source_path, spec.source_model.dtype, spec.source_model.quantization, ctx.device
+    )
+    teacher = translora.load_adapter(source, adapter_dir)
+    discriminator = None
+    if spec.synthesis.filter == "discriminator":
+        discriminator = translora.load_discriminator(teacher, source_tok, adapter_dir)
+        if discriminator is None:
+            ctx.reporter.log("no discriminator stored with the source adapter: running unfiltered")
+    target = load_causal_lm(
+        target_path, spec.target_model.dtype, spec.target_model.quantization, ctx.device
+    )
+    student = attach_lora(target, spec.target_adapter)
+    if spec.synthesis.generator is None:
+        generator, generator_tok, generator_ctx = student, target_tok, student.disable_adapter()
+    else:
+        ref = spec.synthesis.generator
+        path = ctx.resolve(str(ref.uri))
+        generator = load_causal_lm(path, ref.dtype, ref.quantization, ctx.device)
+        generator_tok, generator_ctx = load_tokenizer(path), nullcontext()
+
+    ctx.reporter.phase("synthesize")
+    with generator_ctx:
+        outcome = translora.synthesize(
+            generator,
+            generator_tok,
+            seeds,
+            spec.synthesis,
+            ctx,
+            state,
+            accept=discriminator.accepts if discriminator else None,
+            exclude={translora.normalise(s.prompt) for s in seeds},
+            key="synthesis/transfer",
+            seed=ctx.seed,
+        )
+    ctx.reporter.phase("label")
+    labels = label_with_teacher(teacher, source_tok, outcome.kept, spec, ctx, state)
+
+    ctx.reporter.phase("distill")
+    examples = encode_pairs(target_tok, outcome.kept, labels, spec.optimization.sequence_length)
+    loss_fn = cross_entropy_loss
+    if mode == "token":
+        loss_fn = translora.token_kl_loss(teacher, len(source_tok))
+    trained = train_adapter(
+        student, examples, spec.optimization, ctx, state,
+        phase="distill", pad_id=target_tok.pad_token_id, seed=ctx.seed, loss_fn=loss_fn,
+    )  # fmt: skip
+
+    results: dict[str, Any] = {
+        "kept_samples": len(outcome.kept),
+        "attempts": outcome.attempts,
+        "acceptance_rate": outcome.acceptance_rate,
+        "filtered": discriminator is not None,
+    }
+    metrics: dict[str, Any] = {
+        "distill_loss_first": trained.first_loss,
+        "distill_loss_final": trained.final_loss,
+        "distill_steps": trained.steps,
+        "seeds": len(seeds),
+        "trainable_parameters": count_parameters(student)[0],
+    }
+    if spec.evaluation_data is not None:
+        ctx.reporter.phase("evaluate")
+        prompts, refs = read_pairs(ctx.resolve(str(spec.evaluation_data.uri)), spec.evaluation_data)
+        scores = evaluate(
+            {
+                "source_score": (teacher, source_tok, nullcontext()),
+                "target_base_score": (student, target_tok, student.disable_adapter()),
+                "transferred_score": (student, target_tok, nullcontext()),
+            },
+            prompts,
+            refs,
+            spec,
+        )
+        results |= scores | {"metric": METRIC}
+        metrics |= mmd_diagnostic(teacher, source_tok, prompts, outcome)
+    for name, value in {**results, **metrics}.items():
+        if isinstance(value, int | float):
+            ctx.reporter.metric(name, value)
+
+    ctx.reporter.phase("save")
+    student.save_pretrained(str(ctx.output_dir))
+    write_jsonl(ctx.output_dir / translora.SEEDS_FILE, [asdict(s) for s in seeds])
+    synthetic = [{"prompt": p, "completion": c} for p, c in zip(outcome.kept, labels, strict=True)]
+    write_jsonl(ctx.output_dir / SYNTHETIC_FILE, synthetic)
+    lineage = {
+        "sourceAdapter": adapter_uri,
+        "sourceModel": str(spec.source_model.uri),
+        "targetModel": str(spec.target_model.uri),
+        "generator": str(spec.synthesis.generator.uri) if spec.synthesis.generator else None,
+        "discriminator": f"{adapter_uri.rstrip('/')}/discriminator" if discriminator else None,
+        "filtered": discriminator is not None,
+        "distillation": mode,
+        "seedsDigest": translora.seeds_digest(seeds),
+        "syntheticDigest": translora.texts_digest(synthetic),
+    }
+    return AlgorithmResult(results=results, lineage=lineage, metrics=metrics)
