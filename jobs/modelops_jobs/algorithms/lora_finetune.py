@@ -77,7 +77,9 @@ def read_pairs(path: Path, dataset: Any) -> tuple[list[str], list[str]]:
     completions = field_values(records, dataset.completion_field, str(path))
     for i, value in enumerate(prompts + completions):
         if not isinstance(value, str):
-            raise PermanentError(f"{path}: record {i % len(records)} holds a non-string", "InvalidData")
+            raise PermanentError(
+                f"{path}: record {i % len(records)} holds a non-string", "InvalidData"
+            )
     if not prompts:
         raise PermanentError(f"{path}: no task samples", "InvalidData")
     return prompts, completions
@@ -118,7 +120,11 @@ def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict[
         ids[row, :n] = torch.tensor(example.input_ids)
         labels[row, :n] = torch.tensor(example.labels)
         mask[row, :n] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": mask.to(device),
+        "labels": labels.to(device),
+    }
 
 
 # -- adapters ----------------------------------------------------------------------
@@ -296,7 +302,9 @@ def split_train_eval(n: int, seed: int) -> tuple[list[int], list[int]]:
 def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
     """One LoRA fine-tune of `spec.model` on `spec.data` (+ discriminator and seeds)."""
     if spec.data is None:
-        raise PermanentError("strategy lora needs spec.data (prompt/completion JSONL)", "MissingData")
+        raise PermanentError(
+            "strategy lora needs spec.data (prompt/completion JSONL)", "MissingData"
+        )
     settings = spec.lora
     model_path = ctx.resolve(str(spec.model.uri))
     data_path = ctx.resolve(str(spec.data.uri))

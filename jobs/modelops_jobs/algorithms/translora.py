@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from modelops_api.common import LoRAConfig, Optimization
 
+from modelops_api.common import LoRAConfig, Optimization
 from modelops_jobs.algorithms.lora_finetune import (
     LossFn,
     RunState,
@@ -296,7 +296,9 @@ class Discriminator:
                 enc = self.tokenizer(texts, return_tensors="pt", padding=True)
                 enc = {k: v.to(device) for k, v in enc.items()}
                 if self.tokenizer.padding_side == "left":
-                    last = torch.full_like(enc["attention_mask"][:, 0], enc["input_ids"].shape[1] - 1)
+                    last = torch.full_like(
+                        enc["attention_mask"][:, 0], enc["input_ids"].shape[1] - 1
+                    )
                 else:
                     last = enc["attention_mask"].sum(dim=1) - 1
                 logits = self.model(**enc).logits
@@ -440,7 +442,9 @@ def load_adapter(model: Any, adapter_dir: Path, adapter_name: str = "default") -
             if isinstance(model, PeftModel):
                 model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
             else:
-                model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
+                model = PeftModel.from_pretrained(
+                    model, str(adapter_dir), adapter_name=adapter_name
+                )
         loaded = set(get_peft_model_state_dict(model, adapter_name=adapter_name))
         stored = adapter_keys(adapter_dir)
     except (ValueError, RuntimeError, KeyError, TypeError, OSError) as exc:
