@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -32,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
+
 from modelops_api.crdgen import crd_for
 from modelops_api.kinds import KINDS, kind_info
 from modelops_api.meta import GROUP, VERSION
-
 from modelops_devcluster import ControlPlane
 from modelops_operator.build.jobs import ResourceIdentity, build_configmap, build_job, spec_document
 from modelops_operator.config import OperatorConfig
@@ -46,8 +45,17 @@ MODEL = {"uri": "pvc://models/tiny"}
 SPECS: dict[str, dict[str, Any]] = {
     "PruneRetrain": {"model": MODEL, "output": {"uri": "pvc://models/out"}},
     "UnlearnRequest": {"model": MODEL, "sampleIds": ["a1"]},
-    "LoRATransfer": {"sourceModel": MODEL, "sourceAdapter": {"uri": "pvc://a/b"}, "targetModel": MODEL, "output": {"uri": "pvc://o/t"}},
-    "ModelAdaptation": {"model": MODEL, "data": {"uri": "pvc://d/new"}, "output": {"uri": "pvc://o/v"}},
+    "LoRATransfer": {
+        "sourceModel": MODEL,
+        "sourceAdapter": {"uri": "pvc://a/b"},
+        "targetModel": MODEL,
+        "output": {"uri": "pvc://o/t"},
+    },
+    "ModelAdaptation": {
+        "model": MODEL,
+        "data": {"uri": "pvc://d/new"},
+        "output": {"uri": "pvc://o/v"},
+    },
 }
 KIND_ORDER = list(SPECS)
 CLIENT_THREADS = 16
@@ -55,11 +63,11 @@ CLIENT_THREADS = 16
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def request_total(cp: ControlPlane) -> float:
-    status, body = cp.api_get("/metrics", timeout=10)
+    _status, body = cp.api_get("/metrics", timeout=10)
     total = 0.0
     for line in str(body).splitlines():
         if line.startswith("apiserver_request_total{"):
@@ -89,7 +97,9 @@ def start_operator(kubeconfig: Path, namespace: str, log_path: Path) -> subproce
         "MODELOPS_RESYNC_SECONDS": "600",
     }
     log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen([sys.executable, "-m", "modelops_operator"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "modelops_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 class JobWatcher:
@@ -140,8 +150,15 @@ def burst(api: client.ApiClient, namespace: str, count: int) -> dict[str, float]
 
     def one(i: int) -> None:
         kind = KIND_ORDER[i % 4]
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": f"r{i:04d}"}, "spec": SPECS[kind]}
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, kind_info(kind).plural, body)
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": kind,
+            "metadata": {"name": f"r{i:04d}"},
+            "spec": SPECS[kind],
+        }
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, kind_info(kind).plural, body
+        )
         created[f"r{i:04d}"] = time.monotonic()
 
     with ThreadPoolExecutor(CLIENT_THREADS) as pool:
@@ -150,11 +167,18 @@ def burst(api: client.ApiClient, namespace: str, count: int) -> dict[str, float]
 
 
 def job_of(name: str, i: int) -> str:
-    suffix = {"PruneRetrain": "prune", "UnlearnRequest": "unlearn", "LoRATransfer": "transfer", "ModelAdaptation": "adapt-1"}
+    suffix = {
+        "PruneRetrain": "prune",
+        "UnlearnRequest": "unlearn",
+        "LoRATransfer": "transfer",
+        "ModelAdaptation": "adapt-1",
+    }
     return f"{name}-{suffix[KIND_ORDER[i % 4]]}"
 
 
-def operator_run(cp: ControlPlane, api: client.ApiClient, count: int, workdir: Path) -> dict[str, Any]:
+def operator_run(
+    cp: ControlPlane, api: client.ApiClient, count: int, workdir: Path
+) -> dict[str, Any]:
     ns = make_namespace(api, "scale-operator")
     watcher = JobWatcher(api, ns).start()
     proc = start_operator(cp.kubeconfig, ns, workdir / "operator.log")
@@ -164,13 +188,21 @@ def operator_run(cp: ControlPlane, api: client.ApiClient, count: int, workdir: P
     created = burst(api, ns, count)
     ok = watcher.wait_for(count, timeout=600)
     t_all = max(watcher.seen.values()) - t0 if ok else float("nan")
-    latencies = [watcher.seen[job_of(n, int(n[1:]))] - t for n, t in created.items() if job_of(n, int(n[1:])) in watcher.seen]
+    latencies = [
+        watcher.seen[job_of(n, int(n[1:]))] - t
+        for n, t in created.items()
+        if job_of(n, int(n[1:])) in watcher.seen
+    ]
     # Let status writes finish before reading the request count.
     deadline = time.monotonic() + 120
     custom: Any = client.CustomObjectsApi(api)
     while time.monotonic() < deadline:
         pending = sum(
-            1 for info in KINDS for item in custom.list_namespaced_custom_object(GROUP, VERSION, ns, info.plural)["items"]
+            1
+            for info in KINDS
+            for item in custom.list_namespaced_custom_object(GROUP, VERSION, ns, info.plural)[
+                "items"
+            ]
             if not item.get("status", {}).get("phase")
         )
         if pending == 0:
@@ -245,7 +277,11 @@ def fault_run(cp: ControlPlane, api: client.ApiClient, count: int, workdir: Path
     converged = False
     custom: Any = client.CustomObjectsApi(api)
     while time.monotonic() - t0 < 600:
-        phases = [i.get("status", {}).get("phase") for info in KINDS for i in custom.list_namespaced_custom_object(GROUP, VERSION, ns, info.plural)["items"]]
+        phases = [
+            i.get("status", {}).get("phase")
+            for info in KINDS
+            for i in custom.list_namespaced_custom_object(GROUP, VERSION, ns, info.plural)["items"]
+        ]
         if len(phases) == count and all(phases):
             converged = True
             break
@@ -259,7 +295,8 @@ def fault_run(cp: ControlPlane, api: client.ApiClient, count: int, workdir: Path
         "jobs_when_killed": killed_at,
         "jobs_after_restart": len(jobs),
         "duplicate_jobs": len(jobs) - len(set(jobs)),
-        "exactly_one_job_per_resource": sorted(jobs) == sorted(job_of(f"r{i:04d}", i) for i in range(count)),
+        "exactly_one_job_per_resource": sorted(jobs)
+        == sorted(job_of(f"r{i:04d}", i) for i in range(count)),
         "statuses_converged": converged,
         "convergence_seconds_after_restart": round(time.monotonic() - t0, 1),
     }
@@ -269,27 +306,29 @@ def write(results: dict[str, Any], command: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "operator_scale.json").write_text(json.dumps(results, indent=2) + "\n")
     op, fl, fa = results["operator"], results["floor"], results["fault"]
-    ratio = op["all_jobs_seconds"] / fl["all_jobs_seconds"] if fl["all_jobs_seconds"] else float("nan")
-    md = f"""## Operator at scale: {op['resources']} resources at once
+    ratio = (
+        op["all_jobs_seconds"] / fl["all_jobs_seconds"] if fl["all_jobs_seconds"] else float("nan")
+    )
+    md = f"""## Operator at scale: {op["resources"]} resources at once
 
-Machine: {results['machine']}. Command: `{command}`. Local control plane (kube-apiserver,
+Machine: {results["machine"]}. Command: `{command}`. Local control plane (kube-apiserver,
 etcd, kube-controller-manager v1.35.4) on the same 2 cores as the operator and the client.
 
 | measure | operator | floor (raw client: ConfigMap + Job) | goal |
 |---|---|---|---|
-| time until all Jobs exist | {op['all_jobs_seconds']} s | {fl['all_jobs_seconds']} s | within 1.5x the floor |
+| time until all Jobs exist | {op["all_jobs_seconds"]} s | {fl["all_jobs_seconds"]} s | within 1.5x the floor |
 | ratio operator / floor | **{ratio:.2f}x** | 1.00x | <= 1.5x |
-| create -> Job latency p50 | {op['latency_p50_s']} s | {fl['latency_p50_s']} s (create calls) | |
-| create -> Job latency p95 | {op['latency_p95_s']} s | | |
-| create -> Job latency p99 | {op['latency_p99_s']} s | {fl['latency_p99_s']} s (create calls) | < 1 s |
-| operator peak RSS | {op['operator_peak_rss_mb']} MB | | < 150 MB |
-| operator CPU | {op['operator_cpu_seconds']} s | | |
-| API requests (all clients, less the {op['resources']} creates) | {op['api_requests_by_operator_est']} | {fl['objects']} | |
+| create -> Job latency p50 | {op["latency_p50_s"]} s | {fl["latency_p50_s"]} s (create calls) | |
+| create -> Job latency p95 | {op["latency_p95_s"]} s | | |
+| create -> Job latency p99 | {op["latency_p99_s"]} s | {fl["latency_p99_s"]} s (create calls) | < 1 s |
+| operator peak RSS | {op["operator_peak_rss_mb"]} MB | | < 150 MB |
+| operator CPU | {op["operator_cpu_seconds"]} s | | |
+| API requests (all clients, less the {op["resources"]} creates) | {op["api_requests_by_operator_est"]} | {fl["objects"]} | |
 
-Fault run: SIGKILL of the operator after {fa['jobs_when_killed']} of {fa['resources']} Jobs existed,
-then a restart: {fa['jobs_after_restart']} Jobs, {fa['duplicate_jobs']} duplicates, exactly one Job per
-resource: **{fa['exactly_one_job_per_resource']}**; every status converged: **{fa['statuses_converged']}**
-({fa['convergence_seconds_after_restart']} s after the restart).
+Fault run: SIGKILL of the operator after {fa["jobs_when_killed"]} of {fa["resources"]} Jobs existed,
+then a restart: {fa["jobs_after_restart"]} Jobs, {fa["duplicate_jobs"]} duplicates, exactly one Job per
+resource: **{fa["exactly_one_job_per_resource"]}**; every status converged: **{fa["statuses_converged"]}**
+({fa["convergence_seconds_after_restart"]} s after the restart).
 """
     if results.get("notes"):
         md += "\n" + results["notes"] + "\n"
@@ -318,7 +357,11 @@ def main() -> int:
             "notes": args.notes,
         }
     print(json.dumps(results, indent=2))
-    write(results, "PYTHONPATH=operator:jobs python benchmarks/operator_scale.py" + (f" --count {args.count}" if args.count != 500 else ""))
+    write(
+        results,
+        "PYTHONPATH=operator:jobs python benchmarks/operator_scale.py"
+        + (f" --count {args.count}" if args.count != 500 else ""),
+    )
     return 0
 
 

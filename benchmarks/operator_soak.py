@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+
 from modelops_api.crdgen import crd_for
 from modelops_api.kinds import KINDS
 from modelops_api.meta import GROUP, VERSION
-
 from modelops_devcluster import ControlPlane
 from modelops_devcluster.process import free_port
 
@@ -41,9 +41,14 @@ def start_prometheus(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     (workdir / "prometheus.yml").write_text(json.dumps({"global": {"scrape_interval": "15s"}}))
     proc = subprocess.Popen(
-        [shutil.which("prometheus") or "prometheus", f"--config.file={workdir / 'prometheus.yml'}",
-         f"--storage.tsdb.path={workdir / 'prom'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'prom'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     import urllib.request
@@ -84,22 +89,66 @@ def main() -> int:
             half = args.resources // 2
             for i in range(half):
                 spec = {
-                    "model": {"uri": "pvc://m/base"}, "data": {"uri": "pvc://d/new"}, "output": {"uri": f"pvc://o/v{i}"},
-                    "trigger": {"type": "drift", "drift": {
-                        "prometheusUrl": url, "query": f"vector({(i % 10) / 10})", "fireThreshold": 2.0,
-                        "clearThreshold": 1.0, "for": "1m", "interval": "5s", "cooldown": "1h"}},
+                    "model": {"uri": "pvc://m/base"},
+                    "data": {"uri": "pvc://d/new"},
+                    "output": {"uri": f"pvc://o/v{i}"},
+                    "trigger": {
+                        "type": "drift",
+                        "drift": {
+                            "prometheusUrl": url,
+                            "query": f"vector({(i % 10) / 10})",
+                            "fireThreshold": 2.0,
+                            "clearThreshold": 1.0,
+                            "for": "1m",
+                            "interval": "5s",
+                            "cooldown": "1h",
+                        },
+                    },
                 }
-                custom.create_namespaced_custom_object(GROUP, VERSION, "soak", "modeladaptations",
-                    {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelAdaptation", "metadata": {"name": f"ma{i:03d}"}, "spec": spec})
+                custom.create_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    "soak",
+                    "modeladaptations",
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "ModelAdaptation",
+                        "metadata": {"name": f"ma{i:03d}"},
+                        "spec": spec,
+                    },
+                )
             for i in range(args.resources - half):
-                custom.create_namespaced_custom_object(GROUP, VERSION, "soak", "pruneretrains",
-                    {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PruneRetrain", "metadata": {"name": f"pr{i:03d}"},
-                     "spec": {"model": {"uri": "pvc://m/base"}, "output": {"uri": f"pvc://o/p{i}"}}})
-            env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT / 'jobs'}",
-                   "MODELOPS_NAMESPACES": "soak", "MODELOPS_METRICS_PORT": "0", "MODELOPS_HEALTH_PORT": "0",
-                   "MODELOPS_RESYNC_SECONDS": "30"}
+                custom.create_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    "soak",
+                    "pruneretrains",
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "PruneRetrain",
+                        "metadata": {"name": f"pr{i:03d}"},
+                        "spec": {
+                            "model": {"uri": "pvc://m/base"},
+                            "output": {"uri": f"pvc://o/p{i}"},
+                        },
+                    },
+                )
+            env = {
+                **os.environ,
+                "KUBECONFIG": str(cp.kubeconfig),
+                "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT / 'jobs'}",
+                "MODELOPS_NAMESPACES": "soak",
+                "MODELOPS_METRICS_PORT": "0",
+                "MODELOPS_HEALTH_PORT": "0",
+                "MODELOPS_RESYNC_SECONDS": "30",
+            }
             log = open(workdir / "operator.log", "wb")  # noqa: SIM115
-            op = subprocess.Popen([sys.executable, "-m", "modelops_operator"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            op = subprocess.Popen(
+                [sys.executable, "-m", "modelops_operator"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             samples: list[tuple[float, float]] = []
             t0 = time.monotonic()
             for minute in range(args.minutes + 1):
@@ -109,8 +158,13 @@ def main() -> int:
                     raise RuntimeError("the operator exited during the soak")
                 samples.append((minute, round(rss_mb(op.pid), 1)))
                 print(f"minute {minute}: RSS {samples[-1][1]} MB", flush=True)
-            evaluated = sum(1 for i in custom.list_namespaced_custom_object(GROUP, VERSION, "soak", "modeladaptations")["items"]
-                            if i.get("status", {}).get("drift", {}).get("lastEvaluationTime"))
+            evaluated = sum(
+                1
+                for i in custom.list_namespaced_custom_object(
+                    GROUP, VERSION, "soak", "modeladaptations"
+                )["items"]
+                if i.get("status", {}).get("drift", {}).get("lastEvaluationTime")
+            )
             op.terminate()
             op.wait(30)
     finally:
@@ -121,16 +175,21 @@ def main() -> int:
     growth = (warm[-1] - warm[0]) / warm[0] if warm and warm[0] else float("nan")
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "minutes": args.minutes, "resources": args.resources, "rss_mb_by_minute": samples,
-        "rss_growth_after_warmup": round(growth, 4), "drift_resources_evaluated": evaluated,
+        "minutes": args.minutes,
+        "resources": args.resources,
+        "rss_mb_by_minute": samples,
+        "rss_growth_after_warmup": round(growth, 4),
+        "drift_resources_evaluated": evaluated,
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "operator_soak.json").write_text(json.dumps(result, indent=2) + "\n")
     every = max(1, len(samples) // 12)
     rows = "\n".join(f"| {m} | {r} |" for m, r in samples[::every])
-    (OUT / "operator_soak.md").write_text(f"""## Operator soak: {args.resources} resources for {args.minutes} minutes
+    (
+        OUT / "operator_soak.md"
+    ).write_text(f"""## Operator soak: {args.resources} resources for {args.minutes} minutes
 
-Machine: {result['machine']}. Command: `PYTHONPATH=operator:jobs python benchmarks/operator_soak.py --minutes {args.minutes}`.
+Machine: {result["machine"]}. Command: `PYTHONPATH=operator:jobs python benchmarks/operator_soak.py --minutes {args.minutes}`.
 {args.resources // 2} ModelAdaptations with drift triggers queried every 5 s from a real Prometheus, and
 {args.resources - args.resources // 2} PruneRetrains; every resource re-reconciled every 30 s.
 

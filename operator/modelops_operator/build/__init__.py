@@ -1,0 +1,1 @@
+"""Pure builders: resource data in, Kubernetes manifests (plain dicts) out."""
