@@ -72,7 +72,6 @@ def start_operator_process(
     }
     if peering:
         env["MODELOPS_PEERING"] = peering
-        env["MODELOPS_PEERING_LIFETIME"] = "20"  # a quick hand-over for the test
     return subprocess.Popen(
         [sys.executable, "-m", "modelops_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
     )

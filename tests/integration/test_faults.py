@@ -164,14 +164,24 @@ def test_two_replicas_only_one_acts_and_killing_it_hands_over(own_cluster, own_n
             lambda: True if len(_peering_status(api, own_namespace) or {}) >= 2 else None,
             timeout=60,
         )
+
+        def paused_replica() -> int | None:
+            """The replica whose latest peering decision is to pause, if exactly one."""
+            last = []
+            for i in range(2):
+                lines = (tmp_path / f"op{i}.log").read_text().splitlines()
+                moves = [
+                    ln for ln in lines if "Pausing operations" in ln or "Resuming operations" in ln
+                ]
+                last.append(bool(moves) and "Pausing operations" in moves[-1])
+            return last.index(True) if last.count(True) == 1 else None
+
+        standby = poll_until(
+            "one replica pauses while its peer is active", paused_replica, timeout=90
+        )
+        active = 1 - standby
         create(api, own_namespace, prune("one"))
         poll_until("Job for one", lambda: _all_have_jobs(api, own_namespace, ["one"]), timeout=60)
-        logs[0].flush()
-        logs[1].flush()
-        texts = [(tmp_path / f"op{i}.log").read_text() for i in range(2)]
-        paused = [("Pausing operations" in t) or ("paused" in t.lower()) for t in texts]
-        assert paused.count(True) >= 1, "one replica pauses while its peer is active"
-        active = paused.index(False) if False in paused else 0
         procs[active].send_signal(signal.SIGKILL)
         procs[active].wait(30)
         create(api, own_namespace, prune("two"))
