@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import random
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -217,8 +216,10 @@ def synthesize(
             state.put(key, progress)
             raise Preempted(f"synthesis stopped after {progress.attempts} attempts; saved")
         size = min(GENERATION_BATCH, synthesis.max_attempts - progress.attempts)
-        rng = random.Random(seed * 7919 + progress.attempts)
+        batch_seed = seed * 7919 + progress.attempts  # a resumed run samples the same
+        rng = random.Random(batch_seed)
         prefixes = [generator_prefix(tokenizer, rng.sample(seeds, shown)) for _ in range(size)]
+        torch.manual_seed(batch_seed)
         texts = sample_candidates(generator, tokenizer, prefixes, synthesis)
         fresh = []
         for text in texts:
@@ -414,68 +415,6 @@ def write_transfer_kit(output_dir: Path, seeds: list[Seed], report: Discriminato
     path = output_dir / DISCRIMINATOR_ADAPTER / DISCRIMINATOR_META
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(meta, indent=2, sort_keys=True))
-
-
-# -- adapters on the source base ------------------------------------------------------
-def adapter_keys(adapter_dir: Path) -> set[str]:
-    weights = adapter_dir / "adapter_model.safetensors"
-    if weights.exists():
-        from safetensors import safe_open
-
-        with safe_open(str(weights), framework="pt") as fh:
-            return set(fh.keys())
-    return set(torch.load(adapter_dir / "adapter_model.bin", weights_only=True))
-
-
-def load_adapter(model: Any, adapter_dir: Path, adapter_name: str = "default") -> Any:
-    """Load a PEFT adapter onto a base (or as another adapter of a PeftModel).
-
-    PermanentError(AdapterMismatch) when PEFT cannot load it or when its weights do
-    not cover exactly the modules it created (another base's adapter)."""
-    from peft import PeftModel, get_peft_model_state_dict
-
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise PermanentError(f"no PEFT adapter at {adapter_dir}", "AdapterNotFound")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if isinstance(model, PeftModel):
-                model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
-            else:
-                model = PeftModel.from_pretrained(
-                    model, str(adapter_dir), adapter_name=adapter_name
-                )
-        loaded = set(get_peft_model_state_dict(model, adapter_name=adapter_name))
-        stored = adapter_keys(adapter_dir)
-    except (ValueError, RuntimeError, KeyError, TypeError, OSError) as exc:
-        raise PermanentError(
-            f"adapter {adapter_dir} does not fit this base model: {exc}"[:900], "AdapterMismatch"
-        ) from exc
-    if loaded != stored:
-        missing = sorted(loaded - stored)[:3]
-        extra = sorted(stored - loaded)[:3]
-        raise PermanentError(
-            f"adapter {adapter_dir} does not fit this base model (missing {missing}, "
-            f"unexpected {extra})",
-            "AdapterMismatch",
-        )
-    return model
-
-
-def load_discriminator(teacher: Any, tokenizer: Any, adapter_dir: Path) -> Discriminator | None:
-    """The stored discriminator as adapter "discriminator" of the teacher, or None."""
-    directory = adapter_dir / DISCRIMINATOR_ADAPTER
-    if not (directory / "adapter_config.json").exists():
-        return None
-    meta_path = directory / DISCRIMINATOR_META
-    if not meta_path.exists():
-        raise PermanentError(f"{directory} has no {DISCRIMINATOR_META}", "InvalidDiscriminator")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("template") != DISCRIMINATOR_TEMPLATE or meta.get("answers") != list(ANSWERS):
-        raise PermanentError(f"{directory} uses another template", "InvalidDiscriminator")
-    load_adapter(teacher, directory, DISCRIMINATOR_ADAPTER)
-    teacher.set_adapter("default")
-    return Discriminator(teacher, tokenizer, str(meta["name"]))
 
 
 # -- distillation --------------------------------------------------------------------

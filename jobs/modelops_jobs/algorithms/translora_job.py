@@ -23,9 +23,14 @@ transferred again), `synthetic.jsonl` (kept prompts with the teacher's completio
 and lineage (source adapter, bases, seeds digest, synthetic-set digest).
 """
 
+import json
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from modelops_jobs.algorithms import translora
 from modelops_jobs.algorithms.lora_finetune import (
@@ -44,6 +49,73 @@ from modelops_jobs.modelio import count_parameters, load_causal_lm, load_tokeniz
 METRIC = "exact_match"
 MMD_SAMPLES = 250
 SYNTHETIC_FILE = "synthetic.jsonl"
+
+
+def adapter_keys(adapter_dir: Path) -> set[str]:
+    weights = adapter_dir / "adapter_model.safetensors"
+    if weights.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as fh:
+            return set(fh.keys())
+    return set(torch.load(adapter_dir / "adapter_model.bin", weights_only=True))
+
+
+def load_adapter(model: Any, adapter_dir: Path, adapter_name: str = "default") -> Any:
+    """Load a PEFT adapter onto a base (or as another adapter of a PeftModel).
+
+    PermanentError(AdapterMismatch) when PEFT cannot load it or when its weights do
+    not cover exactly the modules it created (another base's adapter)."""
+    from peft import PeftModel, get_peft_model_state_dict
+
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise PermanentError(f"no PEFT adapter at {adapter_dir}", "AdapterNotFound")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if isinstance(model, PeftModel):
+                model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
+            else:
+                model = PeftModel.from_pretrained(
+                    model, str(adapter_dir), adapter_name=adapter_name
+                )
+        loaded = set(get_peft_model_state_dict(model, adapter_name=adapter_name))
+        stored = adapter_keys(adapter_dir)
+    except (ValueError, RuntimeError, KeyError, TypeError, OSError) as exc:
+        raise PermanentError(
+            f"adapter {adapter_dir} does not fit this base model: {exc}"[:900], "AdapterMismatch"
+        ) from exc
+    if loaded != stored:
+        missing = sorted(loaded - stored)[:3]
+        extra = sorted(stored - loaded)[:3]
+        raise PermanentError(
+            f"adapter {adapter_dir} does not fit this base model (missing {missing}, "
+            f"unexpected {extra})",
+            "AdapterMismatch",
+        )
+    return model
+
+
+def load_discriminator(
+    teacher: Any, tokenizer: Any, adapter_dir: Path
+) -> translora.Discriminator | None:
+    """The stored discriminator as adapter "discriminator" of the teacher, or None."""
+    directory = adapter_dir / translora.DISCRIMINATOR_ADAPTER
+    if not (directory / "adapter_config.json").exists():
+        return None
+    meta_path = directory / translora.DISCRIMINATOR_META
+    if not meta_path.exists():
+        raise PermanentError(
+            f"{directory} has no {translora.DISCRIMINATOR_META}", "InvalidDiscriminator"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("template") != translora.DISCRIMINATOR_TEMPLATE or meta.get("answers") != list(
+        translora.ANSWERS
+    ):
+        raise PermanentError(f"{directory} uses another template", "InvalidDiscriminator")
+    load_adapter(teacher, directory, translora.DISCRIMINATOR_ADAPTER)
+    teacher.set_adapter("default")
+    return translora.Discriminator(teacher, tokenizer, str(meta["name"]))
 
 
 def gather_seeds(spec: Any, adapter_dir: Any) -> list[translora.Seed]:
@@ -130,10 +202,10 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
     source = load_causal_lm(
         source_path, spec.source_model.dtype, spec.source_model.quantization, ctx.device
     )
-    teacher = translora.load_adapter(source, adapter_dir)
+    teacher = load_adapter(source, adapter_dir)
     discriminator = None
     if spec.synthesis.filter == "discriminator":
-        discriminator = translora.load_discriminator(teacher, source_tok, adapter_dir)
+        discriminator = load_discriminator(teacher, source_tok, adapter_dir)
         if discriminator is None:
             ctx.reporter.log("no discriminator stored with the source adapter: running unfiltered")
     target = load_causal_lm(
