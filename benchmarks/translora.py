@@ -4,14 +4,15 @@ ALGORITHMS.md section 7 "Trans-LoRA", issue 6 "Evidence". The script pre-trains 
 tiny Llama-style bases that differ in depth, width and tokenizer (source: 2 layers x
 64, BPE 320; target: 3 layers x 96, BPE 384), fine-tunes a transfer-ready LoRA on the
 source for a task with a checkable answer (shift each of six letters from a-h one step
-forward, h wrapping to a), then transfers it with the real jobs (`runner.execute` of a ModelAdaptation and of LoRATransfers) and scores
-exact match on held-out task prompts.
+forward, h wrapping to a), then transfers it with the real jobs (`runner.execute` of a
+ModelAdaptation and of LoRATransfers) and scores exact match on held-out task prompts.
 
 Rows: source + adapter, target base, target + transferred adapter (discriminator
 filter), and the ablations unfiltered, the 5 seeds only, and random text (grammar
-sentences as prompts); filtered vs unfiltered also at shorter distillations. Diagnostics: acceptance rate, the share of kept prompts that
-are valid task prompts (known here because the task is synthetic), and MMD^2 between
-real and synthetic prompts (kept vs all candidates).
+sentences as prompts); filtered vs unfiltered also at shorter distillations.
+Diagnostics: acceptance rate, the share of kept prompts that are valid task prompts
+(known here because the task is synthetic), and MMD^2 between real and synthetic
+prompts (kept vs all candidates).
 
 The generator in this setting: the tiny target base cannot follow instructions. Its
 pre-training corpus holds lists of "Shift: <body>\\nAnswer:" prompts whose bodies
@@ -63,10 +64,26 @@ class Setup:
     transfer_seeds: tuple[int, ...]
 
 
-FULL = Setup(pretrain_steps=500, source_steps=200, distill_steps=(50, 100, 300), samples=250,
-             max_attempts=3000, train_size=250, eval_size=200, transfer_seeds=(0, 1, 2))  # fmt: skip
-QUICK = Setup(pretrain_steps=300, source_steps=150, distill_steps=(50, 150), samples=60,
-              max_attempts=600, train_size=120, eval_size=60, transfer_seeds=(0,))  # fmt: skip
+FULL = Setup(
+    pretrain_steps=500,
+    source_steps=200,
+    distill_steps=(50, 100, 300),
+    samples=250,
+    max_attempts=3000,
+    train_size=250,
+    eval_size=200,
+    transfer_seeds=(0, 1, 2),
+)
+QUICK = Setup(
+    pretrain_steps=300,
+    source_steps=150,
+    distill_steps=(50, 150),
+    samples=60,
+    max_attempts=600,
+    train_size=120,
+    eval_size=60,
+    transfer_seeds=(0,),
+)
 
 
 # -- the tiny world ----------------------------------------------------------------
@@ -241,7 +258,7 @@ def direct_ablation(root: Path, setup: Setup, prompts: list[str], seed: int) -> 
     seed_everything(seed)
     source_tok, target_tok = load_tokenizer(root / "source"), load_tokenizer(root / "target")
     teacher = translora_job.load_adapter(load_causal_lm(root / "source"), root / "adapter/run-0001")
-    student = ft.attach_lora(load_causal_lm(root / "target"), LoRAConfig(rank=8, alpha=16.0))
+    student = ft.attach_lora(load_causal_lm(root / "target"), LoRAConfig(rank=8, alpha=16.0), seed)
     labels = translora.greedy_completions(teacher, source_tok, prompts, 12, 64)
     loop = Optimization(steps=setup.distill_steps[-1], learning_rate=3e-3, batch_size=16,
                         sequence_length=64, warmup_ratio=0.0)  # fmt: skip
@@ -284,8 +301,9 @@ def markdown(report: dict[str, Any], command: str) -> str:
         f"3 layers x 96, its own BPE 384 ({report['world']['target_parameters']:,} "
         "parameters). Task: shift each of six letters from a-h one step forward (h -> a), "
         f"exact match on {setup['eval_size']} held-out prompts. Source LoRA r=8 trained on "
-        f"{setup['train_size']} real samples; its discriminator's held-out accuracy "
-        f"(real vs base-generated prompts) is {source['discriminatorAccuracy']:.3f}. Each "
+        f"{setup['train_size']} task samples (a tenth held out); its discriminator's "
+        "held-out accuracy (real vs base-generated prompts) is "
+        f"{source['discriminatorAccuracy']:.3f}. Each "
         f"transfer keeps {setup['samples']} synthetic prompts and distils them with "
         "sequence-level cross-entropy into a fresh r=8 LoRA on the target; mean ± sd over "
         f"transfer seeds {list(setup['transfer_seeds'])}.",
@@ -331,17 +349,19 @@ def markdown(report: dict[str, Any], command: str) -> str:
     lines += [
         "",
         "What the generator is here: the tiny target base continuing a seed-formatted prefix "
-        "(five seed prompts joined by blank lines). It cannot read instructions; it imitates "
-        "the noisy 'Shift:' prompt lists of its pre-training corpus (45% valid bodies there), "
+        "(three of the five seed prompts, joined by blank lines). It cannot read "
+        "instructions; it imitates the noisy 'Shift:' prompt lists of its pre-training "
+        "corpus (45% valid bodies there), "
         "through the same code path an instruction-following generator would use (few-shot "
         "prompt, sampled `generate`, the reply up to the blank line). The discriminator "
         "shares the source base (the paper uses a separate LLM) and is trained for 5 epochs "
-        "rather than 1. Because about 45% of what the source base generates is "
-        "indistinguishable from real prompts, its held-out accuracy is capped well below the "
-        "paper's >90%; it still raises the share of valid kept prompts and lowers the MMD. "
-        "The task is easy for the target once it has the copy skill from pre-training, so "
-        "with enough distillation steps unfiltered data catches up: filtering buys speed "
-        "of learning here more than a final gap.",
+        "rather than 1. About half of what these bases generate is a valid task prompt "
+        f"({mean(unfiltered['valid_share']):.0%} of the unfiltered set), indistinguishable "
+        "from a real one, so the discriminator's held-out accuracy is capped near 0.75, "
+        "well below the paper's >90%; it still raises the share of valid kept prompts and "
+        "lowers the MMD. The task is easy for the target once it has the copy skill from "
+        "pre-training, so with enough distillation steps unfiltered data catches up: here "
+        "filtering buys speed of learning more than a final gap.",
         "",
     ]
     return "\n".join(lines)

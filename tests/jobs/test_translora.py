@@ -283,18 +283,7 @@ def test_transferred_adapter_loads_with_plain_peft(
 
 
 @pytest.mark.parametrize(
-    "phase",
-    [
-        pytest.param(
-            "synthesize",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="known issue: resuming mid-synthesis is not always bit-identical on a loaded machine",
-            ),
-        ),
-        "distill",
-    ],
-    ids=["in-synthesis", "in-distillation"],
+    "phase", ["synthesize", "distill"], ids=["in-synthesis", "in-distillation"]
 )
 def test_transfer_resumes_after_sigterm_to_the_same_adapter(
     world: dict[str, Path], source_run: tuple[Path, dict[str, Any]], phase: str

@@ -143,14 +143,16 @@ def peft_lora_config(config: Any) -> Any:
     )
 
 
-def attach_lora(model: Any, config: Any, adapter_name: str = "default") -> Any:
+def attach_lora(model: Any, config: Any, seed: int, adapter_name: str = "default") -> Any:
     """A fresh trainable adapter on a base model (or a second one on a PeftModel).
 
+    Its random init depends on `seed` only, so a resumed run rebuilds it the same.
     PermanentError(UnsupportedTargetModules) when the base has none of the requested
     modules."""
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     lora = peft_lora_config(config)
+    torch.manual_seed(seed)
     try:
         if isinstance(model, PeftModel):
             model.add_adapter(adapter_name, lora)
@@ -311,7 +313,7 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
     prompts, completions = read_pairs(data_path, spec.data)
     tokenizer = load_tokenizer(model_path)
     model = load_causal_lm(model_path, spec.model.dtype, spec.model.quantization, ctx.device)
-    model = attach_lora(model, settings.lora)
+    model = attach_lora(model, settings.lora, ctx.seed)
     trainable, total = count_parameters(model)
     train_idx, eval_idx = split_train_eval(len(prompts), ctx.seed)
     opt = spec.optimization

@@ -375,7 +375,7 @@ def build_discriminator(
     )
     active = model.active_adapter
     if DISCRIMINATOR_ADAPTER not in model.peft_config:
-        attach_lora(model, DISCRIMINATOR_LORA, adapter_name=DISCRIMINATOR_ADAPTER)
+        attach_lora(model, DISCRIMINATOR_LORA, ctx.seed + 1, adapter_name=DISCRIMINATOR_ADAPTER)
     model.set_adapter(DISCRIMINATOR_ADAPTER)
     steps = max(1, math.ceil(epochs * len(examples) / optimization.batch_size))
     loop = Optimization(

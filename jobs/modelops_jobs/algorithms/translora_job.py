@@ -211,7 +211,7 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
     target = load_causal_lm(
         target_path, spec.target_model.dtype, spec.target_model.quantization, ctx.device
     )
-    student = attach_lora(target, spec.target_adapter)
+    student = attach_lora(target, spec.target_adapter, ctx.seed)
     if spec.synthesis.generator is None:
         generator, generator_tok, generator_ctx = student, target_tok, student.disable_adapter()
     else:
