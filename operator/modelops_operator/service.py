@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
@@ -32,6 +32,14 @@ log = logging.getLogger("modelops.reconciler")
 
 def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _count_finished_run(kind: str, phase: str, start: str | None, end: str | None) -> None:
+    """One finished run: its phase counted, its wall time observed when both ends are known."""
+    metrics.RUNS_FINISHED.labels(kind, phase).inc()
+    if start and end:
+        seconds = (_parse(end) - _parse(start)).total_seconds()
+        metrics.RUN_DURATION.labels(kind).observe(max(seconds, 0.0))
 
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -171,14 +179,9 @@ class Reconciler:
                 and old is not None
                 and res.kind != "ModelAdaptation"
             ):
-                metrics.RUNS_FINISHED.labels(res.kind, phase).inc()
-                start, end = status.get("startTime"), status.get("completionTime")
-                if start and end:
-                    seconds = (
-                        datetime.fromisoformat(end.replace("Z", "+00:00"))
-                        - datetime.fromisoformat(start.replace("Z", "+00:00"))
-                    ).total_seconds()
-                    metrics.RUN_DURATION.labels(res.kind).observe(max(seconds, 0.0))
+                _count_finished_run(
+                    res.kind, phase, status.get("startTime"), status.get("completionTime")
+                )
                 if res.kind == "UnlearnRequest" and phase == "Succeeded":
                     deleted = (status.get("results") or {}).get("deletedSamples") or 0
                     metrics.DELETED_SAMPLES.labels(res.namespace, res.name, res.kind).inc(deleted)
@@ -201,11 +204,7 @@ class Reconciler:
             phase = run.get("phase")
             if phase not in ("Succeeded", "Failed") or before.get(run.get("run")) == phase:
                 continue
-            metrics.RUNS_FINISHED.labels(res.kind, phase).inc()
-            start, end = run.get("startTime"), run.get("completionTime")
-            if start and end:
-                seconds = (_parse(end) - _parse(start)).total_seconds()
-                metrics.RUN_DURATION.labels(res.kind).observe(max(seconds, 0.0))
+            _count_finished_run(res.kind, phase, run.get("startTime"), run.get("completionTime"))
 
     def _record_drift(
         self, res: ResourceView, status: dict[str, Any], drift: QueryOutcome | None
@@ -272,6 +271,4 @@ class Reconciler:
         nxt = (body.get("status") or {}).get("nextScheduleTime")
         if not nxt:
             return False
-        return datetime.now(UTC) >= datetime.fromisoformat(nxt.replace("Z", "+00:00")) - timedelta(
-            seconds=0
-        )
+        return datetime.now(UTC) >= _parse(nxt)
