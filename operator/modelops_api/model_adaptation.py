@@ -10,7 +10,7 @@ or when a drift metric queried from Prometheus crosses its threshold.
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from modelops_api.base import ApiModel, cel, with_cel
 from modelops_api.common import (
@@ -22,23 +22,17 @@ from modelops_api.common import (
     OutputRef,
     SecretKeyRef,
 )
+from modelops_api.cron import CRON_PATTERN
+from modelops_api.durations import Duration, cel_bounds, within
+from modelops_api.durations import parse_duration as parse_duration
 from modelops_api.kind import Resource
 from modelops_api.status import BaseStatus, JobRef, Phase
 
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
-CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus-style duration such as 90s, 5m or 1h30m."""
-    import re
-
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    parts = re.findall(r"([0-9]+)(ms|s|m|h|d)", text)
-    if not parts or "".join(a + b for a, b in parts) != text:
-        raise ValueError(f"invalid duration {text!r}")
-    return sum(int(n) * units[u] for n, u in parts)
+ForDuration = Annotated[Duration, AfterValidator(within("for", "0s", "7d"))]
+IntervalDuration = Annotated[Duration, AfterValidator(within("interval", "1s", "1d"))]
+CooldownDuration = Annotated[Duration, AfterValidator(within("cooldown", "0s", "30d"))]
+TimeoutDuration = Annotated[Duration, AfterValidator(within("timeout", "100ms", "5m"))]
+Threshold = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class LRSchedule(ApiModel):
@@ -149,10 +143,10 @@ class DriftTrigger(ApiModel):
 
     model_config = with_cel(
         cel(
-            "self.direction == 'above' ? self.clearThreshold <= self.fireThreshold "
-            ": self.clearThreshold >= self.fireThreshold",
-            "clearThreshold must be on the safe side of fireThreshold "
-            "(<= for direction above, >= for below)",
+            "self.direction == 'above' ? self.clearThreshold < self.fireThreshold "
+            ": self.clearThreshold > self.fireThreshold",
+            "clearThreshold must be strictly on the safe side of fireThreshold "
+            "(< for direction above, > for below): equal thresholds are no hysteresis",
             ".clearThreshold",
         ),
         cel(
@@ -160,6 +154,10 @@ class DriftTrigger(ApiModel):
             "set at most one of bearerTokenSecretRef and basicAuth",
             ".basicAuth",
         ),
+        cel_bounds("for", "0s", "7d"),
+        cel_bounds("interval", "1s", "1d"),
+        cel_bounds("cooldown", "0s", "30d"),
+        cel_bounds("timeout", "100ms", "5m"),
     )
 
     prometheus_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=512)] = Field(
@@ -168,26 +166,40 @@ class DriftTrigger(ApiModel):
     query: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
         description="PromQL that returns exactly one value (a scalar or one series)."
     )
-    fire_threshold: float = Field(description="Fire when the value crosses this.")
-    clear_threshold: float = Field(description="Re-arm once the value is back past this.")
+    fire_threshold: Threshold = Field(description="Fire when the value crosses this.")
+    clear_threshold: Threshold = Field(
+        description="Re-arm once the value is strictly past this (on the safe side of fire)."
+    )
     direction: Literal["above", "below"] = Field("above", description="Fire above or below.")
-    for_: Duration = Field("5m", alias="for", description="How long the value must hold.")
-    interval: Duration = Field("1m", description="Evaluation interval.")
-    cooldown: Duration = Field("1h", description="No new run for this long after one starts.")
+    for_: ForDuration = Field(
+        "5m",
+        alias="for",
+        description="How long the value must hold past fireThreshold, continuously (0s to 7d).",
+    )
+    interval: IntervalDuration = Field("1m", description="Evaluation interval (1s to 1d).")
+    cooldown: CooldownDuration = Field(
+        "1h", description="No new run for this long after one starts (0s to 30d)."
+    )
     no_data: Literal["ignore", "trigger", "error"] = Field(
         "ignore", description="What an empty result or NaN does."
     )
-    timeout: Duration = Field("10s", description="Query timeout.")
+    timeout: TimeoutDuration = Field("10s", description="Query timeout (100ms to 5m).")
     bearer_token_secret_ref: SecretKeyRef | None = Field(None, description="Bearer token Secret.")
     basic_auth: "BasicAuth | None" = Field(None, description="Basic-auth Secrets.")
     ca_secret_ref: SecretKeyRef | None = Field(None, description="CA bundle (PEM) Secret.")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "DriftTrigger":
-        if self.direction == "above" and self.clear_threshold > self.fire_threshold:
-            raise ValueError("clearThreshold must be <= fireThreshold for direction above")
-        if self.direction == "below" and self.clear_threshold < self.fire_threshold:
-            raise ValueError("clearThreshold must be >= fireThreshold for direction below")
+        if self.direction == "above" and self.clear_threshold >= self.fire_threshold:
+            raise ValueError(
+                "clearThreshold must be < fireThreshold for direction above "
+                "(equal thresholds are no hysteresis)"
+            )
+        if self.direction == "below" and self.clear_threshold <= self.fire_threshold:
+            raise ValueError(
+                "clearThreshold must be > fireThreshold for direction below "
+                "(equal thresholds are no hysteresis)"
+            )
         return self
 
 
@@ -220,7 +232,11 @@ class Trigger(ApiModel):
         description="manual: one run at creation and one per new run-now annotation; schedule: cron; drift: Prometheus.",
     )
     schedule: Annotated[str, Field(pattern=CRON_PATTERN, max_length=128)] | None = Field(
-        None, description="Cron expression (5 fields, UTC) for type schedule."
+        None,
+        description=(
+            "Cron expression (5 fields, UTC: minute 0-59, hour 0-23, day 1-31, month 1-12 "
+            "or JAN-DEC, weekday 0-7 or SUN-SAT; *, ranges, lists, /steps) or @daily etc."
+        ),
     )
     drift: DriftTrigger | None = Field(None, description="Drift settings for type drift.")
     run_on_create: bool = Field(True, description="manual: run once when created.")
@@ -287,21 +303,34 @@ class RunRecord(ApiModel):
 
 
 class DriftStatus(ApiModel):
-    """Where the drift trigger stands."""
+    """Where the drift trigger stands: the whole state of its state machine, so a
+    restarted operator continues where the last one stopped. Written as a whole
+    object (a cleared field is removed), never with a value JSON cannot carry."""
 
-    last_value: float | None = Field(None, description="Last value queried.")
+    last_value: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
+        None, description="Last finite value queried (unset for NaN, +Inf, -Inf or no data)."
+    )
+    last_value_text: Annotated[str, Field(max_length=32)] | None = Field(
+        None, description="The last sample as text: the number, NaN, +Inf, -Inf or 'no data'."
+    )
     last_evaluation_time: datetime | None = Field(None, description="When it was queried.")
     pending_since: datetime | None = Field(
-        None, description="Since when it has been past fireThreshold."
+        None,
+        description="Since when the value has been past fireThreshold without a break (armed only).",
     )
     armed: bool = Field(
         True, description="False after firing until the value passes clearThreshold."
     )
     last_trigger_time: datetime | None = Field(None, description="Last time drift started a run.")
     last_error: Annotated[str, Field(max_length=1024)] | None = Field(
-        None, description="Last query error."
+        None, description="Why the last evaluation failed (unset once one succeeds)."
     )
-    consecutive_errors: int = Field(0, ge=0, description="Query errors in a row (backoff).")
+    last_error_reason: Annotated[str, Field(max_length=64)] | None = Field(
+        None, description="CamelCase reason of lastError (PrometheusUnreachable, QueryFailed, ...)."
+    )
+    consecutive_errors: int = Field(
+        0, ge=0, le=1_000_000, description="Failed evaluations in a row (backoff)."
+    )
 
 
 class ModelAdaptationStatus(BaseStatus):

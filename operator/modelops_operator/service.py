@@ -26,6 +26,7 @@ from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
 from modelops_operator.reconcile import plan
 from modelops_operator.reconcile.actions import Action, PatchStatus
 from modelops_operator.reconcile.observed import ResourceView
+from modelops_operator.reconcile.status_patch import apply_merge_patch
 
 log = logging.getLogger("modelops.reconciler")
 
@@ -47,11 +48,13 @@ Key = tuple[str, str, str]  # kind, namespace, name
 
 @dataclass
 class Tracked:
-    """What the resync loop knows about one resource."""
+    """What the resync loop knows about one resource (times are time.monotonic())."""
 
     body: dict[str, Any]
     next_resync: float
     next_drift: float | None = None
+    drift_errors: int = 0
+    """Failed drift evaluations in a row, as this process saw them (backoff)."""
 
 
 class Reconciler:
@@ -63,6 +66,8 @@ class Reconciler:
         self._locks: dict[Key, asyncio.Lock] = {}
         self.index: dict[Key, Tracked] = {}
         self._phases: dict[Key, str] = {}
+        self._inflight: dict[Key, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
 
     # -- the index ---------------------------------------------------------------
     def track(self, body: dict[str, Any]) -> None:
@@ -70,13 +75,20 @@ class Reconciler:
         key = (body["kind"], meta.get("namespace", "default"), meta["name"])
         entry = self.index.get(key)
         now = time.monotonic()
+        interval = self._drift_interval(body)
         if entry is None:
             metrics.track_resource(key[1], key[2], key[0])
             self.index[key] = Tracked(
-                body, now + self.config.resync_seconds, self._drift_interval(body) and now
+                body, now + self.config.resync_seconds, now if interval else None
             )
+            self._wake.set()
         else:
             entry.body = body
+            if interval is None:
+                entry.next_drift = None
+            elif entry.next_drift is None:
+                entry.next_drift = now
+                self._wake.set()
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)
@@ -139,6 +151,7 @@ class Reconciler:
                 metrics.RECONCILE_DURATION.labels(kind).observe(time.perf_counter() - started)
 
     async def _query_drift(self, body: dict[str, Any]) -> QueryOutcome | None:
+        """One drift query; every failure is an outcome with a reason, never an exception."""
         try:
             spec = ModelAdaptationSpec.model_validate(body.get("spec") or {})
         except ValidationError:
@@ -150,16 +163,21 @@ class Reconciler:
         namespace = body["metadata"].get("namespace", "default")
         try:
             creds = await self.secrets.credentials(namespace, trigger)
+            return await asyncio.to_thread(
+                prometheus.query_value,
+                trigger.prometheus_url,
+                trigger.query,
+                now,
+                parse_duration(trigger.timeout),
+                creds,
+            )
         except SecretNotFound as exc:
-            return QueryOutcome(now, error=str(exc), error_reason="SecretNotFound")
-        return await asyncio.to_thread(
-            prometheus.query_value,
-            trigger.prometheus_url,
-            trigger.query,
-            now,
-            parse_duration(trigger.timeout),
-            creds,
-        )
+            return QueryOutcome(now, error=str(exc)[:1024], error_reason="SecretNotFound")
+        except Exception as exc:  # a bug or an API error: reported on the resource
+            log.warning("drift query of %s/%s failed: %s", namespace, body["metadata"]["name"], exc)
+            return QueryOutcome(
+                now, error=f"drift query failed: {type(exc).__name__}", error_reason="QueryFailed"
+            )
 
     def _record(self, res: ResourceView, actions: list[Action], drift: QueryOutcome | None) -> None:
         key = (res.kind, res.namespace, res.name)
@@ -167,7 +185,7 @@ class Reconciler:
         for action in actions:
             if isinstance(action, PatchStatus):
                 patch.update(action.patch)
-        status = {**res.status, **patch}
+        status = apply_merge_patch(res.status, patch)
         phase = status.get("phase")
         old = self._phases.get(key)
         if phase:
@@ -216,22 +234,21 @@ class Reconciler:
         metrics.DRIFT_FIRE.labels(*labels).set(float(trig["fireThreshold"]))
         metrics.DRIFT_CLEAR.labels(*labels).set(float(trig["clearThreshold"]))
         state = state_from_status(status.get("drift"))
-        if state.last_value is not None:
-            metrics.DRIFT_VALUE.labels(*labels).set(state.last_value)
+        metrics.DRIFT_VALUE.labels(*labels).set(
+            state.last_value if state.last_value is not None else float("nan")
+        )
         pending = (
             (datetime.now(UTC) - state.pending_since).total_seconds()
             if state.pending_since
             else 0.0
         )
         metrics.DRIFT_PENDING.labels(*labels).set(pending)
-        if drift is not None and drift.error is not None:
-            metrics.PROMETHEUS_ERRORS.labels(*labels).inc()
         entry = self.index.get((res.kind, res.namespace, res.name))
-        interval = self._drift_interval({"kind": res.kind, "spec": res.spec})
-        if entry is not None and interval is not None and drift is not None:
-            entry.next_drift = time.monotonic() + backoff_seconds(
-                interval, state.consecutive_errors
-            )
+        if drift is not None:
+            if state.consecutive_errors:
+                metrics.PROMETHEUS_ERRORS.labels(*labels).inc()
+            if entry is not None:
+                entry.drift_errors = state.consecutive_errors
 
     def _update_active_runs(self) -> None:
         counts: dict[str, int] = {}
@@ -245,24 +262,69 @@ class Reconciler:
     # -- the resync loop -----------------------------------------------------------
     async def resync_forever(self, tick: float = 1.0) -> None:
         """Reconcile each tracked resource every resync interval, drift ones on their own
-        interval (with backoff after errors), scheduled ones at their cron time."""
+        interval (with backoff after failures), scheduled ones at their cron time. The
+        loop sleeps until the next thing is due (at most `tick`, so cron times and new
+        resources are noticed) and runs due resources concurrently, so one slow
+        Prometheus never delays another resource's evaluation."""
         while True:
-            await asyncio.sleep(tick)
             now = time.monotonic()
-            due: list[tuple[Key, bool]] = []
+            next_due = now + tick
             for key, entry in list(self.index.items()):
+                if key in self._inflight:
+                    continue
                 drift_due = entry.next_drift is not None and now >= entry.next_drift
-                schedule_due = self._schedule_due(entry.body)
-                if drift_due or schedule_due or now >= entry.next_resync:
+                if drift_due or now >= entry.next_resync or self._schedule_due(entry.body):
                     entry.next_resync = now + self.config.resync_seconds
-                    if drift_due:
-                        entry.next_drift = now + 3600  # set properly after the query
-                    due.append((key, drift_due))
-            for (kind, ns, name), with_drift in due:
-                try:
-                    await self.reconcile(kind, ns, name, with_drift=with_drift)
-                except Exception:
-                    pass
+                    self._inflight[key] = asyncio.create_task(self._resync_one(key, drift_due))
+                elif entry.next_drift is not None:
+                    next_due = min(next_due, entry.next_drift)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(next_due - time.monotonic(), 0.001))
+            except TimeoutError:
+                pass
+
+    async def _resync_one(self, key: Key, with_drift: bool) -> None:
+        kind, ns, name = key
+        due = time.monotonic()
+        try:
+            await self.reconcile(kind, ns, name, with_drift=with_drift)
+        except Exception as exc:
+            if with_drift:
+                await self._report_drift_failure(key, exc)
+        finally:
+            self._inflight.pop(key, None)
+            entry = self.index.get(key)
+            if with_drift and entry is not None and entry.next_drift is not None:
+                interval = self._drift_interval(entry.body) or 60.0
+                delay = backoff_seconds(interval, entry.drift_errors)
+                entry.next_drift = max(due + delay, time.monotonic())
+            self._wake.set()
+
+    async def _report_drift_failure(self, key: Key, exc: Exception) -> None:
+        """A drift evaluation that failed outside the query (the plan, the status write):
+        count it, back off, and try once to put the failure on the resource."""
+        kind, ns, name = key
+        entry = self.index.get(key)
+        if entry is None:
+            return
+        entry.drift_errors += 1
+        metrics.PROMETHEUS_ERRORS.labels(ns, name, kind).inc()
+        outcome = QueryOutcome(
+            datetime.now(UTC),
+            error=f"drift evaluation failed: {type(exc).__name__}: {exc}"[:1024],
+            error_reason="EvaluationFailed",
+        )
+        try:
+            body = await self.observer.get_resource(kind, ns, name)
+            if body is None:
+                return
+            body.setdefault("kind", kind)
+            observed = await self.observer.observe(body, outcome)
+            actions = plan(observed, self.config, datetime.now(UTC))
+            await self.applier.apply(observed.resource, actions)
+        except Exception as again:
+            log.warning("could not report the drift failure on %s %s/%s: %s", kind, ns, name, again)
 
     @staticmethod
     def _schedule_due(body: dict[str, Any]) -> bool:

@@ -11,6 +11,7 @@ from modelops_operator.config import OperatorConfig
 from modelops_operator.reconcile import plan
 from modelops_operator.reconcile.actions import CreateJob, EnsureConfigMap, PatchStatus, RecordEvent
 from modelops_operator.reconcile.observed import JobView, Observed, PodTermination, ResourceView
+from modelops_operator.reconcile.status_patch import apply_merge_patch
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 CONFIG = OperatorConfig()
@@ -36,8 +37,7 @@ def apply_status(res, actions):
     status = dict(res.status)
     for a in actions:
         if isinstance(a, PatchStatus):
-            status.update(a.patch)
-            status = {k: v for k, v in status.items() if v is not None}
+            status = apply_merge_patch(status, a.patch)
     return ResourceView(
         res.kind,
         res.name,

@@ -1,29 +1,39 @@
 """The drift trigger as a pure state machine.
 
-State lives in `status.drift` of the ModelAdaptation. Each evaluation takes the state,
-the trigger settings, one query outcome and the time, and returns the new state and
-whether to fire. Semantics, with `above` (mirror them for `below`):
+State lives in `status.drift` of the ModelAdaptation as the API model `DriftStatus`
+(one definition: what is read back is what was written). Each evaluation takes the
+state, the trigger settings, one query outcome and whether a run may start now
+(no active run, no cooldown, not suspended), and returns the new state and whether
+to fire. Semantics, with `above` (mirror them for `below`):
 
-- value > fireThreshold: pending starts (pendingSince); once it has held for `for`,
-  the trigger fires if it is armed, and disarms.
-- value < clearThreshold: re-arms and clears pending (real hysteresis: between the two
-  thresholds nothing re-arms).
-- between: pending is cleared (the value must hold continuously), arming unchanged.
-- no data / NaN: per `noData` — ignore (state unchanged), trigger (counts as past the
-  fire threshold), or error (clears pending, reports).
-- query error: clears pending, counts consecutive errors (the handler backs off), never fires.
+- The trigger is armed or disarmed. Firing disarms it; only a value strictly below
+  clearThreshold re-arms it. While disarmed nothing is pending and nothing fires.
+- Armed, value > fireThreshold: pending starts (pendingSince = this evaluation's time)
+  unless already pending. It fires once now - pendingSince >= `for` and a run may
+  start; until a run may start it stays pending (CoolingDown).
+- Armed, any other sample breaks the window: pendingSince is cleared. That includes a
+  value at or below fireThreshold, a failed query, a non-finite value, and no data
+  (empty result or NaN) under noData `ignore` or `error`. The value must hold
+  continuously; a gap in what was seen is not "holding".
+- No data under noData `trigger` counts as a value past fireThreshold.
+- Errors (query failure, +Inf/-Inf, noData `error`) never fire, count consecutive
+  failures (the service backs off on them) and are reported with a reason.
 """
 
 import math
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from modelops_api.model_adaptation import DriftTrigger, parse_duration
+from modelops_api.model_adaptation import DriftStatus, DriftTrigger, parse_duration
+
+MAX_ERROR_TEXT = 1024
 
 
 @dataclass(frozen=True)
 class QueryOutcome:
-    """One Prometheus query: a value, no data (value None), or an error."""
+    """One Prometheus query: a value (possibly NaN or ±Inf), no data (value None), or
+    an error with a CamelCase reason."""
 
     time: datetime
     value: float | None = None
@@ -33,145 +43,161 @@ class QueryOutcome:
 
 
 @dataclass(frozen=True)
-class DriftState:
-    last_value: float | None = None
-    last_evaluation_time: datetime | None = None
-    pending_since: datetime | None = None
-    armed: bool = True
-    last_trigger_time: datetime | None = None
-    last_error: str | None = None
-    consecutive_errors: int = 0
-
-
-@dataclass(frozen=True)
 class DriftDecision:
-    state: DriftState
+    state: DriftStatus
     fire: bool
     reason: str
     message: str
+    failed: bool = False
+    """The evaluation failed (a Warning, a counted error, backoff)."""
+    held_seconds: float | None = None
+    """When firing: how long the value really held past fireThreshold."""
 
 
-def _past_fire(trigger: DriftTrigger, value: float) -> bool:
-    return (
-        value > trigger.fire_threshold
-        if trigger.direction == "above"
-        else value < trigger.fire_threshold
+def value_text(value: float | None) -> str:
+    """A sample as text that JSON can carry: the number, NaN, +Inf, -Inf or 'no data'."""
+    if value is None:
+        return "no data"
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return f"{value:.6g}"
+
+
+def _past(trigger: DriftTrigger, value: float, threshold: float, toward_fire: bool) -> bool:
+    above = (trigger.direction == "above") == toward_fire
+    return value > threshold if above else value < threshold
+
+
+def _update(state: DriftStatus, **changes: Any) -> DriftStatus:
+    return state.model_copy(update=changes)
+
+
+def _failed(state: DriftStatus, reason: str, message: str) -> DriftDecision:
+    message = message[:MAX_ERROR_TEXT]
+    new = _update(
+        state,
+        pending_since=None,
+        last_error=message,
+        last_error_reason=reason[:64],
+        consecutive_errors=min(state.consecutive_errors + 1, 1_000_000),
     )
+    return DriftDecision(new, False, reason, message, failed=True)
 
 
-def _past_clear(trigger: DriftTrigger, value: float) -> bool:
-    return (
-        value < trigger.clear_threshold
-        if trigger.direction == "above"
-        else value > trigger.clear_threshold
-    )
+def _ok(state: DriftStatus) -> DriftStatus:
+    return _update(state, last_error=None, last_error_reason=None, consecutive_errors=0)
 
 
 def evaluate(
     trigger: DriftTrigger,
-    state: DriftState,
+    state: DriftStatus,
     outcome: QueryOutcome,
     run_allowed: bool,
 ) -> DriftDecision:
-    """One evaluation step. `run_allowed` is False during cooldown or while a run is active."""
+    """One evaluation step. `run_allowed` is False during cooldown, while a run is
+    active, or while the resource is suspended."""
     now = outcome.time
+    base = _update(state, last_evaluation_time=now)
     if outcome.error is not None:
-        new = replace(
-            state,
-            last_evaluation_time=now,
-            pending_since=None,
-            last_error=outcome.error,
-            consecutive_errors=state.consecutive_errors + 1,
-        )
-        return DriftDecision(new, False, outcome.error_reason or "QueryFailed", outcome.error)
+        return _failed(base, outcome.error_reason or "QueryFailed", outcome.error)
     value = outcome.value
-    no_data = value is None or math.isnan(value)
-    base = replace(state, last_evaluation_time=now, last_error=None, consecutive_errors=0)
-    if no_data:
-        if trigger.no_data == "ignore":
-            return DriftDecision(base, False, "NoData", "query returned no data; ignored")
+    text = value_text(value)
+    if value is not None and math.isinf(value):
+        base = _update(base, last_value=None, last_value_text=text)
+        return _failed(
+            base,
+            "NonFiniteValue",
+            f"query returned {text}; a drift value must be a finite number "
+            "(guard divisions, e.g. `x / (y > 0)`)",
+        )
+    if value is None or math.isnan(value):
+        base = _update(base, last_value=None, last_value_text=text)
         if trigger.no_data == "error":
-            new = replace(base, pending_since=None, last_error="query returned no data")
-            return DriftDecision(new, False, "NoData", "query returned no data")
+            return _failed(base, "NoData", f"query returned {text} (noData: error)")
+        if trigger.no_data == "ignore":
+            window = "the pending window restarts" if base.pending_since else "nothing pending"
+            return DriftDecision(
+                _update(_ok(base), pending_since=None),
+                False,
+                "NoData",
+                f"query returned {text}; ignored ({window})",
+            )
         past_fire, past_clear = True, False
     else:
-        assert value is not None
-        base = replace(base, last_value=value)
-        past_fire, past_clear = _past_fire(trigger, value), _past_clear(trigger, value)
-    if past_clear:
+        base = _update(_ok(base), last_value=value, last_value_text=text)
+        past_fire = _past(trigger, value, trigger.fire_threshold, toward_fire=True)
+        past_clear = _past(trigger, value, trigger.clear_threshold, toward_fire=False)
+    base = _ok(base)
+    if not base.armed:
+        if past_clear:
+            return DriftDecision(
+                _update(base, armed=True, pending_since=None),
+                False,
+                "Rearmed",
+                f"drift {text} past clearThreshold {trigger.clear_threshold:g}; armed again",
+            )
         return DriftDecision(
-            replace(base, armed=True, pending_since=None),
+            _update(base, pending_since=None),
             False,
-            "BelowClear",
-            "drift cleared; armed",
+            "Disarmed",
+            f"drift {text}; disarmed until past clearThreshold {trigger.clear_threshold:g}",
         )
     if not past_fire:
+        reason = "BelowClear" if past_clear else "InBand"
         return DriftDecision(
-            replace(base, pending_since=None), False, "InBand", "drift between thresholds"
+            _update(base, pending_since=None), False, reason, f"drift {text}; nothing pending"
         )
-    pending_since = base.pending_since or now
-    base = replace(base, pending_since=pending_since)
-    if not base.armed:
+    pending = base.pending_since or now
+    base = _update(base, pending_since=pending)
+    held = (now - pending).total_seconds()
+    need = parse_duration(trigger.for_)
+    if held < need:
         return DriftDecision(
-            base, False, "Disarmed", "drift past fire threshold; waiting to re-arm"
-        )
-    held = now - pending_since >= timedelta(seconds=parse_duration(trigger.for_))
-    if not held:
-        return DriftDecision(
-            base, False, "Pending", f"drift past fire threshold since {pending_since.isoformat()}"
+            base,
+            False,
+            "Pending",
+            f"drift {text} past fireThreshold {trigger.fire_threshold:g} for {held:.1f}s "
+            f"of {trigger.for_}",
         )
     if not run_allowed:
         return DriftDecision(
-            base, False, "CoolingDown", "drift held, but a run is active or cooling down"
+            base,
+            False,
+            "CoolingDown",
+            f"drift {text} held {held:.1f}s, but a run is active, cooling down or suspended",
         )
-    fired = replace(base, armed=False, pending_since=None, last_trigger_time=now)
-    value_text = "no data" if no_data else f"{value:g}"
+    fired = _update(base, armed=False, pending_since=None, last_trigger_time=now)
     return DriftDecision(
         fired,
         True,
         "DriftDetected",
-        f"drift {value_text} held past {trigger.fire_threshold:g} for {trigger.for_}",
+        f"drift {text} held past {trigger.fire_threshold:g} for {held:.1f}s (for: {trigger.for_})",
+        held_seconds=held,
     )
 
 
-def state_from_status(raw: dict | None) -> DriftState:
-    """Read the state back from status.drift (camelCase, ISO times)."""
-    if not raw:
-        return DriftState()
-
-    def t(key: str) -> datetime | None:
-        v = raw.get(key)
-        return datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
-
-    return DriftState(
-        last_value=raw.get("lastValue"),
-        last_evaluation_time=t("lastEvaluationTime"),
-        pending_since=t("pendingSince"),
-        armed=raw.get("armed", True),
-        last_trigger_time=t("lastTriggerTime"),
-        last_error=raw.get("lastError"),
-        consecutive_errors=int(raw.get("consecutiveErrors", 0)),
-    )
+def state_from_status(raw: Any) -> DriftStatus:
+    """The state read back from status.drift. A missing one starts fresh (armed, nothing
+    pending); an unreadable one starts disarmed, so it can delay a run but never start
+    one that the lost state would have refused."""
+    if not isinstance(raw, dict) or not raw:
+        return DriftStatus()
+    try:
+        return DriftStatus.model_validate(raw)
+    except ValueError:
+        return DriftStatus(armed=False)
 
 
-def state_to_status(state: DriftState) -> dict:
-    def t(v: datetime | None) -> str | None:
-        return v.strftime("%Y-%m-%dT%H:%M:%SZ") if v else None
-
-    out = {
-        "lastValue": state.last_value,
-        "lastEvaluationTime": t(state.last_evaluation_time),
-        "pendingSince": t(state.pending_since),
-        "armed": state.armed,
-        "lastTriggerTime": t(state.last_trigger_time),
-        "lastError": state.last_error,
-        "consecutiveErrors": state.consecutive_errors,
-    }
-    return {k: v for k, v in out.items() if v is not None}
+def state_to_status(state: DriftStatus) -> dict[str, Any]:
+    """The whole status.drift object (the writer replaces it, so absent = cleared)."""
+    return state.to_wire()
 
 
 def backoff_seconds(interval: float, consecutive_errors: int, cap: float = 300.0) -> float:
-    """Next evaluation delay after errors: doubling from the interval, capped."""
+    """Next evaluation delay after errors: doubling from the interval, capped (never
+    shorter than the interval)."""
     if consecutive_errors <= 0:
         return interval
-    return min(cap, interval * (2 ** min(consecutive_errors, 8)))
+    return max(interval, min(cap, interval * (2 ** min(consecutive_errors, 16))))

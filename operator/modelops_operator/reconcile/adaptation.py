@@ -7,11 +7,12 @@ found without a status record is adopted, so a restart never starts a run twice.
 Finished runs are kept up to the history limits; older runs' Jobs are deleted.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
+from modelops_api.cron import next_cron_time
 from modelops_api.kinds import KindInfo
 from modelops_api.meta import ANNOTATION_RUN_NOW
 from modelops_api.model_adaptation import ModelAdaptationSpec, parse_duration
@@ -29,35 +30,22 @@ from modelops_operator.reconcile.actions import (
     RecordEvent,
 )
 from modelops_operator.reconcile.conditions import iso, set_condition
+from modelops_operator.reconcile.drift_step import plan_drift, without_drift_conditions
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import Observed
-from modelops_operator.reconcile.oneshot import (
-    identity,
-    invalid_spec_plan,
-    spec_error_message,
-    status_patch,
-)
+from modelops_operator.reconcile.oneshot import identity, invalid_spec_plan, spec_error_message
+from modelops_operator.reconcile.status_patch import status_patch
 
 
 def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-def next_cron_time(expression: str, after: datetime) -> datetime:
-    """The next cron time strictly after `after` (UTC); ValueError when invalid."""
-    from croniter import croniter
-
-    if not croniter.is_valid(expression):
-        raise ValueError(f"spec.trigger.schedule: invalid cron expression {expression!r}")
-    result: datetime = croniter(expression, after.astimezone(UTC)).get_next(datetime)
-    return result.astimezone(UTC)
-
-
-def validate(spec_raw: dict[str, Any]) -> ModelAdaptationSpec:
+def validate(spec_raw: dict[str, Any], now: datetime) -> ModelAdaptationSpec:
     """Parse the spec and check what the schema cannot (the cron expression)."""
     spec = ModelAdaptationSpec.model_validate(spec_raw)
     if spec.trigger.type == "schedule" and spec.trigger.schedule:
-        next_cron_time(spec.trigger.schedule, datetime.now(UTC))
+        next_cron_time(spec.trigger.schedule, now)
     return spec
 
 
@@ -89,7 +77,7 @@ def plan_adaptation(
     if res.deleting:
         return []
     try:
-        spec = validate(res.spec)
+        spec = validate(res.spec, now)
     except ValidationError as exc:
         return invalid_spec_plan(res, spec_error_message(exc), now)
     except ValueError as exc:
@@ -190,48 +178,31 @@ def plan_adaptation(
             start_reason = f"schedule {trigger.schedule}"
             base = next_cron_time(trigger.schedule, now)
         desired["nextScheduleTime"] = iso(base)
+    drift_failure: str | None = None
     if trigger.type == "drift" and trigger.drift is not None:
-        dstate = drift_state.state_from_status(status.get("drift"))
-        if obs.drift is not None:
-            decision = drift_state.evaluate(
-                trigger.drift,
-                dstate,
-                obs.drift,
-                run_allowed=active is None and not cooling and not spec.suspend,
-            )
-            dstate = decision.state
-            if obs.drift.error is not None:
-                conds = set_condition(
-                    conds,
-                    "PrometheusReachable",
-                    "False",
-                    decision.reason,
-                    decision.message,
-                    now,
-                    gen,
-                )
-            else:
-                conds = set_condition(
-                    conds,
-                    "PrometheusReachable",
-                    "True",
-                    "QueryOK",
-                    "the drift query succeeded",
-                    now,
-                    gen,
-                )
-                conds = set_condition(
-                    conds,
-                    "DriftDetected",
-                    "True" if decision.state.pending_since or decision.fire else "False",
-                    decision.reason,
-                    decision.message,
-                    now,
-                    gen,
-                )
-            if decision.fire and start_reason is None:
-                start_reason = decision.message
-        desired["drift"] = drift_state.state_to_status(dstate)
+        step = plan_drift(
+            trigger.drift,
+            status.get("drift"),
+            obs.drift,
+            conds,
+            active is None and not cooling and not spec.suspend,
+            now,
+            gen,
+        )
+        conds = step.conditions
+        events.extend(step.events)
+        if step.fire_reason is not None and start_reason is None:
+            start_reason = step.fire_reason
+        if step.state.consecutive_errors:
+            drift_failure = f"drift evaluation failing: {step.state.last_error}"
+        desired["drift"] = drift_state.state_to_status(step.state)
+    else:
+        desired["drift"] = None
+        conds = without_drift_conditions(conds)
+    if trigger.type != "schedule":
+        desired["nextScheduleTime"] = None
+    if not cooling:
+        desired["nextRunAllowedTime"] = None
 
     if start_reason is not None and (active is not None or spec.suspend):
         start_reason = None  # one run at a time; suspended resources start nothing
@@ -295,21 +266,19 @@ def plan_adaptation(
         now,
         gen,
     )
-    ready = phase in (Phase.SUCCEEDED.value, Phase.IDLE.value)
+    ready = phase in (Phase.SUCCEEDED.value, Phase.IDLE.value) and drift_failure is None
     conds = set_condition(
         conds,
         "Ready",
         "True" if ready else "False",
-        phase,
-        desired.get("message", phase) or phase,
+        "DriftEvaluationFailing" if drift_failure and active is None else phase,
+        drift_failure or desired.get("message", phase) or phase,
         now,
         gen,
     )
     desired["conditions"] = conds
     patch = status_patch(status, desired)
     if patch:
-        if "activeRun" in patch and patch["activeRun"] is None and status.get("activeRun") is None:
-            patch.pop("activeRun")
         actions.append(PatchStatus(patch))
     actions.extend(events)
     return actions

@@ -32,6 +32,7 @@ from modelops_operator.reconcile.actions import (
 from modelops_operator.reconcile.conditions import iso, set_condition
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import Observed, ResourceView
+from modelops_operator.reconcile.status_patch import status_patch
 
 TERMINAL = {Phase.SUCCEEDED.value, Phase.FAILED.value}
 
@@ -46,11 +47,6 @@ def spec_error_message(exc: ValidationError) -> str:
         loc = ".".join(str(x) for x in err["loc"])
         parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
     return "; ".join(parts)
-
-
-def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-    """Only the keys whose value changes."""
-    return {k: v for k, v in desired.items() if current.get(k) != v}
 
 
 def phase_conditions(
@@ -189,12 +185,17 @@ def plan_oneshot(
         },
         "observedGeneration": res.generation,
     }
-    if job.start_time:
-        desired["startTime"] = iso(job.start_time)
-    if outcome.retries:
-        desired["retries"] = outcome.retries
-    if outcome.phase.terminal:
-        desired["completionTime"] = status.get("completionTime") or iso(job.completion_time or now)
+    # Every field this plan manages is in `desired`; None clears it (explicit null).
+    desired["startTime"] = iso(job.start_time) if job.start_time else status.get("startTime")
+    desired["retries"] = outcome.retries or None
+    desired["completionTime"] = (
+        (status.get("completionTime") or iso(job.completion_time or now))
+        if outcome.phase.terminal
+        else None
+    )
+    desired.update(results=None, artifact=None)
+    if res.kind == "UnlearnRequest":
+        desired["receipt"] = None
     result = outcome.result
     if result is not None and outcome.phase == Phase.SUCCEEDED:
         if info.results is not None:
