@@ -29,7 +29,7 @@ from modelops_operator.reconcile.actions import (
     PatchStatus,
     RecordEvent,
 )
-from modelops_operator.reconcile.conditions import iso, set_condition
+from modelops_operator.reconcile.conditions import iso, iso_precise, set_condition
 from modelops_operator.reconcile.drift_step import plan_drift, without_drift_conditions
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import Observed
@@ -241,7 +241,7 @@ def plan_adaptation(
             }
         )
         if trigger.type == "drift" and trigger.drift is not None:
-            desired["nextRunAllowedTime"] = iso(
+            desired["nextRunAllowedTime"] = iso_precise(
                 now + timedelta(seconds=parse_duration(trigger.drift.cooldown))
             )
         phase = Phase.PENDING.value

@@ -11,6 +11,12 @@ def iso(t: datetime | None) -> str | None:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_precise(t: datetime) -> str:
+    """RFC 3339 with microseconds when there are any: for times a decision compares
+    against (a cooldown end), where cutting to the second would shorten the wait."""
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if t.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+
+
 def set_condition(
     conditions: list[dict[str, Any]],
     type_: str,
