@@ -49,7 +49,7 @@ class Prometheus:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Prometheus:
-        self.log = open(self.dir / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(self.dir / "prometheus.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
                 self.binary,
@@ -85,6 +85,11 @@ class Prometheus:
             return json.loads(resp.read())
 
     def stop(self) -> None:
+        self.stop_process()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stop_process(self) -> None:
+        """Stop the server but keep its data and port, so `start()` brings it back (an outage)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -94,7 +99,6 @@ class Prometheus:
                 self.proc.wait(5)
         if getattr(self, "log", None):
             self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
