@@ -152,6 +152,51 @@ INVALID = [
         {"trigger": {"type": "drift", "drift": {**PROM, "for": "5 minutes"}}},
         "spec.trigger.drift.for",
     ),
+    # issue 11: zero, sub-second and overflowing durations were admitted; equal
+    # thresholds are no hysteresis. issue 12: cron checked only for its field count.
+    *[
+        (
+            f"adapt-drift-{field}-{value}",
+            "ModelAdaptation",
+            {"trigger": {"type": "drift", "drift": {**PROM, field: value}}},
+            f"spec.trigger.drift.{field}",
+        )
+        for field, value in [
+            ("interval", "0ms"),
+            ("interval", "500ms"),
+            ("interval", "2d"),
+            ("timeout", "0s"),
+            ("timeout", "10m"),
+            ("for", "8d"),
+            ("cooldown", "31d"),
+            ("cooldown", "99999999999999999999d"),
+            ("for", "1s1d"),
+        ]
+    ],
+    (
+        "adapt-equal-thresholds",
+        "ModelAdaptation",
+        {"trigger": {"type": "drift", "drift": {**PROM, "clearThreshold": 0.5}}},
+        "spec.trigger.drift.clearThreshold",
+    ),
+    *[
+        (
+            f"adapt-cron-{name}",
+            "ModelAdaptation",
+            {"trigger": {"type": "schedule", "schedule": expr}},
+            "spec.trigger.schedule",
+        )
+        for name, expr in [
+            ("minute-61", "61 * * * *"),
+            ("hour-25", "0 25 * * *"),
+            ("day-0", "0 0 0 * *"),
+            ("day-32", "0 0 32 * *"),
+            ("month-13", "0 0 1 13 *"),
+            ("weekday-8", "0 0 * * 8"),
+            ("bad-name", "0 0 * foo *"),
+            ("six-fields", "0 0 * * * *"),
+        ]
+    ],
     (
         "adapt-bad-prom-url",
         "ModelAdaptation",
@@ -190,6 +235,38 @@ def test_invalid_manifest_is_rejected_naming_the_field(
 
 def test_at_least_twenty_invalid_cases():
     assert len(INVALID) >= 20
+
+
+VALID_TRIGGERS = [
+    (
+        "cron-names-ranges-steps",
+        {"type": "schedule", "schedule": "*/15 0-6,22 1-31/2 JAN-mar mon-fri"},
+    ),
+    ("cron-sunday-7", {"type": "schedule", "schedule": "0 3 * * 7"}),
+    ("cron-macro", {"type": "schedule", "schedule": "@daily"}),
+    (
+        "drift-bounds",
+        {
+            "type": "drift",
+            "drift": {**PROM, "for": "0s", "interval": "1s", "cooldown": "30d", "timeout": "100ms"},
+        },
+    ),
+    ("drift-days", {"type": "drift", "drift": {**PROM, "for": "7d", "interval": "1d"}}),
+]
+
+
+@pytest.mark.parametrize(
+    "trigger", [t for _, t in VALID_TRIGGERS], ids=[i for i, _ in VALID_TRIGGERS]
+)
+def test_valid_triggers_at_their_bounds_are_admitted(kube_api, crds_installed, namespace, trigger):
+    spec = with_("ModelAdaptation", {"trigger": trigger})
+    created = create(
+        kube_api, namespace, {"kind": "ModelAdaptation", "metadata": {"name": "ok"}, "spec": spec}
+    )
+    assert created["spec"]["trigger"]["type"] == trigger["type"]
+    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modeladaptations", "ok"
+    )
 
 
 def test_spec_is_immutable_once_the_run_started(kube_api, crds_installed, namespace):
