@@ -231,8 +231,12 @@ class Reconciler:
         if not trig:
             return
         labels = (res.namespace, res.name, res.kind)
-        metrics.DRIFT_FIRE.labels(*labels).set(float(trig["fireThreshold"]))
-        metrics.DRIFT_CLEAR.labels(*labels).set(float(trig["clearThreshold"]))
+        for gauge, key in (
+            (metrics.DRIFT_FIRE, "fireThreshold"),
+            (metrics.DRIFT_CLEAR, "clearThreshold"),
+        ):
+            if isinstance(trig.get(key), int | float):
+                gauge.labels(*labels).set(float(trig[key]))
         state = state_from_status(status.get("drift"))
         metrics.DRIFT_VALUE.labels(*labels).set(
             state.last_value if state.last_value is not None else float("nan")

@@ -246,6 +246,10 @@ def plan_adaptation(
             )
         phase = Phase.PENDING.value
         desired["message"] = f"run {active} started: {start_reason}"
+        if any(c.get("type") == "JobMissing" and c.get("status") == "True" for c in conds):
+            conds = set_condition(
+                conds, "JobMissing", "False", "NewRun", f"run {active} has its Job", now, gen
+            )
         events.append(RecordEvent("Normal", "RunStarted", f"run {active}: {start_reason}"))
 
     kept, dropped = _trim_history(runs, spec)
