@@ -383,7 +383,15 @@ def test_an_outage_in_a_pending_window_starts_nothing_after_recovery(
     assert ready["status"] == "False" and ready["reason"] == "DriftEvaluationFailing"
     assert events(kube_api, namespace, "PrometheusUnreachable"), "a Warning Event"
     assert query_errors(namespace) >= 1
-    time.sleep(3)  # the outage lasts a few evaluations (backoff 2 s, 4 s, ...)
+    wait_for(  # the outage lasts a few evaluations (backoff 2 s, 4 s, ...)
+        "two failed evaluations",
+        lambda: (
+            True
+            if drift_status(kube_api, namespace)["drift"].get("consecutiveErrors", 0) >= 2
+            else None
+        ),
+        timeout=30,
+    )
 
     prom.start()
     up = wait_for(
