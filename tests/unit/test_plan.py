@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from modelops_api.kinds import kind_info
 from modelops_api.meta import ANNOTATION_RUN_NOW
 from modelops_operator.config import OperatorConfig
 from modelops_operator.reconcile import plan
@@ -37,7 +38,10 @@ def apply_status(res, actions):
     status = dict(res.status)
     for a in actions:
         if isinstance(a, PatchStatus):
+            json.dumps(a.patch, allow_nan=False)
             status = apply_merge_patch(status, a.patch)
+    # The writer and the schema agree: what the plan stored is a valid status document.
+    kind_info(res.kind).status.model_validate(status)
     return ResourceView(
         res.kind,
         res.name,
