@@ -8,7 +8,7 @@ periodic resync and the drift and schedule checks without extra list calls.
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +22,12 @@ from modelops_operator.drift import prometheus
 from modelops_operator.drift.state import QueryOutcome, backoff_seconds, state_from_status
 from modelops_operator.k8s.apply import Applier
 from modelops_operator.k8s.observe import Observer
+from modelops_operator.k8s.policy import PolicyReader, observe_gate
 from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
 from modelops_operator.reconcile import plan
 from modelops_operator.reconcile.actions import Action, PatchStatus
 from modelops_operator.reconcile.observed import ResourceView
+from modelops_operator.reconcile.policy import Gate, refusal
 
 log = logging.getLogger("modelops.reconciler")
 
@@ -60,6 +62,7 @@ class Reconciler:
         self.observer = Observer(api)
         self.applier = Applier(api)
         self.secrets = SecretReader(api)
+        self.policies = PolicyReader(api, config.policy_name, config.policy_namespace)
         self._locks: dict[Key, asyncio.Lock] = {}
         self.index: dict[Key, Tracked] = {}
         self._phases: dict[Key, str] = {}
@@ -122,8 +125,11 @@ class Reconciler:
                     return []
                 body.setdefault("kind", kind)
                 self.track(body)
-                drift = await self._query_drift(body) if with_drift else None
-                observed = await self.observer.observe(body, drift)
+                gate = await observe_gate(
+                    self.policies, self.secrets, kind, namespace, body.get("spec")
+                )
+                drift = await self._query_drift(body, gate) if with_drift else None
+                observed = replace(await self.observer.observe(body, drift), gate=gate)
                 actions = plan(observed, self.config, datetime.now(UTC))
                 await self.applier.apply(observed.resource, actions)
                 self._record(observed.resource, actions, drift)
@@ -138,7 +144,7 @@ class Reconciler:
             finally:
                 metrics.RECONCILE_DURATION.labels(kind).observe(time.perf_counter() - started)
 
-    async def _query_drift(self, body: dict[str, Any]) -> QueryOutcome | None:
+    async def _query_drift(self, body: dict[str, Any], gate: Gate) -> QueryOutcome | None:
         try:
             spec = ModelAdaptationSpec.model_validate(body.get("spec") or {})
         except ValidationError:
@@ -146,6 +152,8 @@ class Reconciler:
         trigger = spec.trigger.drift
         if spec.trigger.type != "drift" or trigger is None:
             return None
+        if refusal("ModelAdaptation", spec, gate) is not None:
+            return None  # no query, no credential: plan() reports the refusal
         now = datetime.now(UTC)
         namespace = body["metadata"].get("namespace", "default")
         try:
