@@ -13,18 +13,12 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from datetime import datetime
 
+from modelops_operator.credentials import Credentials
 from modelops_operator.drift.state import QueryOutcome
 
-
-@dataclass(frozen=True)
-class Credentials:
-    bearer_token: str | None = None
-    username: str | None = None
-    password: str | None = None
-    ca_pem: str | None = None
+__all__ = ["Credentials", "query_value", "redact"]
 
 
 def _request(url: str, query: str, timeout: float, creds: Credentials) -> dict:

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from modelops_api.common import SecretKeyRef
 from modelops_api.model_adaptation import DriftTrigger
 from modelops_api.policy import LABEL_SECRET_USABLE
-from modelops_operator.drift.prometheus import Credentials
+from modelops_operator.credentials import Credentials
 from modelops_operator.reconcile.policy import SecretState
 
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
