@@ -153,7 +153,14 @@ class Reconciler:
         if spec.trigger.type != "drift" or trigger is None:
             return None
         if refusal("ModelAdaptation", spec, gate) is not None:
-            return None  # no query, no credential: plan() reports the refusal
+            # No query, no credential: plan() reports the refusal; look again next interval.
+            meta = body["metadata"]
+            entry = self.index.get(
+                ("ModelAdaptation", meta.get("namespace", "default"), meta["name"])
+            )
+            if entry is not None:
+                entry.next_drift = time.monotonic() + parse_duration(trigger.interval)
+            return None
         now = datetime.now(UTC)
         namespace = body["metadata"].get("namespace", "default")
         try:
