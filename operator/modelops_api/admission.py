@@ -47,11 +47,11 @@ def _uri_list(kind_spec_schema: dict[str, Any]) -> str:
         if "*" in path:
             raise ValueError(f"URI inside a list is not supported by the policy: {path}")
         guards = " && ".join(
-            "has(object.spec." + ".".join(path[: i + 1]) + ")" for i in range(len(path))
+            "has(variables.spec." + ".".join(path[: i + 1]) + ")" for i in range(len(path))
         )
         field = "spec." + ".".join(path)
         parts.append(
-            f"({guards} ? [{{'field': '{field}', 'uri': object.spec.{'.'.join(path)}}}] : [])"
+            f"({guards} ? [{{'field': '{field}', 'uri': variables.spec.{'.'.join(path)}}}] : [])"
         )
     return " + ".join(parts) if parts else "[]"
 
@@ -64,8 +64,8 @@ def _uris_by_kind() -> str:
 
 
 _PROM_URL = (
-    "request.kind.kind == 'ModelAdaptation' && has(object.spec.trigger) && "
-    "has(object.spec.trigger.drift) ? object.spec.trigger.drift.prometheusUrl : ''"
+    "request.kind.kind == 'ModelAdaptation' && has(variables.spec.trigger) && "
+    "has(variables.spec.trigger.drift) ? string(variables.spec.trigger.drift.prometheusUrl) : ''"
 )
 _IMAGE_OK = (
     "!has(object.spec.image) || params.spec.allowedImages.exists(e, e.endsWith('/') ? "
@@ -122,6 +122,9 @@ def validating_admission_policy(name: str = POLICY_NAME) -> dict[str, Any]:
                 ]
             },
             "variables": [
+                # dyn: each kind has its own fields; the branches for the other kinds
+                # must not fail the type check against this kind's schema.
+                {"name": "spec", "expression": "dyn(object.spec)"},
                 {"name": "uris", "expression": _uris_by_kind()},
                 {"name": "promUrl", "expression": _PROM_URL},
             ],
