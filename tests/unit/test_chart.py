@@ -570,6 +570,39 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
         {"fullnameOverride": "ops"},
         lambda d: one(d, "Deployment")["metadata"]["name"] == "ops",
     ),
+    (
+        "policy-off",
+        {"policy": {"enabled": False}},
+        lambda d: (
+            not of_kind(d, "ValidatingAdmissionPolicy")
+            and not of_kind(d, "ValidatingAdmissionPolicyBinding")
+            and not of_kind(d, "ModelOpsPolicy")
+            and "MODELOPS_POLICY_NAME" not in container_env(d)
+            and verbs_on(one(d, "ClusterRole"), "modelops.dev", "modelopspolicies") == set()
+        ),
+    ),
+    (
+        "policy-values",
+        {
+            "policy": {
+                "allowedImages": ["registry.example/team/"],
+                "allowedPrometheusEndpoints": ["http://prometheus.monitoring:9090"],
+                "allowedPriorityClasses": ["batch-low"],
+                "allowFileURIs": True,
+            },
+            "jobs": {"image": {"repository": "registry.example/jobs"}},
+        },
+        lambda d: (
+            one(d, "ModelOpsPolicy")["spec"]
+            == {
+                "allowedImages": ["registry.example/jobs", "registry.example/team/"],
+                "allowedPrometheusEndpoints": ["http://prometheus.monitoring:9090"],
+                "allowedPriorityClasses": ["batch-low"],
+                "allowedTolerationKeys": ["nvidia.com/gpu"],
+                "allowFileURIs": True,
+            }
+        ),
+    ),
 ]
 
 
@@ -584,6 +617,12 @@ def test_values(values, check, tmp_path):
 
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("zero-replicas", {"replicaCount": 0}, "replicaCount"),
+    (
+        "policy-endpoint-with-fragment",
+        {"policy": {"allowedPrometheusEndpoints": ["http://prom:9090/#x"]}},
+        "/policy/allowedPrometheusEndpoints/0",
+    ),
+    ("policy-bad-priority-class", {"policy": {"allowedPriorityClasses": ["Bad"]}}, "/policy"),
     ("replicas-without-peering", {"replicaCount": 2}, "needs peering.enabled=true"),
     ("typo-key", {"replicas": 2}, "replicas"),
     ("bad-namespace", {"watch": {"namespaces": ["Team_A"]}}, "/watch/namespaces/0"),
