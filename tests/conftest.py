@@ -102,14 +102,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def crds_installed(
     control_plane: ControlPlane | ExistingCluster, kube_api: client.ApiClient
 ) -> list[str]:
-    """The generated CRDs, applied and Established."""
-    from modelops_api.crdgen import crd_for
+    """The generated CRDs (the four kinds and ModelOpsPolicy), applied and Established."""
+    from modelops_api.crdgen import crd_for, policy_crd
     from modelops_api.kinds import KINDS
 
     ext = client.ApiextensionsV1Api(kube_api)
     names = []
-    for info in KINDS:
-        body = crd_for(info)
+    for body in [*(crd_for(info) for info in KINDS), policy_crd()]:
         name = body["metadata"]["name"]
         try:
             ext.create_custom_resource_definition(body)

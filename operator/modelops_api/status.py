@@ -44,6 +44,7 @@ ConditionType = Literal[
     "DriftDetected",
     "PrometheusReachable",
     "Unfiltered",
+    "PolicyViolation",
 ]
 
 

@@ -19,16 +19,23 @@ SCHEMES: tuple[Scheme, ...] = ("pvc", "file", "hf", "s3")
 # The schema-level pattern (checked by the API server) mirrors parse_uri below.
 # One path segment that is not "." or ".." (RE2 has no look-ahead, so spelt out).
 _SEGMENT = r"([^/\\.][^/\\]*|\.[^/\\.][^/\\]*|\.\.[^/\\]+)"
-# The schema-level pattern (checked by the API server) mirrors parse_uri below.
+# One segment of a Hugging Face revision (branch, tag or commit; branches may hold '/').
+_REV_SEGMENT = r"([A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)"
 URI_PATTERN = (
     rf"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/{_SEGMENT})*/?"
     rf"|file:///({_SEGMENT}(/{_SEGMENT})*)?/?"
-    r"|hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?"
+    r"|hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
+    rf"(@{_REV_SEGMENT}(/{_REV_SEGMENT})*)?"
     rf"|s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9](/{_SEGMENT})*/?)$"
 )
 URI_MAX_LENGTH = 1024
+URI_FORMS = "pvc://claim/path, file:///path, hf://org/name[@rev] or s3://bucket/key"
+# The API server checks the pattern in a CEL rule rather than a schema `pattern`, so a
+# refusal names the accepted forms instead of printing the regular expression.
+URI_RULE = {"rule": f"self.matches(r'{URI_PATTERN}')", "message": f"expected {URI_FORMS}"}
 _CLAIM = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _HF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_REVISION = re.compile(rf"^{_REV_SEGMENT}(/{_REV_SEGMENT})*$")
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,11 @@ def parse_uri(uri: str) -> ParsedURI:
     repo, _, revision = rest.partition("@")
     if not _HF.match(repo):
         raise ValueError(f"hf URI {uri!r} must be hf://org/name[@revision]")
+    if "@" in rest and not _REVISION.match(revision):
+        raise ValueError(
+            f"hf URI {uri!r}: the revision must be a branch, tag or commit "
+            "(letters, digits, '.', '_', '-', '/'; no '.' or '..' segments)"
+        )
     org, _, name = repo.partition("/")
     return ParsedURI("hf", org, name, revision or None)
 
@@ -101,9 +113,10 @@ StorageURI = Annotated[
     str,
     Field(
         max_length=URI_MAX_LENGTH,
-        description="A storage URI: pvc://claim/path, file:///path, hf://org/name[@rev] or s3://bucket/key.",
-        # The API server checks the pattern; pydantic checks parse_uri (the same rules).
-        json_schema_extra={"pattern": URI_PATTERN},
+        description=f"A storage URI: {URI_FORMS}.",
+        # The API server checks the pattern (in a CEL rule with a readable message);
+        # pydantic checks parse_uri (the same rules, tested against each other).
+        json_schema_extra={"x-kubernetes-validations": [URI_RULE]},
     ),
     AfterValidator(_validated),
 ]

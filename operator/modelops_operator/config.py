@@ -55,6 +55,12 @@ class OperatorConfig:
     """Tolerations added to every Job pod (e.g. for tainted GPU nodes)."""
     default_priority_class: str | None = None
     """PriorityClass of Job pods whose spec names none."""
+    policy_name: str | None = None
+    """The installation's default ModelOpsPolicy (docs/security.md); None: no default."""
+    policy_namespace: str | None = None
+    """Namespace of that policy (the chart's release namespace)."""
+    default_scratch_size: str = "20Gi"
+    """sizeLimit of a Job pod's /tmp emptyDir when spec.resources.ephemeralStorage is unset."""
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -81,4 +87,7 @@ class OperatorConfig:
             default_node_selector=_env_json(env, "MODELOPS_JOB_NODE_SELECTOR", {}),
             default_tolerations=tuple(_env_json(env, "MODELOPS_JOB_TOLERATIONS", [])),
             default_priority_class=env.get("MODELOPS_JOB_PRIORITY_CLASS") or None,
+            policy_name=env.get("MODELOPS_POLICY_NAME") or None,
+            policy_namespace=env.get("MODELOPS_POLICY_NAMESPACE") or None,
+            default_scratch_size=env.get("MODELOPS_JOB_SCRATCH_SIZE", cls.default_scratch_size),
         )

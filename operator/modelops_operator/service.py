@@ -8,7 +8,7 @@ periodic resync and the drift and schedule checks without extra list calls.
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +22,12 @@ from modelops_operator.drift import prometheus
 from modelops_operator.drift.state import QueryOutcome, backoff_seconds, state_from_status
 from modelops_operator.k8s.apply import Applier
 from modelops_operator.k8s.observe import Observer
+from modelops_operator.k8s.policy import PolicyReader, observe_gate
 from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
 from modelops_operator.reconcile import plan
 from modelops_operator.reconcile.actions import Action, PatchStatus
 from modelops_operator.reconcile.observed import ResourceView
+from modelops_operator.reconcile.policy import Gate, refusal
 from modelops_operator.reconcile.status_patch import apply_merge_patch
 
 log = logging.getLogger("modelops.reconciler")
@@ -63,6 +65,7 @@ class Reconciler:
         self.observer = Observer(api)
         self.applier = Applier(api)
         self.secrets = SecretReader(api)
+        self.policies = PolicyReader(api, config.policy_name, config.policy_namespace)
         self._locks: dict[Key, asyncio.Lock] = {}
         self.index: dict[Key, Tracked] = {}
         self._phases: dict[Key, str] = {}
@@ -134,8 +137,11 @@ class Reconciler:
                     return []
                 body.setdefault("kind", kind)
                 self.track(body)
-                drift = await self._query_drift(body) if with_drift else None
-                observed = await self.observer.observe(body, drift)
+                gate = await observe_gate(
+                    self.policies, self.secrets, kind, namespace, body.get("spec")
+                )
+                drift = await self._query_drift(body, gate) if with_drift else None
+                observed = replace(await self.observer.observe(body, drift), gate=gate)
                 actions = plan(observed, self.config, datetime.now(UTC))
                 await self.applier.apply(observed.resource, actions)
                 self._record(observed.resource, actions, drift)
@@ -150,7 +156,7 @@ class Reconciler:
             finally:
                 metrics.RECONCILE_DURATION.labels(kind).observe(time.perf_counter() - started)
 
-    async def _query_drift(self, body: dict[str, Any]) -> QueryOutcome | None:
+    async def _query_drift(self, body: dict[str, Any], gate: Gate) -> QueryOutcome | None:
         """One drift query; every failure is an outcome with a reason, never an exception."""
         try:
             spec = ModelAdaptationSpec.model_validate(body.get("spec") or {})
@@ -158,6 +164,15 @@ class Reconciler:
             return None
         trigger = spec.trigger.drift
         if spec.trigger.type != "drift" or trigger is None:
+            return None
+        if refusal("ModelAdaptation", spec, gate) is not None:
+            # No query, no credential: plan() reports the refusal; look again next interval.
+            meta = body["metadata"]
+            entry = self.index.get(
+                ("ModelAdaptation", meta.get("namespace", "default"), meta["name"])
+            )
+            if entry is not None:
+                entry.next_drift = time.monotonic() + parse_duration(trigger.interval)
             return None
         now = datetime.now(UTC)
         namespace = body["metadata"].get("namespace", "default")

@@ -41,7 +41,13 @@ from modelops_operator.config import OperatorConfig
 CHART = REPO_ROOT / "charts" / "modelops"
 MODELOPS_CRDS = [
     f"{p}.modelops.dev"
-    for p in ("pruneretrains", "unlearnrequests", "loratransfers", "modeladaptations")
+    for p in (
+        "pruneretrains",
+        "unlearnrequests",
+        "loratransfers",
+        "modeladaptations",
+        "modelopspolicies",
+    )
 ]
 pytestmark = pytest.mark.timeout(300)
 

@@ -11,7 +11,8 @@
 - No confused deputy: a user with rights in namespace A only cannot make the operator
   act in B. Spec fields never name a namespace (a `namespace` key is refused or
   dropped by the API server), and a reference to a Secret that exists only in B is
-  looked up in A: the operator reports it missing and never reads B's value; nothing
+  looked up in A: the operator reports it missing (PolicyViolation SecretNotFound),
+  creates nothing for it and never reads B's value; nothing
   appears in B.
 
 A missing control plane fails these tests; nothing is skipped.
@@ -194,7 +195,11 @@ def create_as(api: client.ApiClient, namespace: str, body: dict[str, Any], **kw:
 
 
 def secret(name: str, value: str) -> dict[str, Any]:
-    return {"metadata": {"name": name}, "stringData": {"token": value}}
+    """A Secret that opted in to being referenced (modelops.dev/usable: "true")."""
+    return {
+        "metadata": {"name": name, "labels": {"modelops.dev/usable": "true"}},
+        "stringData": {"token": value},
+    }
 
 
 def drift_adaptation(name: str, url: str, secret_name: str) -> dict[str, Any]:
@@ -377,7 +382,7 @@ def test_jobs_are_admitted_under_restricted_and_secrets_never_leak(
 
             drift_job = job_name("ModelAdaptation", "drift", 1)
             gated_job = job_name("PruneRetrain", "gated")
-            for job in (drift_job, gated_job, job_name("PruneRetrain", "deputy-prune")):
+            for job in (drift_job, gated_job):
                 poll_until(
                     f"Job {job}", lambda j=job: _exists(lambda: batch.read_namespaced_job(j, ns_a))
                 )
@@ -396,16 +401,24 @@ def test_jobs_are_admitted_under_restricted_and_secrets_never_leak(
             )
             # The drift token was really read and used (so the search below means something)...
             assert f"Bearer {prom_token}" in prom.authorizations
-            # ...and B's Secret was looked up in A, found missing, and never sent anywhere.
-            deputy = poll_until(
-                "deputy reports the missing Secret",
-                lambda: (lambda c: c if c and c.get("reason") == "SecretNotFound" else None)(
-                    condition(
-                        get(kube_api, ns_a, "ModelAdaptation", "deputy"), "PrometheusReachable"
+            # ...and B's Secret was looked up in A, found missing, and never sent anywhere:
+            # the operator refuses both deputies and creates nothing for them.
+            for kind, name in (("ModelAdaptation", "deputy"), ("PruneRetrain", "deputy-prune")):
+                deputy = poll_until(
+                    f"{name} reports the missing Secret",
+                    lambda k=kind, n=name: (
+                        lambda c: c if c and c.get("reason") == "SecretNotFound" else None
+                    )(condition(get(kube_api, ns_a, k, n), "PolicyViolation")),
+                )
+                assert "Secret b-only not found" in deputy["message"]
+            assert (
+                _exists(
+                    lambda: batch.read_namespaced_job(
+                        job_name("PruneRetrain", "deputy-prune"), ns_a
                     )
-                ),
+                )
+                is None
             )
-            assert f"{ns_a}/b-only" in deputy["message"]
             assert not any(b_token in a for a in prom.authorizations)
             poll_until(
                 "drift run recorded in status",

@@ -260,6 +260,8 @@ NAMESPACE_RULES = {
     ("", "configmaps"): {"create"},
     ("", "events"): {"create"},
     ("", "secrets"): {"get"},
+    ("modelops.dev", "modelopspolicies"): {"get", "list"},
+    ("", "namespaces"): {"get"},
 }
 
 
@@ -301,17 +303,38 @@ def check_cluster_wide(docs: list[Doc]) -> None:
 
 def check_namespaced(docs: list[Doc]) -> None:
     assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
-    roles = of_kind(docs, "Role")
+    roles = [r for r in of_kind(docs, "Role") if r["metadata"]["namespace"] != RELEASE_NS]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    # The installation's default ModelOpsPolicy: get by name, in the release namespace only.
+    (policy_role,) = [r for r in of_kind(docs, "Role") if r["metadata"]["namespace"] == RELEASE_NS]
+    assert policy_role["rules"] == [
+        {
+            "apiGroups": ["modelops.dev"],
+            "resources": ["modelopspolicies"],
+            "resourceNames": [f"{RELEASE}-modelops"],
+            "verbs": ["get"],
+        }
+    ]
     expected = {k: v for k, v in NAMESPACE_RULES.items() if k != ("", "secrets")}
     for role in roles:
         assert effective(role) == expected, "namespaced-values sets rbac.readSecrets=false"
     bindings = of_kind(docs, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == [
+        "modelops-system",
+        "team-a",
+        "team-b",
+    ]
     for b in bindings:
         assert b["roleRef"]["kind"] == "Role"
         assert b["subjects"][0]["namespace"] == RELEASE_NS
     assert not of_kind(docs, "CustomResourceDefinition"), "crds.enabled=false"
+    for binding in of_kind(docs, "ValidatingAdmissionPolicyBinding"):
+        exprs = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+        assert exprs[1] == {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "In",
+            "values": ["team-a", "team-b"],
+        }, "namespaced mode: the policy binds the watched namespaces only"
     env = container_env(docs)
     assert env["MODELOPS_NAMESPACES"] == "team-a,team-b"
     job_sas = [
@@ -396,12 +419,54 @@ def check_defaults(docs: list[Doc]) -> None:
     assert env["MODELOPS_JOBS_IMAGE"] == "ghcr.io/modelops/modelops-jobs:0.1.0"
     assert "MODELOPS_PEERING" not in env
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
-    assert len(of_kind(docs, "CustomResourceDefinition")) == 4
+    assert len(of_kind(docs, "CustomResourceDefinition")) == 5, "four kinds + ModelOpsPolicy"
+    check_policy(docs)
     assert not of_kind(docs, "ServiceMonitor") and not of_kind(docs, "PodMonitor")
     assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     test_pod = one(docs, "Pod")
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert test_pod["spec"]["automountServiceAccountToken"] is False
+
+
+def check_policy(docs: list[Doc]) -> None:
+    """Issue 11: the ValidatingAdmissionPolicy is the generated one, its two bindings
+    split namespaces on modelops.dev/policy, and the default ModelOpsPolicy allows the
+    chart's own jobs image and what values.yaml lists."""
+    from modelops_api.admission import validating_admission_policy
+
+    vap = one(docs, "ValidatingAdmissionPolicy")
+    assert vap["metadata"]["name"] == f"{RELEASE}-modelops-policy"
+    assert vap["spec"] == validating_admission_policy()["spec"]
+    bindings = {b["metadata"]["name"]: b for b in of_kind(docs, "ValidatingAdmissionPolicyBinding")}
+    default = bindings[f"{RELEASE}-modelops-default"]["spec"]
+    assert default["policyName"] == vap["metadata"]["name"]
+    assert default["validationActions"] == ["Deny"]
+    assert default["paramRef"] == {
+        "name": f"{RELEASE}-modelops",
+        "namespace": RELEASE_NS,
+        "parameterNotFoundAction": "Deny",
+    }
+    assert default["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "modelops.dev/policy", "operator": "NotIn", "values": ["namespace"]}
+    ]
+    local = bindings[f"{RELEASE}-modelops-namespace"]["spec"]
+    assert local["paramRef"] == {"selector": {}, "parameterNotFoundAction": "Deny"}
+    assert local["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "modelops.dev/policy", "operator": "In", "values": ["namespace"]}
+    ]
+    policy = one(docs, "ModelOpsPolicy")
+    assert policy["metadata"]["namespace"] == RELEASE_NS
+    assert policy["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    from modelops_api.policy import ModelOpsPolicySpec
+
+    spec = ModelOpsPolicySpec.model_validate(policy["spec"])
+    assert spec.allowed_images == ["ghcr.io/modelops/modelops-jobs"]
+    assert spec.allow_file_uris is False and spec.allowed_priority_classes == []
+    assert spec.allowed_toleration_keys == ["nvidia.com/gpu"]
+    env = container_env(docs)
+    assert env["MODELOPS_POLICY_NAME"] == f"{RELEASE}-modelops"
+    assert env["MODELOPS_POLICY_NAMESPACE"] == RELEASE_NS
+    assert env["MODELOPS_JOB_SCRATCH_SIZE"] == "20Gi"
 
 
 def check_gpu_scheduling(docs: list[Doc]) -> None:
@@ -505,6 +570,39 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
         {"fullnameOverride": "ops"},
         lambda d: one(d, "Deployment")["metadata"]["name"] == "ops",
     ),
+    (
+        "policy-off",
+        {"policy": {"enabled": False}},
+        lambda d: (
+            not of_kind(d, "ValidatingAdmissionPolicy")
+            and not of_kind(d, "ValidatingAdmissionPolicyBinding")
+            and not of_kind(d, "ModelOpsPolicy")
+            and "MODELOPS_POLICY_NAME" not in container_env(d)
+            and verbs_on(one(d, "ClusterRole"), "modelops.dev", "modelopspolicies") == set()
+        ),
+    ),
+    (
+        "policy-values",
+        {
+            "policy": {
+                "allowedImages": ["registry.example/team/"],
+                "allowedPrometheusEndpoints": ["http://prometheus.monitoring:9090"],
+                "allowedPriorityClasses": ["batch-low"],
+                "allowFileURIs": True,
+            },
+            "jobs": {"image": {"repository": "registry.example/jobs"}},
+        },
+        lambda d: (
+            one(d, "ModelOpsPolicy")["spec"]
+            == {
+                "allowedImages": ["registry.example/jobs", "registry.example/team/"],
+                "allowedPrometheusEndpoints": ["http://prometheus.monitoring:9090"],
+                "allowedPriorityClasses": ["batch-low"],
+                "allowedTolerationKeys": ["nvidia.com/gpu"],
+                "allowFileURIs": True,
+            }
+        ),
+    ),
 ]
 
 
@@ -519,6 +617,12 @@ def test_values(values, check, tmp_path):
 
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("zero-replicas", {"replicaCount": 0}, "replicaCount"),
+    (
+        "policy-endpoint-with-fragment",
+        {"policy": {"allowedPrometheusEndpoints": ["http://prom:9090/#x"]}},
+        "/policy/allowedPrometheusEndpoints/0",
+    ),
+    ("policy-bad-priority-class", {"policy": {"allowedPriorityClasses": ["Bad"]}}, "/policy"),
     ("replicas-without-peering", {"replicaCount": 2}, "needs peering.enabled=true"),
     ("typo-key", {"replicas": 2}, "replicas"),
     ("bad-namespace", {"watch": {"namespaces": ["Team_A"]}}, "/watch/namespaces/0"),
@@ -606,6 +710,8 @@ def test_rendered_crds_equal_the_generated_ones_plus_chart_metadata(scenario_doc
     }
     for text in generate_all().values():
         want = yaml.safe_load(text)
+        if want["kind"] != "CustomResourceDefinition":
+            continue  # the ValidatingAdmissionPolicy: see check_policy
         got = rendered[want["metadata"]["name"]]
         assert got["spec"] == want["spec"]
         assert got["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}

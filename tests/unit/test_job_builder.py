@@ -90,7 +90,61 @@ def test_pod_security_and_container():
     )
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["spec"]["configMap"]["name"] == "opt-prune"
-    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {}}
+    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}
+
+
+# -- issue 11: a Job mounts inputs read-only and bounds its scratch space -----------------
+
+
+def _claim_mounts(job):
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    out = {}
+    for m in pod["containers"][0]["volumeMounts"]:
+        pvc = volumes[m["name"]].get("persistentVolumeClaim")
+        if pvc and m["name"].startswith("pvc-"):
+            ro = (m.get("readOnly", False), pvc.get("readOnly", False))
+            assert ro[0] == ro[1], f"mount and volume disagree on readOnly for {pvc}"
+            out[pvc["claimName"]] = "ro" if ro[0] else "rw"
+    return out
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            {"retrain": {"data": {"uri": "pvc://data/text.jsonl"}}},
+            {"models": "ro", "data": "ro", "out": "rw"},
+        ),
+        ({"output": {"uri": "pvc://models/pruned"}}, {"models": "rw"}),
+    ],
+    ids=["inputs-read-only", "input-on-output-claim-shares-rw"],
+)
+def test_input_claims_are_read_only_and_only_the_output_claim_writable(spec, expected):
+    job, _, _ = build(**spec)
+    assert _claim_mounts(job) == expected
+
+
+def test_unlearn_s3t_writes_its_model_store_and_reads_the_rest():
+    from modelops_api.unlearn_request import UnlearnRequestSpec
+
+    res = ResourceIdentity("UnlearnRequest", "forget", "team-a", "uid-2")
+    parsed = UnlearnRequestSpec.model_validate(
+        {"model": {"uri": "pvc://store/s3t"}, "samplesUri": "pvc://requests/ids.txt"}
+    )
+    job = build_job(res, parsed, CONFIG, spec_document(res, parsed))
+    assert _claim_mounts(job) == {"store": "rw", "requests": "ro"}
+
+
+@pytest.mark.parametrize(
+    ("resources", "limit"),
+    [({}, "20Gi"), ({"ephemeralStorage": "5Gi"}, "5Gi")],
+    ids=["default", "from-ephemeral-storage"],
+)
+def test_scratch_empty_dir_has_a_size_limit(resources, limit):
+    job, _, _ = build(resources=resources)
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tmp"]["emptyDir"] == {"sizeLimit": limit}
 
 
 @pytest.mark.parametrize(

@@ -161,4 +161,18 @@ pruneretrains unlearnrequests loratransfers modeladaptations
   resources: ["secrets"]
   verbs: ["get"]
 {{- end }}
+{{- if .Values.policy.enabled }}
+# ModelOpsPolicy objects of a namespace labelled modelops.dev/policy=namespace, and that
+# label on the namespace (get by name only, never list).
+- apiGroups: ["modelops.dev"]
+  resources: ["modelopspolicies"]
+  verbs: ["get", "list"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
+{{- end }}
+{{- end -}}
+
+{{- define "modelops.policyName" -}}
+{{- default (include "modelops.fullname" .) .Values.policy.name -}}
 {{- end -}}

@@ -5,7 +5,8 @@ gets a deterministic name, an owner reference to the resource, the jobs image ru
 `python -m modelops_jobs --spec ...`, GPU resources and scheduling from the spec, the
 restricted security context (non-root, no privilege escalation, all capabilities
 dropped, RuntimeDefault seccomp, read-only root with an emptyDir /tmp, no
-service-account token), a podFailurePolicy that fails the Job at once on the
+service-account token, a size-limited /tmp), input claims mounted read-only and only
+the output's claim read-write, a podFailurePolicy that fails the Job at once on the
 permanent-failure exit code, a deadline and a TTL. Secrets are passed by reference
 only (`valueFrom.secretKeyRef`), never copied.
 """
@@ -133,6 +134,17 @@ def _pvc_claims(value: Any) -> set[str]:
     return found
 
 
+def written_claims(kind: str, spec: dict[str, Any]) -> set[str]:
+    """The claims the Job writes to: the output's, and for UnlearnRequest the model
+    store's (S3T writes a new store version into it). Every other claim is mounted
+    read-only. An input on the output's claim shares its read-write mount (one path per
+    claim): keep inputs on their own claim to have them read-only."""
+    uris = [(spec.get("output") or {}).get("uri")]
+    if kind == "UnlearnRequest":
+        uris.append((spec.get("model") or {}).get("uri"))
+    return _pvc_claims([u for u in uris if u])
+
+
 def _secret_env(spec: JobTemplate) -> list[dict[str, Any]]:
     """Environment variables filled from Secrets by reference (never by value)."""
     refs: list[tuple[str, SecretKeyRef]] = []
@@ -199,17 +211,26 @@ def build_job(
     if sched.queue_name:
         labels[LABEL_KUEUE_QUEUE] = sched.queue_name
     claims = sorted(_pvc_claims(document.get("spec", {})))
+    writable = written_claims(res.kind, document.get("spec", {}))
+    scratch = spec.resources.ephemeral_storage or config.default_scratch_size
     volumes: list[dict[str, Any]] = [
         {"name": "spec", "configMap": {"name": configmap_name(res.kind, res.name, run)}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": scratch}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "spec", "mountPath": SPEC_MOUNT_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     for i, claim in enumerate(claims):
-        volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": f"pvc-{i}", "mountPath": f"{config.pvc_mount_root}/{claim}"})
+        source: dict[str, Any] = {"claimName": claim}
+        mount: dict[str, Any] = {
+            "name": f"pvc-{i}",
+            "mountPath": f"{config.pvc_mount_root}/{claim}",
+        }
+        if claim not in writable:
+            source["readOnly"] = mount["readOnly"] = True
+        volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": source})
+        mounts.append(mount)
     env: list[dict[str, Any]] = [
         {"name": "MODELOPS_PVC_ROOT", "value": config.pvc_mount_root},
         {"name": "MODELOPS_TERMINATION_LOG", "value": TERMINATION_MESSAGE_PATH},

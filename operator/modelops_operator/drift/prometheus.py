@@ -19,30 +19,17 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from modelops_operator.credentials import Credentials
 from modelops_operator.drift.state import QueryOutcome
 
 MAX_BODY = 1 << 20
 MAX_ERROR = 1024
 MAX_FIELD = 300
 
-
-@dataclass(frozen=True)
-class Credentials:
-    bearer_token: str | None = None
-    username: str | None = None
-    password: str | None = None
-    ca_pem: str | None = None
-
-    def secrets(self) -> list[str]:
-        """Every value that must never appear in an error text."""
-        out = [self.bearer_token, self.password, self.username]
-        if self.username is not None:
-            out.append(base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode())
-        return [s for s in out if s]
+__all__ = ["Credentials", "query_value", "redact"]
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -29,11 +29,12 @@ from modelops_operator.reconcile.actions import (
     PatchStatus,
     RecordEvent,
 )
-from modelops_operator.reconcile.conditions import iso, iso_precise, set_condition
+from modelops_operator.reconcile.conditions import get_condition, iso, iso_precise, set_condition
 from modelops_operator.reconcile.drift_step import plan_drift, without_drift_conditions
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import Observed
 from modelops_operator.reconcile.oneshot import identity, invalid_spec_plan, spec_error_message
+from modelops_operator.reconcile.policy import cleared_conditions, refusal, refused_conditions
 from modelops_operator.reconcile.status_patch import status_patch
 
 
@@ -206,6 +207,17 @@ def plan_adaptation(
 
     if start_reason is not None and (active is not None or spec.suspend):
         start_reason = None  # one run at a time; suspended resources start nothing
+    refused = refusal(res.kind, spec, obs.gate)
+    if refused is not None:
+        start_reason = None  # the policy or a Secret's opt-in forbids acting on it
+        conds = refused_conditions(conds, refused, now, gen)
+        if active is None:
+            desired["message"] = refused.message
+        before = get_condition(status.get("conditions", []), "PolicyViolation") or {}
+        if (before.get("status"), before.get("message")) != ("True", refused.message):
+            events.append(RecordEvent("Warning", refused.reason, refused.message))
+    else:
+        conds = cleared_conditions(conds, now, gen)
     if start_reason is not None:
         run_count += 1
         active = run_count
@@ -259,6 +271,8 @@ def plan_adaptation(
             actions.append(DeleteJob(ref["name"], res.namespace))
     if run_count == 0 and active is None:
         phase = Phase.IDLE.value
+    if refused is not None and active is None:
+        phase = Phase.FAILED.value
     desired.update(runs=kept, runCount=run_count, phase=phase)
     desired["activeRun"] = active
     conds = set_condition(

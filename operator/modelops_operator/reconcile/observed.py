@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from modelops_operator.reconcile.policy import Gate
+
 
 @dataclass(frozen=True)
 class PodTermination:
@@ -75,3 +77,5 @@ class Observed:
     configmaps: frozenset[str] = frozenset()
     drift: Any = None
     """ModelAdaptation: the latest drift query outcome (drift.state.QueryOutcome) or None."""
+    gate: Gate = field(default_factory=Gate)
+    """The ModelOpsPolicy in force and the referenced Secrets' opt-in (reconcile/policy.py)."""

@@ -32,6 +32,7 @@ from modelops_operator.reconcile.actions import (
 from modelops_operator.reconcile.conditions import iso, set_condition
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import Observed, ResourceView
+from modelops_operator.reconcile.policy import cleared_conditions, refusal, refused_plan
 from modelops_operator.reconcile.status_patch import status_patch
 
 TERMINAL = {Phase.SUCCEEDED.value, Phase.FAILED.value}
@@ -141,12 +142,15 @@ def plan_oneshot(
                 PatchStatus({"phase": "Failed", "message": message, "conditions": conds}),
                 RecordEvent("Warning", "JobDeleted", message),
             ]
+        refused = refusal(res.kind, spec, obs.gate)
+        if refused is not None:
+            return refused_plan(res, refused, now)
         document = spec_document(ident, spec)  # type: ignore[arg-type]
         cm = build_configmap(ident, document)
         job_manifest = build_job(ident, spec, config, document)  # type: ignore[arg-type]
         message = f"created Job {name}"
         conds = set_condition(
-            status.get("conditions", []),
+            cleared_conditions(status.get("conditions", []), now, res.generation),
             "SpecValid",
             "True",
             "Valid",

@@ -1,0 +1,117 @@
+"""Read the ModelOpsPolicy in force for a namespace (with a short cache).
+
+The same selection as the admission bindings (`modelops_api/admission.py`): a
+namespace labelled `modelops.dev/policy=namespace` is governed by the ModelOpsPolicy
+objects in it (all must pass; none refuses everything); every other namespace by the
+installation default named in the operator's configuration (missing: everything is
+refused). Without a configured default (an operator run outside the chart) and without
+the label, no policy applies. Objects are cached for `ttl` seconds, so a tightened
+policy takes effect within that time.
+"""
+
+import asyncio
+import time
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from modelops_api.kinds import kind_info
+from modelops_api.meta import GROUP, VERSION
+from modelops_api.policy import (
+    LABEL_POLICY_SCOPE,
+    POLICY_KIND,
+    POLICY_PLURAL,
+    POLICY_SCOPE_NAMESPACE,
+    ModelOpsPolicySpec,
+    secret_refs,
+)
+from modelops_operator.k8s.secrets import SecretReader
+from modelops_operator.reconcile.policy import Gate, PolicyView
+
+
+def _parse(objects: list[dict[str, Any]], where: str) -> PolicyView:
+    specs = []
+    for obj in objects:
+        name = f"{POLICY_KIND} {obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
+        try:
+            specs.append(ModelOpsPolicySpec.model_validate(obj.get("spec") or {}))
+        except ValidationError as exc:
+            return PolicyView(missing=f"{name} is invalid: {exc.error_count()} errors")
+    if not specs:
+        return PolicyView(missing=f"no {POLICY_KIND} in {where}: nothing is allowed")
+    names = ", ".join(f"{o['metadata'].get('namespace')}/{o['metadata']['name']}" for o in objects)
+    return PolicyView(policies=tuple(specs), source=f"{POLICY_KIND} {names}")
+
+
+class PolicyReader:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        default_name: str | None,
+        default_namespace: str | None,
+        ttl: float = 2.0,
+    ) -> None:
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.default_name = default_name
+        self.default_namespace = default_namespace or "default"
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, PolicyView | None]] = {}
+
+    async def view(self, namespace: str) -> PolicyView | None:
+        """The policy in force for `namespace`; None when no policy applies."""
+        hit = self._cache.get(namespace)
+        if hit is not None and time.monotonic() < hit[0]:
+            return hit[1]
+        result = await self._read(namespace)
+        self._cache[namespace] = (time.monotonic() + self.ttl, result)
+        return result
+
+    async def _namespace_scoped(self, namespace: str) -> bool:
+        try:
+            ns = await asyncio.to_thread(self.core.read_namespace, namespace)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return False
+            raise
+        labels = (ns.metadata.labels if ns.metadata else None) or {}
+        return labels.get(LABEL_POLICY_SCOPE) == POLICY_SCOPE_NAMESPACE
+
+    async def _read(self, namespace: str) -> PolicyView | None:
+        if await self._namespace_scoped(namespace):
+            listing: Any = await asyncio.to_thread(
+                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, POLICY_PLURAL
+            )
+            return _parse(listing.get("items", []), f"namespace {namespace}")
+        if not self.default_name:
+            return None
+        where = f"{self.default_namespace}/{self.default_name}"
+        try:
+            obj: Any = await asyncio.to_thread(
+                self.custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.default_namespace,
+                POLICY_PLURAL,
+                self.default_name,
+            )
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return PolicyView(missing=f"the installation's {POLICY_KIND} {where} is missing")
+            raise
+        return _parse([obj], where)
+
+
+async def observe_gate(
+    policies: PolicyReader, secrets: SecretReader, kind: str, namespace: str, spec: Any
+) -> Gate:
+    """The policy in force and the opt-in of every Secret the spec references (an
+    invalid spec references nothing: plan() reports it as invalid first)."""
+    try:
+        model = kind_info(kind).spec.model_validate(spec or {})
+    except ValidationError:
+        return Gate()
+    names = {ref.name for _, ref in secret_refs(model)}
+    return Gate(await policies.view(namespace), await secrets.states(namespace, names))
