@@ -40,10 +40,13 @@ class KindInfo:
         return self.kind.lower()
 
 
-def _immutable_once_started(what: str) -> dict[str, str]:
+def _immutable(what: str) -> dict[str, str]:
+    """From creation on: a rule that held only once `status.jobRef` was written left a
+    window in which the Job ran one spec while status claimed another (issue 12)."""
     return cel(
-        "!has(oldSelf.status) || !has(oldSelf.status.jobRef) || self.spec == oldSelf.spec",
-        f"spec is immutable once the {what} has started; create a new resource instead",
+        "self.spec == oldSelf.spec",
+        f"spec is immutable: the {what} runs the spec it was created with; delete this"
+        " resource and create a new one instead",
         ".spec",
         "FieldValueForbidden",
     )
@@ -71,7 +74,7 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Pattern", ".spec.pruning.pattern", priority=1),
             _AGE,
         ),
-        root_rules=(_immutable_once_started("run"),),
+        root_rules=(_immutable("run"),),
     ),
     KindInfo(
         kind="UnlearnRequest",
@@ -90,7 +93,7 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Version", ".status.receipt.versionAfter", priority=1),
             _AGE,
         ),
-        root_rules=(_immutable_once_started("deletion"),),
+        root_rules=(_immutable("deletion"),),
     ),
     KindInfo(
         kind="LoRATransfer",
@@ -110,7 +113,7 @@ KINDS: tuple[KindInfo, ...] = (
             ),
             _AGE,
         ),
-        root_rules=(_immutable_once_started("transfer"),),
+        root_rules=(_immutable("transfer"),),
     ),
     KindInfo(
         kind="ModelAdaptation",

@@ -264,3 +264,52 @@ def test_history_limits_delete_old_jobs():
     assert deleted == ["r-adapt-1", "r-adapt-2"]
     patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
     assert [r["run"] for r in patch["runs"]] == [3]
+
+
+UNLEARN_SPEC = {"model": {"uri": "pvc://m/a"}, "sampleIds": ["a1", "a2"]}
+SUCCEEDED_UNLEARN = dict(
+    succeeded=1,
+    conditions={"Complete": ("True", "", "")},
+    terminations=(PodTermination("p", 0, result(deletedSamples=1)),),
+)
+SPEC_CHANGED = [
+    ("prune-running", "PruneRetrain", PRUNE_SPEC, "r-prune", {"active": 1, "ready": 1}),
+    ("unlearn-succeeded", "UnlearnRequest", UNLEARN_SPEC, "r-unlearn", SUCCEEDED_UNLEARN),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "job_name", "job_state"),
+    [c[1:] for c in SPEC_CHANGED],
+    ids=[c[0] for c in SPEC_CHANGED],
+)
+def test_a_job_built_from_an_older_generation_fails_the_request(kind, spec, job_name, job_state):
+    """Issue 12: the spec changed between the Job's creation and the status write. The
+    status must never claim the new generation nor report Succeeded for the new spec."""
+    res = resource(
+        kind,
+        spec=spec,
+        generation=2,
+        status={"phase": "Pending", "jobRef": {"name": job_name, "namespace": "ns"}},
+    )
+    job = JobView(job_name, uid="j", generation=1, **job_state)
+    actions = plan(Observed(res, jobs={job_name: job}), CONFIG, NOW)
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    assert patch["phase"] == "Failed"
+    assert patch["observedGeneration"] == 1
+    assert "results" not in patch and "receipt" not in patch
+    cond = next(c for c in patch["conditions"] if c["type"] == "SpecChanged")
+    assert cond["status"] == "True" and "generation 1" in cond["message"]
+    assert "generation 2" in patch["message"]
+    assert any(isinstance(a, RecordEvent) and a.type == "Warning" for a in actions)
+    again = Observed(apply_status(res, actions), jobs={job_name: job})
+    assert plan(again, CONFIG, NOW) == []
+
+
+def test_a_job_of_the_current_generation_reports_normally():
+    res = resource(
+        generation=3, status={"phase": "Pending", "jobRef": {"name": JOB, "namespace": "ns"}}
+    )
+    job = JobView(JOB, uid="j", active=1, ready=1, generation=3)
+    patch = plan(Observed(res, jobs={JOB: job}), CONFIG, NOW)[0].patch
+    assert patch["phase"] == "Running" and patch["observedGeneration"] == 3

@@ -10,7 +10,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelops_api.kinds import kind_info
-from modelops_api.meta import GROUP, LABEL_KIND, LABEL_NAME, VERSION
+from modelops_api.meta import (
+    ANNOTATION_GENERATION,
+    ANNOTATION_SPEC_DIGEST,
+    GROUP,
+    LABEL_KIND,
+    LABEL_NAME,
+    VERSION,
+)
 from modelops_operator.reconcile.observed import JobView, Observed, PodTermination, ResourceView
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
@@ -72,6 +79,8 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
         c["type"]: (c.get("status", ""), c.get("reason") or "", c.get("message") or "")
         for c in st.get("conditions") or []
     }
+    annotations = job["metadata"].get("annotations") or {}
+    generation = annotations.get(ANNOTATION_GENERATION)
     return JobView(
         name=job["metadata"]["name"],
         uid=job["metadata"].get("uid"),
@@ -84,6 +93,8 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
         start_time=_parse_time(st.get("startTime")),
         completion_time=_parse_time(st.get("completionTime")),
         terminations=_terminations(pods),
+        spec_digest=annotations.get(ANNOTATION_SPEC_DIGEST),
+        generation=int(generation) if generation and generation.isdigit() else None,
     )
 
 

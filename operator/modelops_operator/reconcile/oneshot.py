@@ -31,7 +31,7 @@ from modelops_operator.reconcile.actions import (
 )
 from modelops_operator.reconcile.conditions import iso, set_condition
 from modelops_operator.reconcile.job_outcome import job_outcome
-from modelops_operator.reconcile.observed import Observed, ResourceView
+from modelops_operator.reconcile.observed import JobView, Observed, ResourceView
 
 TERMINAL = {Phase.SUCCEEDED.value, Phase.FAILED.value}
 
@@ -110,6 +110,42 @@ def invalid_spec_plan(res: ResourceView, message: str, now: datetime) -> list[Ac
     ]
 
 
+def spec_changed_plan(res: ResourceView, job: JobView, now: datetime) -> list[Action] | None:
+    """The Job runs another spec than the resource now holds: fail, never claim the new one.
+
+    The CRD refuses spec changes from creation on (CEL), so this guards resources admitted
+    by an older CRD. The generation the Job was built from (its annotation) is compared
+    with the resource's: the API server bumps the generation on every spec change and
+    only then, so equal generations mean the same spec, across operator versions too.
+    None when they agree (or the Job records no generation).
+    """
+    ran = job.generation
+    if ran is None or ran == res.generation:
+        return None
+    if any(
+        c.get("type") == "SpecChanged" and c.get("status") == "True"
+        for c in res.status.get("conditions", [])
+    ):
+        return []  # reported already
+    message = (
+        f"spec changed after Job {job.name} started (it runs generation {ran}, the resource"
+        f" is at generation {res.generation}); the Job's outcome is not reported for the new"
+        " spec. Delete this resource and create a new one with the spec you want"
+    )
+    conds = set_condition(
+        res.status.get("conditions", []),
+        "SpecChanged",
+        "True",
+        "SpecChangedAfterStart",
+        message,
+        now,
+        res.generation,
+    )
+    conds = phase_conditions(conds, "Failed", "SpecChangedAfterStart", message, now, ran)
+    patch = {"phase": "Failed", "message": message, "conditions": conds, "observedGeneration": ran}
+    return [PatchStatus(patch), RecordEvent("Warning", "SpecChangedAfterStart", message)]
+
+
 def plan_oneshot(
     obs: Observed, info: KindInfo, config: OperatorConfig, now: datetime
 ) -> list[Action]:
@@ -177,6 +213,9 @@ def plan_oneshot(
             RecordEvent("Normal", "JobCreated", message),
         ]
 
+    changed = spec_changed_plan(res, job, now)
+    if changed is not None:
+        return changed
     outcome = job_outcome(job)
     phase = outcome.phase.value
     desired: dict[str, Any] = {
