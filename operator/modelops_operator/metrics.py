@@ -16,6 +16,14 @@ RECONCILE_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+RECONCILE_FAILURES = Counter(
+    "modelops_reconcile_failures_total",
+    "Reconciliations that failed, by kind and failure class (ApiUnavailable: the API"
+    " server is down; ApiBusy: it answered 429; ApiRejected: it refused a request;"
+    " InternalError: a bug).",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
 RECONCILE_DURATION = Histogram(
     "modelops_reconcile_duration_seconds",
     "Time to observe, plan and apply one reconciliation.",
@@ -81,6 +89,8 @@ KIND_NAMES = ("PruneRetrain", "UnlearnRequest", "LoRATransfer", "ModelAdaptation
 for _kind in KIND_NAMES:
     RECONCILES.labels(_kind)
     RECONCILE_ERRORS.labels(_kind)
+    for _reason in ("ApiUnavailable", "ApiBusy", "ApiRejected", "InternalError"):
+        RECONCILE_FAILURES.labels(_kind, _reason)
     ACTIVE_RUNS.labels(_kind)
     for _phase in ("Succeeded", "Failed"):
         RUNS_FINISHED.labels(_kind, _phase)

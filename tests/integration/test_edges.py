@@ -86,3 +86,55 @@ def test_a_spec_patch_right_after_create_never_splits_job_and_status(
         for i in range(RACES)
     )
     assert accepted == 0, f"{accepted} of {RACES} spec patches were accepted"
+
+
+@pytest.mark.parametrize("length", [63, 64, 253], ids=lambda n: f"name-{n}")
+def test_long_names_reconcile(kube_api, namespace, operator, wait_for, length):
+    """Issue 12: names over 63 characters (the CRD allows 253) made every reconcile fail
+    with a 400 on the name label and its selector; the phase stayed empty forever."""
+    name = ("l" * (length - 2)) + "-x"
+    create(kube_api, namespace, prune(name))
+    jname = job_name("PruneRetrain", name)
+    batch = client.BatchV1Api(kube_api)
+    wait_for(f"Job {jname}", lambda: read_or_none(batch.read_namespaced_job, jname, namespace))
+    wait_for(
+        "phase Pending",
+        lambda: (
+            get(kube_api, namespace, "PruneRetrain", name).get("status", {}).get("phase")
+            == "Pending"
+            or None
+        ),
+    )
+
+
+def test_a_reconcile_error_shows_on_the_resource_and_clears(
+    kube_api, namespace, operator, wait_for
+):
+    """Any error the API server keeps returning (here: a quota that admits no Job) is a
+    `Ready=False` condition with reason ReconcileError and a Warning Event, not only a
+    log line; once the cause is gone the request proceeds."""
+    core = client.CoreV1Api(kube_api)
+    quota = {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}}
+    core.create_namespaced_resource_quota(namespace, quota)
+    create(kube_api, namespace, prune("quota"))
+    ready = wait_for(
+        "Ready=False ReconcileError",
+        lambda: (
+            (c := condition(get(kube_api, namespace, "PruneRetrain", "quota"), "Ready"))
+            and c["reason"] == "ReconcileError"
+            and c
+        ),
+    )
+    assert ready["status"] == "False" and "quota" in ready["message"], ready
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=quota")
+    assert any(e.type == "Warning" and e.reason == "ReconcileError" for e in events.items)
+    core.delete_namespaced_resource_quota("no-jobs", namespace)
+    wait_for(
+        "phase Pending after the quota is gone",
+        lambda: (
+            get(kube_api, namespace, "PruneRetrain", "quota").get("status", {}).get("phase")
+            == "Pending"
+            or None
+        ),
+        timeout=120,
+    )

@@ -18,6 +18,7 @@ from modelops_api.meta import (
     LABEL_NAME,
     VERSION,
 )
+from modelops_operator.build.names import label_value
 from modelops_operator.reconcile.observed import JobView, Observed, PodTermination, ResourceView
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
@@ -150,7 +151,7 @@ class Observer:
 
     async def observe(self, body: dict[str, Any], drift: Any = None) -> Observed:
         res = resource_view(body)
-        selector = f"{LABEL_KIND}={res.kind},{LABEL_NAME}={res.name}"
+        selector = f"{LABEL_KIND}={res.kind},{LABEL_NAME}={label_value(res.name)}"
         jobs = await _raw_list(self.batch.list_namespaced_job, res.namespace, selector)
         # Termination messages matter only once a pod has finished: skip the pod list
         # (the common case while a Job is pending or running).
