@@ -23,6 +23,41 @@ class PrinterColumn:
 
 
 @dataclass(frozen=True)
+class ConditionDoc:
+    """One condition type a kind's status carries, for docs/api.md."""
+
+    type: str
+    meaning: str
+
+
+COMMON_CONDITIONS: tuple[ConditionDoc, ...] = (
+    ConditionDoc("Ready", "True when the resource needs nothing more: Succeeded (or Idle)."),
+    ConditionDoc("Running", "True while a Job runs (for ModelAdaptation: a run is active)."),
+    ConditionDoc(
+        "Succeeded",
+        "True when the request (ModelAdaptation: its latest run) succeeded; False before"
+        " and while it runs, and after a failure. `kubectl wait --for=condition=Succeeded`.",
+    ),
+    ConditionDoc(
+        "Failed",
+        "True when the request (ModelAdaptation: its latest run) failed; the reason names"
+        " why. `kubectl wait --for=condition=Failed`.",
+    ),
+    ConditionDoc("SpecValid", "False (reason InvalidSpec) when the operator refused the spec."),
+    ConditionDoc("JobMissing", "True when a Job was deleted before it finished."),
+    ConditionDoc("Suspended", "True while the Job is suspended (Kueue has not admitted it yet)."),
+)
+ONE_SHOT_CONDITIONS: tuple[ConditionDoc, ...] = (
+    ConditionDoc("JobCreated", "True once the Job exists."),
+    ConditionDoc(
+        "SpecChanged",
+        "True when the Job was built from another generation than the resource's (only"
+        " with a CRD older than the immutability rule); the request is Failed.",
+    ),
+)
+
+
+@dataclass(frozen=True)
 class KindInfo:
     kind: str
     plural: str
@@ -34,6 +69,8 @@ class KindInfo:
     """Registry name of the algorithm the Job runs (see modelops_jobs.registry)."""
     columns: tuple[PrinterColumn, ...] = ()
     root_rules: tuple[dict[str, str], ...] = field(default=())
+    conditions: tuple[ConditionDoc, ...] = COMMON_CONDITIONS + ONE_SHOT_CONDITIONS
+    """Every condition type the operator sets on this kind (docs/api.md)."""
 
     @property
     def singular(self) -> str:
@@ -94,6 +131,15 @@ KINDS: tuple[KindInfo, ...] = (
             _AGE,
         ),
         root_rules=(_immutable("deletion"),),
+        conditions=COMMON_CONDITIONS
+        + ONE_SHOT_CONDITIONS
+        + (
+            ConditionDoc(
+                "Serving",
+                "method s3t: True when shards serve (reason ShardsOutOfService when some"
+                " do not); False (reason NoShardInService) when the model serves nothing.",
+            ),
+        ),
     ),
     KindInfo(
         kind="LoRATransfer",
@@ -114,6 +160,9 @@ KINDS: tuple[KindInfo, ...] = (
             _AGE,
         ),
         root_rules=(_immutable("transfer"),),
+        conditions=COMMON_CONDITIONS
+        + ONE_SHOT_CONDITIONS
+        + (ConditionDoc("Unfiltered", "True when no discriminator filtered the synthetic data."),),
     ),
     KindInfo(
         kind="ModelAdaptation",
@@ -130,6 +179,11 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Runs", ".status.runCount", "integer", "Runs started."),
             PrinterColumn("Drift", ".status.drift.lastValue", "number", "Last drift value.", 1),
             _AGE,
+        ),
+        conditions=(
+            *COMMON_CONDITIONS,
+            ConditionDoc("PrometheusReachable", "drift trigger: whether the last query succeeded."),
+            ConditionDoc("DriftDetected", "drift trigger: True while drift is past the threshold."),
         ),
         root_rules=(
             cel(

@@ -144,6 +144,14 @@ class DeletionReceipt(ApiModel):
     receipt_uri: Annotated[str, Field(max_length=1024)] | None = Field(
         None, description="Full receipt."
     )
+    serving: bool | None = Field(
+        None,
+        description=(
+            "s3t: whether the model still serves after this deletion. False when every"
+            " shard is out of service: no request can be answered until the store is"
+            " retrained (retrainAffected, or a new ModelAdaptation run)."
+        ),
+    )
 
 
 class UnlearnResults(ApiModel):
@@ -152,6 +160,10 @@ class UnlearnResults(ApiModel):
     deleted_samples: int | None = Field(None, description="Samples forgotten.")
     unknown_ids: int | None = Field(None, description="Requested IDs not in the training index.")
     shards_out_of_service: list[int] | None = Field(None, description="Shards with no live order.")
+    shards: int | None = Field(None, ge=0, description="s3t: shards in the store.")
+    shards_in_service: int | None = Field(
+        None, ge=0, description="s3t: shards with a live order; 0 means the model serves nothing."
+    )
     forget_accuracy: float | None = Field(None, description="Accuracy on the forget set.")
     forget_loss: float | None = Field(None, description="Loss on the forget set.")
     retain_accuracy: float | None = Field(None, description="Accuracy on retained data.")

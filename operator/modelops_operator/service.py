@@ -208,6 +208,8 @@ class Reconciler:
                 if res.kind == "UnlearnRequest" and phase == "Succeeded":
                     deleted = (status.get("results") or {}).get("deletedSamples") or 0
                     metrics.DELETED_SAMPLES.labels(res.namespace, res.name, res.kind).inc(deleted)
+        if res.kind == "UnlearnRequest" and phase == "Succeeded":
+            metrics.record_store_serving(res.namespace, res.spec, status)
         if "runCount" in patch and int(patch["runCount"]) > int(res.status.get("runCount", 0)):
             metrics.TRIGGERS.labels(res.namespace, res.name, res.kind).inc(
                 int(patch["runCount"]) - int(res.status.get("runCount", 0))

@@ -28,7 +28,7 @@ from modelops_operator.reconcile.actions import (
     PatchStatus,
     RecordEvent,
 )
-from modelops_operator.reconcile.conditions import iso, set_condition
+from modelops_operator.reconcile.conditions import iso, latest_run_conditions, set_condition
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import Observed
 from modelops_operator.reconcile.oneshot import (
@@ -295,6 +295,7 @@ def plan_adaptation(
         now,
         gen,
     )
+    conds = latest_run_conditions(conds, kept, now, gen)
     ready = phase in (Phase.SUCCEEDED.value, Phase.IDLE.value)
     conds = set_condition(
         conds,

@@ -32,6 +32,7 @@ from modelops_operator.reconcile.actions import (
 from modelops_operator.reconcile.conditions import iso, set_condition
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import JobView, Observed, ResourceView
+from modelops_operator.reconcile.serving import apply_serving
 
 TERMINAL = {Phase.SUCCEEDED.value, Phase.FAILED.value}
 
@@ -72,14 +73,28 @@ def phase_conditions(
         now,
         generation,
     )
-    if phase == "Succeeded":
-        conds = set_condition(conds, "Succeeded", "True", reason, message, now, generation)
-        conds = set_condition(conds, "Ready", "True", reason, message, now, generation)
-    elif phase == "Failed":
-        conds = set_condition(conds, "Failed", "True", reason, message, now, generation)
-        conds = set_condition(conds, "Ready", "False", reason, message, now, generation)
-    else:
-        conds = set_condition(conds, "Ready", "False", reason, message, now, generation)
+    # All four always present, so `kubectl wait --for=condition=<type>` works on every
+    # kind and `--for=condition=Succeeded=false` does too.
+    conds = set_condition(
+        conds,
+        "Succeeded",
+        "True" if phase == "Succeeded" else "False",
+        reason,
+        message,
+        now,
+        generation,
+    )
+    conds = set_condition(
+        conds,
+        "Failed",
+        "True" if phase == "Failed" else "False",
+        reason,
+        message,
+        now,
+        generation,
+    )
+    ready = "True" if phase == "Succeeded" else "False"
+    conds = set_condition(conds, "Ready", ready, reason, message, now, generation)
     return conds
 
 
@@ -273,12 +288,19 @@ def plan_oneshot(
             now,
             res.generation,
         )
+    not_serving, warn = None, False
+    if res.kind == "UnlearnRequest" and phase == "Succeeded":
+        conds, not_serving, warn = apply_serving(conds, results, now, res.generation)
+        if not_serving:
+            desired["message"] = f"{desired['message']}; {not_serving}".lstrip("; ")
     desired["conditions"] = conds
     patch = status_patch(status, desired)
     if not patch:
         return []
     actions: list[Action] = [PatchStatus(patch)]
     if status.get("phase") != phase:
-        event_type = "Warning" if phase == "Failed" else "Normal"
+        event_type = "Warning" if phase == "Failed" or not_serving else "Normal"
         actions.append(RecordEvent(event_type, outcome.reason, f"{phase}: {outcome.message}"))
+    if not_serving and warn:
+        actions.append(RecordEvent("Warning", "ShardsOutOfService", not_serving))
     return actions
