@@ -63,6 +63,12 @@ class UnlearnRequestSpec(JobTemplate):
             ".sampleIds",
         ),
         cel(
+            f"!has(self.sampleIds) || size(self.sampleIds) <= {MAX_INLINE_IDS}",
+            f"sampleIds holds at most {MAX_INLINE_IDS} IDs inline; for a larger forget set"
+            " put one ID per line in a file and set samplesUri (e.g. pvc://claim/ids.txt)",
+            ".sampleIds",
+        ),
+        cel(
             "self.method != 'ssd' || !self.retrainAffected",
             "retrainAffected applies to method s3t only",
             ".retrainAffected",
@@ -76,7 +82,10 @@ class UnlearnRequestSpec(JobTemplate):
     sample_ids: list[SampleID] | None = Field(
         None,
         max_length=MAX_INLINE_IDS,
-        description="IDs of the samples to forget (the dataset's idField).",
+        description=(
+            f"IDs of the samples to forget (the dataset's idField), at most {MAX_INLINE_IDS};"
+            " use samplesUri for more."
+        ),
     )
     samples_uri: StorageURI | None = Field(
         None, description="A file with one sample ID per line (or JSON Lines with 'id')."

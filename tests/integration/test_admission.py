@@ -116,6 +116,12 @@ INVALID = [
     ("unlearn-both-sources", "UnlearnRequest", {"samplesUri": "pvc://ids/list.txt"}, "sampleIds"),
     ("unlearn-no-source", "UnlearnRequest", {"sampleIds": DELETE}, "sampleIds"),
     ("unlearn-bad-id", "UnlearnRequest", {"sampleIds": ["has space"]}, "spec.sampleIds[0]"),
+    (
+        "unlearn-too-many-ids",
+        "UnlearnRequest",
+        {"sampleIds": [f"id{i}" for i in range(1001)]},
+        "set samplesUri",
+    ),
     ("unlearn-bad-method", "UnlearnRequest", {"method": "gradient-ascent"}, "spec.method"),
     ("unlearn-ssd-alpha-zero", "UnlearnRequest", {"ssd.alpha": 0}, "spec.ssd.alpha"),
     (
