@@ -138,3 +138,37 @@ def test_a_reconcile_error_shows_on_the_resource_and_clears(
         ),
         timeout=120,
     )
+
+
+def test_the_pod_runner_stops_a_deleted_pods_process(kube_api, namespace, wait_for, tmp_path):
+    """Issue 12: the stand-in kubelet kept running a deleted pod's process, which then
+    published its output after the resource was gone. Deleting the pod stops it."""
+    from modelops_devcluster.pod_runner import LocalPodRunner
+
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "spec"}, "data": {"spec.json": "{}"}}
+    )
+    marker = tmp_path / "published"
+    script = f"import time, pathlib; time.sleep(120); pathlib.Path({str(marker)!r}).touch()"
+    pod = {
+        "metadata": {"name": "long", "labels": {"app.kubernetes.io/managed-by": "modelops"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{"name": "job", "image": "local", "command": ["python", "-c", script]}],
+            "volumes": [{"name": "spec", "configMap": {"name": "spec"}}],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+    with LocalPodRunner(kube_api, tmp_path / "pods", namespace) as runner:
+        wait_for(
+            "the pod runs",
+            lambda: core.read_namespaced_pod("long", namespace).status.phase == "Running" or None,
+        )
+        (proc,) = runner._procs.values()
+        core.delete_namespaced_pod("long", namespace)
+        wait_for("the process stopped", lambda: proc.poll() is not None or None, timeout=30)
+        wait_for("the runner noted it", lambda: runner.stopped == ["long"] or None)
+    assert not marker.exists(), "nothing was published after the pod was deleted"
+    assert runner.finished == []
