@@ -430,3 +430,19 @@ def test_one_shot_kinds_carry_all_four_conditions_from_the_start(kind):
     assert {"Ready", "Running", "Succeeded", "Failed"} <= types
     documented = {c.type for c in kind_info(kind).conditions}
     assert types <= documented, "every condition set is documented in docs/api.md"
+
+
+def test_results_are_rounded_for_the_printer_columns():
+    """Issue 12: the PPL column printed 54.39131537753751."""
+    res = resource(status={"phase": "Running", "jobRef": {"name": JOB, "namespace": "ns"}})
+    job = JobView(
+        JOB,
+        uid="j",
+        succeeded=1,
+        conditions={"Complete": ("True", "", "")},
+        terminations=(
+            PodTermination("p", 0, result(retrainedPerplexity=54.39131537753751, sparsity=0.5)),
+        ),
+    )
+    patch = plan(Observed(res, jobs={JOB: job}), CONFIG, NOW)[0].patch
+    assert patch["results"] == {"retrainedPerplexity": 54.391, "sparsity": 0.5}

@@ -41,6 +41,22 @@ def identity(res: ResourceView) -> ResourceIdentity:
     return ResourceIdentity(res.kind, res.name, res.namespace, res.uid, res.generation)
 
 
+SIGNIFICANT_DIGITS = 5
+
+
+def rounded(value: Any) -> Any:
+    """Floats to 5 significant digits: the printer columns show results as they are
+    stored (the PPL column printed 54.39131537753751); the Job's manifest keeps them
+    exact."""
+    if isinstance(value, float):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
 def spec_error_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -253,7 +269,8 @@ def plan_oneshot(
     if result is not None and outcome.phase == Phase.SUCCEEDED:
         if info.results is not None:
             try:
-                desired["results"] = info.results.model_validate(result.results).to_wire()
+                parsed = info.results.model_validate(result.results).to_wire()
+                desired["results"] = rounded(parsed)
             except ValidationError as exc:
                 desired["message"] = f"result did not parse: {spec_error_message(exc)}"
         if result.artifact is not None:
