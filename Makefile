@@ -13,7 +13,7 @@ PYTEST       := $(PY) -m pytest
 MODELOPS     := $(PY) -m modelops_cli.main
 
 .PHONY: help install system-deps control-plane crds crds-check lint typecheck test test-unit test-jobs \
-        test-integration test-e2e cluster-up cluster-down demo bench clean-venv dashboards
+        test-integration test-e2e cluster-up cluster-down cluster-restart demo bench clean-venv dashboards
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -72,8 +72,11 @@ test-integration: install ## integration tier: the real local control plane
 test-e2e: install ## e2e tier: control plane + a real Prometheus
 	$(PYTEST) tests/e2e
 
-cluster-up: install ## start the local control plane in the background; prints KUBECONFIG
-	$(MODELOPS) cluster up
+cluster-up: install ## local control plane + CRDs + stand-in kubelet in the background; prints KUBECONFIG
+	$(MODELOPS) cluster up --run-pods
+
+cluster-restart: $(VENV)/.installed ## fault drill: restart etcd and kube-apiserver of the local control plane
+	$(MODELOPS) cluster restart
 
 cluster-down: $(VENV)/.installed ## stop the local control plane
 	$(MODELOPS) cluster down

@@ -6,6 +6,8 @@
 #   hack/build-helm.sh                      # build if missing, print the path of helm
 #   HELM_VERSION=3.19.5 hack/build-helm.sh
 set -euo pipefail
+# shellcheck source=hack/go-build-progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-build-progress.sh"
 
 HELM_VERSION="${HELM_VERSION:-3.19.5}"
 CACHE="${MODELOPS_CACHE:-$HOME/.cache/modelops}"
@@ -50,8 +52,7 @@ LDFLAGS+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$K8S_MINOR"
 done
-echo ">> building helm v$HELM_VERSION" >&2
-CGO_ENABLED=0 go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/helm.tmp" helm.sh/helm/v3/cmd/helm >&2
+go_build 1 1 "helm v$HELM_VERSION" "$BIN/helm.tmp" helm.sh/helm/v3/cmd/helm -trimpath -ldflags "$LDFLAGS"
 mv "$BIN/helm.tmp" "$BIN/helm"
 rm -rf "$SRC"
 echo "$BIN/helm"

@@ -9,6 +9,7 @@ its state with `save()` and raises `Preempted`, so the retried pod resumes with
 
 import os
 import random
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -78,6 +79,22 @@ class Checkpointer:
     def clear(self) -> None:
         if self.path is not None and self.path.exists():
             self.path.unlink()
+
+    def discard(self) -> None:
+        """After a successful run: remove everything under the directory and the
+        directory itself (an empty `.<name>.checkpoint` was left beside every output).
+        A directory that cannot go (a mount point) is left empty."""
+        if self.directory is None or not self.directory.exists():
+            return
+        for child in self.directory.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        try:
+            self.directory.rmdir()
+        except OSError:
+            pass
 
 
 def capture_rng() -> dict[str, Any]:

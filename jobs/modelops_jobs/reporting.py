@@ -3,7 +3,9 @@
 A `Reporter` turns steps, losses and phases into one of several sinks: a log line
 stream (in a pod), a progress bar (`modelops run`), Prometheus gauges for a
 PodMonitor (see `metrics_server`), or nothing (tests). ETA is computed from the step
-rate of the current phase.
+rate of the current phase, counted from the first step reported in this process: a
+phase resumed from a checkpoint at step 500 has not done 500 steps since it started
+here, and counting them made the ETA start near zero and then grow.
 """
 
 import json
@@ -38,6 +40,8 @@ class Reporter:
         self.sinks = list(sinks)
         self.phase_name = "start"
         self._phase_started = time.monotonic()
+        self._base: tuple[int, float] | None = None
+        """(step, time) the step rate counts from: set by the phase's first report."""
         self._last_emit = 0.0
         self._min_interval = min_interval
         self.metrics: dict[str, float] = {}
@@ -57,6 +61,7 @@ class Reporter:
         """Start a named phase (prune, retrain, evaluate, ...)."""
         self.phase_name = name
         self._phase_started = time.monotonic()
+        self._base = None
         self._emit(ProgressEvent(phase=name, message=f"phase {name}"), force=True)
 
     def step(
@@ -69,9 +74,9 @@ class Reporter:
         **metrics: float,
     ) -> None:
         """Report progress within the phase: step of total (1-based), loss, tokens so far."""
-        elapsed = time.monotonic() - self._phase_started
-        rate = step / elapsed if elapsed > 0 and step > 0 else None
-        eta = (total - step) / rate if rate else None
+        now = time.monotonic()
+        elapsed = now - self._phase_started
+        eta = self._eta(step, total, now)
         tps = tokens / elapsed if tokens and elapsed > 0 else None
         event = ProgressEvent(
             phase=self.phase_name,
@@ -83,6 +88,20 @@ class Reporter:
             metrics=dict(metrics),
         )
         self._emit(event, force=step >= total)
+
+    def _eta(self, step: int, total: int, now: float) -> float | None:
+        """Seconds left at the rate of the steps done since the phase's first report.
+
+        A first report at step 1 counts from the phase start (a fresh phase); a later
+        first step may be a resume, so the rate waits for a second report."""
+        if self._base is None:
+            fresh = step <= 1
+            self._base = (0, self._phase_started) if fresh else (step, now)
+        base_step, base_time = self._base
+        done, spent = step - base_step, now - base_time
+        if done <= 0 or spent <= 0:
+            return None
+        return max(0, total - step) * spent / done
 
     def metric(self, name: str, value: float) -> None:
         """Record a result metric (also kept on the reporter for the final result)."""

@@ -136,10 +136,10 @@ def execute(
             }
             digest = storage.write_manifest(ctx.output_dir, manifest)
             storage.publish(ctx.output_dir, final)
-            ctx.checkpointer.clear()
             artifact = Artifact(uri=uri or "", manifest_digest=digest, version=outcome.version)
         elif outcome.version is not None or uri is not None:
             artifact = Artifact(uri=uri or "", version=outcome.version)
+        ctx.checkpointer.discard()  # the run is done: nothing left to resume
         extra: dict[str, Any] = {}
         if "receipt" in outcome.lineage:
             extra["receipt"] = DeletionReceipt.model_validate(outcome.lineage["receipt"]).to_wire()

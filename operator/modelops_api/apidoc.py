@@ -91,4 +91,13 @@ def render_api_reference() -> str:
         out.append((info.spec.__doc__ or "").strip() + "\n")
         _tables("spec", schema_for(info.spec), out)
         _tables("status", schema_for(info.status), out)
+        out.append("\n#### Conditions\n")
+        out.append(
+            "Every condition has `type`, `status`, `reason`, `message`,"
+            " `lastTransitionTime` and `observedGeneration`. Reconcile errors the API server"
+            " keeps returning show as `Ready=False` with reason `ReconcileError`.\n"
+        )
+        out.append("| type | meaning |")
+        out.append("|---|---|")
+        out.extend(f"| `{c.type}` | {_cell(c.meaning)} |" for c in info.conditions)
     return "\n".join(out) + "\n"

@@ -23,6 +23,41 @@ class PrinterColumn:
 
 
 @dataclass(frozen=True)
+class ConditionDoc:
+    """One condition type a kind's status carries, for docs/api.md."""
+
+    type: str
+    meaning: str
+
+
+COMMON_CONDITIONS: tuple[ConditionDoc, ...] = (
+    ConditionDoc("Ready", "True when the resource needs nothing more: Succeeded (or Idle)."),
+    ConditionDoc("Running", "True while a Job runs (for ModelAdaptation: a run is active)."),
+    ConditionDoc(
+        "Succeeded",
+        "True when the request (ModelAdaptation: its latest run) succeeded; False before"
+        " and while it runs, and after a failure. `kubectl wait --for=condition=Succeeded`.",
+    ),
+    ConditionDoc(
+        "Failed",
+        "True when the request (ModelAdaptation: its latest run) failed; the reason names"
+        " why. `kubectl wait --for=condition=Failed`.",
+    ),
+    ConditionDoc("SpecValid", "False (reason InvalidSpec) when the operator refused the spec."),
+    ConditionDoc("JobMissing", "True when a Job was deleted before it finished."),
+    ConditionDoc("Suspended", "True while the Job is suspended (Kueue has not admitted it yet)."),
+)
+ONE_SHOT_CONDITIONS: tuple[ConditionDoc, ...] = (
+    ConditionDoc("JobCreated", "True once the Job exists."),
+    ConditionDoc(
+        "SpecChanged",
+        "True when the Job was built from another generation than the resource's (only"
+        " with a CRD older than the immutability rule); the request is Failed.",
+    ),
+)
+
+
+@dataclass(frozen=True)
 class KindInfo:
     kind: str
     plural: str
@@ -34,16 +69,21 @@ class KindInfo:
     """Registry name of the algorithm the Job runs (see modelops_jobs.registry)."""
     columns: tuple[PrinterColumn, ...] = ()
     root_rules: tuple[dict[str, str], ...] = field(default=())
+    conditions: tuple[ConditionDoc, ...] = COMMON_CONDITIONS + ONE_SHOT_CONDITIONS
+    """Every condition type the operator sets on this kind (docs/api.md)."""
 
     @property
     def singular(self) -> str:
         return self.kind.lower()
 
 
-def _immutable_once_started(what: str) -> dict[str, str]:
+def _immutable(what: str) -> dict[str, str]:
+    """From creation on: a rule that held only once `status.jobRef` was written left a
+    window in which the Job ran one spec while status claimed another (issue 12)."""
     return cel(
-        "!has(oldSelf.status) || !has(oldSelf.status.jobRef) || self.spec == oldSelf.spec",
-        f"spec is immutable once the {what} has started; create a new resource instead",
+        "self.spec == oldSelf.spec",
+        f"spec is immutable: the {what} runs the spec it was created with; delete this"
+        " resource and create a new one instead",
         ".spec",
         "FieldValueForbidden",
     )
@@ -71,7 +111,7 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Pattern", ".spec.pruning.pattern", priority=1),
             _AGE,
         ),
-        root_rules=(_immutable_once_started("run"),),
+        root_rules=(_immutable("run"),),
     ),
     KindInfo(
         kind="UnlearnRequest",
@@ -90,7 +130,16 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Version", ".status.receipt.versionAfter", priority=1),
             _AGE,
         ),
-        root_rules=(_immutable_once_started("deletion"),),
+        root_rules=(_immutable("deletion"),),
+        conditions=COMMON_CONDITIONS
+        + ONE_SHOT_CONDITIONS
+        + (
+            ConditionDoc(
+                "Serving",
+                "method s3t: True when shards serve (reason ShardsOutOfService when some"
+                " do not); False (reason NoShardInService) when the model serves nothing.",
+            ),
+        ),
     ),
     KindInfo(
         kind="LoRATransfer",
@@ -110,7 +159,10 @@ KINDS: tuple[KindInfo, ...] = (
             ),
             _AGE,
         ),
-        root_rules=(_immutable_once_started("transfer"),),
+        root_rules=(_immutable("transfer"),),
+        conditions=COMMON_CONDITIONS
+        + ONE_SHOT_CONDITIONS
+        + (ConditionDoc("Unfiltered", "True when no discriminator filtered the synthetic data."),),
     ),
     KindInfo(
         kind="ModelAdaptation",
@@ -127,6 +179,11 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Runs", ".status.runCount", "integer", "Runs started."),
             PrinterColumn("Drift", ".status.drift.lastValue", "number", "Last drift value.", 1),
             _AGE,
+        ),
+        conditions=(
+            *COMMON_CONDITIONS,
+            ConditionDoc("PrometheusReachable", "drift trigger: whether the last query succeeded."),
+            ConditionDoc("DriftDetected", "drift trigger: True while drift is past the threshold."),
         ),
         root_rules=(
             cel(

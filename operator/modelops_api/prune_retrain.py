@@ -162,7 +162,21 @@ class PruneRetrainResults(ApiModel):
     dense_perplexity: float | None = Field(None, description="Perplexity before pruning.")
     pruned_perplexity: float | None = Field(None, description="Perplexity after pruning.")
     retrained_perplexity: float | None = Field(None, description="Perplexity after retraining.")
-    gap_recovered: float | None = Field(None, description="(pruned - retrained)/(pruned - dense).")
+    gap_recovered: float | None = Field(
+        None,
+        le=1.0,
+        description=(
+            "(pruned - retrained)/(pruned - dense), at most 1 (see betterThanDense); absent"
+            " when pruning did not raise perplexity."
+        ),
+    )
+    better_than_dense: bool | None = Field(
+        None,
+        description=(
+            "The retrained model has a lower perplexity than the dense one: the dense model"
+            " was undertrained for this data, so gapRecovered (1.0) understates it."
+        ),
+    )
     trainable_share: float | None = Field(None, description="Trainable share of parameters.")
     retrain_seconds: float | None = Field(None, description="Wall time of retraining.")
     peak_memory_bytes: int | None = Field(None, description="Peak memory (GPU, else RSS).")

@@ -63,6 +63,12 @@ class UnlearnRequestSpec(JobTemplate):
             ".sampleIds",
         ),
         cel(
+            f"!has(self.sampleIds) || size(self.sampleIds) <= {MAX_INLINE_IDS}",
+            f"sampleIds holds at most {MAX_INLINE_IDS} IDs inline; for a larger forget set"
+            " put one ID per line in a file and set samplesUri (e.g. pvc://claim/ids.txt)",
+            ".sampleIds",
+        ),
+        cel(
             "self.method != 'ssd' || !self.retrainAffected",
             "retrainAffected applies to method s3t only",
             ".retrainAffected",
@@ -76,7 +82,10 @@ class UnlearnRequestSpec(JobTemplate):
     sample_ids: list[SampleID] | None = Field(
         None,
         max_length=MAX_INLINE_IDS,
-        description="IDs of the samples to forget (the dataset's idField).",
+        description=(
+            f"IDs of the samples to forget (the dataset's idField), at most {MAX_INLINE_IDS};"
+            " use samplesUri for more."
+        ),
     )
     samples_uri: StorageURI | None = Field(
         None, description="A file with one sample ID per line (or JSON Lines with 'id')."
@@ -144,6 +153,14 @@ class DeletionReceipt(ApiModel):
     receipt_uri: Annotated[str, Field(max_length=1024)] | None = Field(
         None, description="Full receipt."
     )
+    serving: bool | None = Field(
+        None,
+        description=(
+            "s3t: whether the model still serves after this deletion. False when every"
+            " shard is out of service: no request can be answered until the store is"
+            " retrained (retrainAffected, or a new ModelAdaptation run)."
+        ),
+    )
 
 
 class UnlearnResults(ApiModel):
@@ -152,6 +169,10 @@ class UnlearnResults(ApiModel):
     deleted_samples: int | None = Field(None, description="Samples forgotten.")
     unknown_ids: int | None = Field(None, description="Requested IDs not in the training index.")
     shards_out_of_service: list[int] | None = Field(None, description="Shards with no live order.")
+    shards: int | None = Field(None, ge=0, description="s3t: shards in the store.")
+    shards_in_service: int | None = Field(
+        None, ge=0, description="s3t: shards with a live order; 0 means the model serves nothing."
+    )
     forget_accuracy: float | None = Field(None, description="Accuracy on the forget set.")
     forget_loss: float | None = Field(None, description="Loss on the forget set.")
     retain_accuracy: float | None = Field(None, description="Accuracy on retained data.")

@@ -1,4 +1,5 @@
-"""`modelops cluster up|down|kubeconfig`: the local control plane from a shell.
+"""`modelops cluster up|down|restart|run-pods|kubeconfig`: the local control plane
+from a shell.
 
 The main `modelops` console script hands its `cluster` subcommand to `cli()`.
 `up` prints `export KUBECONFIG=...` on stdout (so `eval "$(modelops cluster up)"`
@@ -10,11 +11,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from modelops_devcluster.binaries import BinariesError
+from modelops_devcluster.binaries import BinariesError, ensure_binaries
 from modelops_devcluster.components import DEFAULT_CONTROLLERS
 from modelops_devcluster.controlplane import ControlPlaneError
-from modelops_devcluster.persistent import down, read_state, state_path, up
+from modelops_devcluster.persistent import (
+    cluster_dir,
+    down,
+    read_state,
+    restart,
+    state_path,
+    up,
+)
 from modelops_devcluster.pki import PKIError
 
 
@@ -41,12 +50,48 @@ def build_parser(prog: str = "modelops cluster") -> argparse.ArgumentParser:
         "namespace, ServiceAccount, token, root CA, ClusterRole aggregation, Deployment, "
         "ReplicaSet",
     )
+    up_parser.add_argument(
+        "--run-pods",
+        action="store_true",
+        help="also start the stand-in kubelet in the background: it runs the Job pods "
+        "the operator creates as local processes (without it they stay Pending)",
+    )
     down_parser = commands.add_parser("down", help="stop it")
     down_parser.add_argument(
         "--timeout", type=float, default=15.0, help="seconds before SIGKILL (default 15)"
     )
+    restart_parser = commands.add_parser(
+        "restart", help="stop and start etcd and/or kube-apiserver (fault drills)"
+    )
+    restart_parser.add_argument(
+        "components",
+        nargs="*",
+        default=["etcd", "kube-apiserver"],
+        help="etcd, kube-apiserver (default: both)",
+    )
+    restart_parser.add_argument(
+        "--down-seconds", type=float, default=0.0, help="keep them down this long first"
+    )
+    commands.add_parser(
+        "run-pods", help="run the stand-in kubelet in the foreground (Ctrl-C stops it)"
+    )
     commands.add_parser("kubeconfig", help="print the path of its admin kubeconfig")
     return parser
+
+
+def _say_up(state: Any, started: bool) -> None:
+    verb = "started" if started else "already running"
+    bin_dir = ensure_binaries()
+    print(f"control plane {verb} at {state.server} (v{state.kube_version}); "
+          f"logs in {state.data_dir / 'logs'}", file=sys.stderr)  # fmt: skip
+    print("CRDs installed (kubectl get crd | grep modelops.dev)", file=sys.stderr)
+    print(f"kubectl: {bin_dir / 'kubectl'}  (export PATH={bin_dir}:$PATH)", file=sys.stderr)
+    if any(p.name == "pod-runner" for p in state.processes):
+        print(f"pod runner: running Job pods as local processes (work dir "
+              f"{cluster_dir() / 'pods'})", file=sys.stderr)  # fmt: skip
+    else:
+        print("note: there is no kubelet, so Job pods stay Pending; add --run-pods (or run "
+              "`modelops cluster run-pods`) to run them locally", file=sys.stderr)  # fmt: skip
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
@@ -55,11 +100,16 @@ def cli(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "up":
             controllers = [c for c in args.controllers.split(",") if c]
-            state, started = up(start_timeout=args.timeout, controllers=controllers)
-            verb = "started" if started else "already running"
-            print(f"control plane {verb} at {state.server} (v{state.kube_version}); "
-                  f"logs in {state.data_dir / 'logs'}", file=sys.stderr)  # fmt: skip
+            state, started = up(
+                start_timeout=args.timeout, controllers=controllers, run_pods=args.run_pods
+            )
+            _say_up(state, started)
             print(f"export KUBECONFIG={state.kubeconfig}")
+            return 0
+        if args.command == "restart":
+            seconds = restart(args.components, down_seconds=args.down_seconds)
+            print(f"restarted {', '.join(args.components)}: the API server was unavailable "
+                  f"for {seconds:.1f} s", file=sys.stderr)  # fmt: skip
             return 0
         if args.command == "down":
             stopped = down(timeout=args.timeout)
@@ -72,6 +122,12 @@ def cli(argv: Sequence[str] | None = None) -> int:
             print(f"no control plane is up (state: {state_path()}); run `modelops cluster up`",
                   file=sys.stderr)  # fmt: skip
             return 1
+        if args.command == "run-pods":
+            from modelops_devcluster.pod_runner import main as run_pods
+
+            return run_pods(
+                ["--kubeconfig", str(current.kubeconfig), "--workdir", str(cluster_dir() / "pods")]
+            )
         print(current.kubeconfig)
         return 0
     except (BinariesError, ControlPlaneError, PKIError) as exc:

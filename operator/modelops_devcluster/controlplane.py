@@ -192,10 +192,14 @@ class ControlPlane:
             raise ControlPlaneError(f"could not stop {names}")
 
     def restart(
-        self, components: Sequence[str] = ("etcd", "kube-apiserver"), timeout: float = 15.0
+        self,
+        components: Sequence[str] = ("etcd", "kube-apiserver"),
+        timeout: float = 15.0,
+        down_seconds: float = 0.0,
     ) -> float:
-        """Stop the named components and start them again on the same ports and data
-        (for fault tests); returns the seconds the API server was unavailable."""
+        """Stop the named components, keep them down `down_seconds` (an outage of that
+        length, for fault drills), and start them again on the same ports and data;
+        returns the seconds the API server was unavailable."""
         assert self.bin_dir is not None
         began = time.monotonic()
         victims = [p for p in self.processes if p.name in components]
@@ -203,6 +207,7 @@ class ControlPlane:
         if survivors:
             raise ControlPlaneError(f"could not stop {', '.join(p.name for p in survivors)}")
         self.processes = [p for p in self.processes if p not in victims]
+        time.sleep(max(0.0, down_seconds - (time.monotonic() - began)))
         bins, pki = self.bin_dir, self.pki_dir
         if "etcd" in components:
             self._spawn(

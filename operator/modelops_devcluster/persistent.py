@@ -5,6 +5,9 @@ examples at across many commands. `up` starts the control plane detached (each
 process in its own session) and records pids, ports and the kubeconfig in a
 state file under `~/.cache/modelops/cluster/`; `down` reads that file and stops
 exactly those processes, checking each pid still runs the recorded executable.
+`up` also installs the modelops CRDs and, with `run_pods`, starts the stand-in kubelet
+(`pod_runner`) detached too; `restart` stops and starts components for fault drills
+and records the new pids, so `down` stops them as well.
 """
 
 from __future__ import annotations
@@ -12,18 +15,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelops_devcluster.binaries import KUBE_VERSION, cache_root
+from modelops_devcluster.binaries import KUBE_VERSION, cache_root, ensure_binaries
 from modelops_devcluster.components import DEFAULT_CONTROLLERS
 from modelops_devcluster.controlplane import ControlPlane, ControlPlaneError
 from modelops_devcluster.process import ManagedProcess, stop_all
 
 STATE_FORMAT = 1
+ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "pod-runner")
+"""Start order; `stop_all` stops in reverse (clients before the servers they use)."""
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cluster_dir() -> Path:
@@ -103,16 +110,23 @@ def _write_state(state: ClusterState) -> None:
 
 
 def up(
-    start_timeout: float = 90.0, controllers: Sequence[str] = DEFAULT_CONTROLLERS
+    start_timeout: float = 90.0,
+    controllers: Sequence[str] = DEFAULT_CONTROLLERS,
+    run_pods: bool = False,
 ) -> tuple[ClusterState, bool]:
-    """Bring the detached control plane up; (state, whether it was started now).
+    """Bring the detached control plane up, with the CRDs installed (and the pod runner
+    when `run_pods`); (state, whether it was started now).
 
-    A cluster that is already fully running is left alone. Leftovers of a
-    half-dead one are stopped first. Each new start gets a fresh data dir.
+    A cluster that is already fully running is left alone (a pod runner is added when
+    asked for and missing). Leftovers of a half-dead one are stopped first. Each new
+    start gets a fresh data dir.
     """
     state = read_state()
     if state is not None:
         if state.running():
+            if run_pods and not any(p.name == "pod-runner" for p in state.processes):
+                state.processes.append(_spawn_pod_runner(state.kubeconfig))
+                _write_state(state)
             return state, False
         stop_all(state.processes)
         state_path().unlink(missing_ok=True)
@@ -131,11 +145,99 @@ def up(
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     try:
+        install_crds(state.kubeconfig)
+        if run_pods:
+            state.processes.append(_spawn_pod_runner(state.kubeconfig))
         _write_state(state)
-    except OSError:
-        plane.stop()
+    except BaseException:
+        stop_all(state.processes)
         raise
     return state, True
+
+
+def install_crds(kubeconfig: Path, timeout: float = 60.0) -> list[str]:
+    """Create (or replace) the modelops CRDs and wait until they are Established."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    from modelops_api.crdgen import crd_for
+    from modelops_api.kinds import KINDS
+
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    ext: Any = client.ApiextensionsV1Api(api)  # dict bodies, as the API server takes them
+    names = []
+    for info in KINDS:
+        body = crd_for(info)
+        name = body["metadata"]["name"]
+        try:
+            ext.create_custom_resource_definition(body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            body["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(
+                name
+            ).metadata.resource_version
+            ext.replace_custom_resource_definition(name, body)
+        names.append(name)
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            crd = ext.read_custom_resource_definition(name)
+            conds = {c.type: c.status for c in (crd.status.conditions or [])}
+            if conds.get("Established") == "True":
+                break
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"CRD {name} not Established after {timeout:.0f}s")
+            time.sleep(0.2)
+    api.close()
+    return names
+
+
+def _spawn_pod_runner(kubeconfig: Path) -> ManagedProcess:
+    workdir = cluster_dir() / "pods"
+    argv = [
+        sys.executable,
+        "-m",
+        "modelops_devcluster.pod_runner",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--workdir",
+        str(workdir),
+    ]
+    path = os.pathsep.join([str(REPO_ROOT / "operator"), str(REPO_ROOT / "jobs")])
+    env = {**os.environ, "PYTHONPATH": path}
+    return ManagedProcess.spawn(
+        "pod-runner",
+        argv,
+        cluster_dir() / "data" / "logs" / "pod-runner.log",
+        detached=True,
+        env=env,
+    )
+
+
+def restart(
+    components: Sequence[str] = ("etcd", "kube-apiserver"),
+    down_seconds: float = 0.0,
+    timeout: float = 15.0,
+) -> float:
+    """Stop `components` of the detached cluster, keep them down `down_seconds`, start
+    them again on the same ports and data, and record the new pids (so `down` stops
+    them). Returns the seconds the API server was unavailable."""
+    state = read_state()
+    if state is None or not state.processes:
+        raise ControlPlaneError("no control plane is up; run `modelops cluster up`")
+    unknown = set(components) - {"etcd", "kube-apiserver"}
+    if unknown:
+        raise ControlPlaneError(f"can restart etcd and kube-apiserver, not {sorted(unknown)}")
+    plane = ControlPlane(state.data_dir, detached=True)
+    plane.bin_dir = ensure_binaries()
+    plane.ports = dict(state.ports)
+    plane.processes = list(state.processes)
+    try:
+        return plane.restart(components, timeout=timeout, down_seconds=down_seconds)
+    finally:
+        state.processes = sorted(plane.processes, key=lambda p: ORDER.index(p.name))
+        _write_state(state)
 
 
 def down(timeout: float = 15.0) -> ClusterState | None:

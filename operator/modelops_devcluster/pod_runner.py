@@ -8,16 +8,23 @@ would), and then writes the pod's status back — Running while it runs, then a
 terminated container with the exit code and the termination message — so the real
 Job controller completes or fails the Job, applying backoffLimit and podFailurePolicy.
 
-Used by `make demo` (the "local executor" mode) and by the end-to-end tests that
-prove the Jobs the operator builds are runnable.
+A pod deleted while its process runs (its Job deleted, its resource deleted) has its
+process stopped the way the kubelet would: SIGTERM, then SIGKILL after the grace
+period; nothing is reported for it.
+
+Used by `make demo` (the "local executor" mode), by `modelops cluster up --run-pods`
+and `modelops cluster run-pods`, and by the end-to-end tests that prove the Jobs the
+operator builds are runnable.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -62,6 +69,9 @@ class LocalPodRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.finished: list[tuple[str, int]] = []
+        self.stopped: list[str] = []
+        """Pods whose process was stopped because the pod was deleted."""
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> LocalPodRunner:
@@ -73,6 +83,8 @@ class LocalPodRunner:
         self._stop.set()
         if self._thread:
             self._thread.join(10)
+        for proc in list(self._procs.values()):  # no pod process outlives the runner
+            _terminate(proc, grace=5.0)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> LocalPodRunner:
@@ -105,7 +117,8 @@ class LocalPodRunner:
     def _run_safely(self, pod: Any) -> None:
         try:
             code = self.run_pod(pod)
-            self.finished.append((pod.metadata.name, code))
+            if pod.metadata.name not in self.stopped:
+                self.finished.append((pod.metadata.name, code))
         except Exception:
             log.exception("running pod %s failed", pod.metadata.name)
 
@@ -185,16 +198,67 @@ class LocalPodRunner:
         started = _now()
         write_pod_status(self.core, pod, "Running", {"running": {"startedAt": started}}, ready=True)
         with open(pod_dir / "log.txt", "w") as logfile:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 self._command(container, spec_file),
                 env=env,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
                 cwd=pod_dir,
+                start_new_session=True,
             )
+            self._procs[meta.uid] = proc
+            try:
+                deleted = self._wait_or_deleted(proc, pod)
+            finally:
+                self._procs.pop(meta.uid, None)
+        if deleted:
+            grace = float(pod.spec.termination_grace_period_seconds or 30)
+            code = _terminate(proc, grace=min(grace, 30.0))
+            self.stopped.append(meta.name)
+            log.info("pod %s/%s was deleted: its process was stopped", meta.namespace, meta.name)
+            return code
         message = termination_log.read_text()[:4096] if termination_log.exists() else ""
         finish_pod(self.core, pod, proc.returncode, message, started)
         return proc.returncode
+
+    def _wait_or_deleted(self, proc: subprocess.Popen[bytes], pod: Any) -> bool:
+        """Wait for the process; True as soon as the pod is deleted (or replaced), or
+        the runner stops."""
+        meta = pod.metadata
+        while True:
+            try:
+                proc.wait(timeout=0.5)
+                return False
+            except subprocess.TimeoutExpired:
+                pass
+            if self._stop.is_set():
+                return True
+            try:
+                now: Any = self.core.read_namespaced_pod(meta.name, meta.namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return True
+                continue  # the API server is away: keep running, as a kubelet would
+            except Exception:
+                continue
+            if now.metadata.uid != meta.uid or now.metadata.deletion_timestamp:
+                return True
+
+
+def _terminate(proc: subprocess.Popen[bytes], grace: float) -> int:
+    """SIGTERM to the process group, SIGKILL after `grace` seconds; the exit code."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()
 
 
 def write_pod_status(
@@ -256,3 +320,29 @@ def finish_pod(
         }
     }
     write_pod_status(core, pod, "Succeeded" if exit_code == 0 else "Failed", state, ready=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m modelops_devcluster.pod_runner`: run modelops pods until SIGTERM."""
+    from kubernetes import config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--workdir", required=True, help="pod directories, logs, pvc://")
+    parser.add_argument("--namespace", help="only this namespace (default: all)")
+    parser.add_argument("--parallel", type=int, default=1, help="pods at a time")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    api = config.new_client_from_config(config_file=args.kubeconfig)
+    runner = LocalPodRunner(api, Path(args.workdir), args.namespace, args.parallel)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    with runner:
+        log.info("running modelops pods (workdir %s)", args.workdir)
+        done.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

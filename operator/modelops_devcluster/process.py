@@ -75,7 +75,13 @@ class ManagedProcess:
 
     @classmethod
     def spawn(
-        cls, name: str, argv: Sequence[str], log_path: Path, *, detached: bool = False
+        cls,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        detached: bool = False,
+        env: dict[str, str] | None = None,
     ) -> ManagedProcess:
         """Start `argv` in a new session with stdout+stderr appended to `log_path`.
 
@@ -94,6 +100,7 @@ class ManagedProcess:
                 start_new_session=True,
                 preexec_fn=None if detached else _die_with_parent(),
                 close_fds=True,
+                env=env,
             )
         return cls(name=name, pid=popen.pid, executable=argv[0], log_path=log_path, popen=popen)
 

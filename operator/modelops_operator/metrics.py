@@ -2,6 +2,8 @@
 labelled by kind (aggregates) or by namespace, name and kind (per resource) only.
 Series of a deleted resource are removed by `forget_resource`."""
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -14,6 +16,14 @@ RECONCILE_ERRORS = Counter(
     "modelops_reconcile_errors_total",
     "Reconciliations that raised, by kind.",
     ["kind"],
+    registry=REGISTRY,
+)
+RECONCILE_FAILURES = Counter(
+    "modelops_reconcile_failures_total",
+    "Reconciliations that failed, by kind and failure class (ApiUnavailable: the API"
+    " server is down; ApiBusy: it answered 429; ApiRejected: it refused a request;"
+    " InternalError: a bug).",
+    ["kind", "reason"],
     registry=REGISTRY,
 )
 RECONCILE_DURATION = Histogram(
@@ -75,12 +85,27 @@ PROMETHEUS_ERRORS = Counter(
     PER_RESOURCE,
     registry=REGISTRY,
 )
+S3T_SHARDS = Gauge(
+    "modelops_s3t_shards",
+    "Shards in an S3T store (spec.model.uri of its UnlearnRequests), by its latest deletion.",
+    ["namespace", "store"],
+    registry=REGISTRY,
+)
+S3T_SHARDS_IN_SERVICE = Gauge(
+    "modelops_s3t_shards_in_service",
+    "Shards of an S3T store with a live order after its latest deletion (0: serves nothing).",
+    ["namespace", "store"],
+    registry=REGISTRY,
+)
+_STORE_STAMPS: dict[tuple[str, str], str] = {}
 
 KIND_NAMES = ("PruneRetrain", "UnlearnRequest", "LoRATransfer", "ModelAdaptation")
 # Counters exist at 0 from the start, so increase() counts their first event.
 for _kind in KIND_NAMES:
     RECONCILES.labels(_kind)
     RECONCILE_ERRORS.labels(_kind)
+    for _reason in ("ApiUnavailable", "ApiBusy", "ApiRejected", "InternalError"):
+        RECONCILE_FAILURES.labels(_kind, _reason)
     ACTIVE_RUNS.labels(_kind)
     for _phase in ("Succeeded", "Failed"):
         RUNS_FINISHED.labels(_kind, _phase)
@@ -124,3 +149,20 @@ def forget_resource(namespace: str, name: str, kind: str) -> None:
             RESOURCE_PHASE.remove(namespace, name, kind, p)
         except KeyError:
             pass
+
+
+def record_store_serving(namespace: str, spec: dict[str, Any], status: dict[str, Any]) -> None:
+    """The shards of the store an UnlearnRequest deleted from, if this is its newest
+    deletion seen (older requests on the same store are resynced too)."""
+    results = status.get("results") or {}
+    total, live = results.get("shards"), results.get("shardsInService")
+    store = (spec.get("model") or {}).get("uri")
+    if total is None or live is None or not store:
+        return
+    stamp = str((status.get("receipt") or {}).get("time") or status.get("completionTime") or "")
+    key = (namespace, str(store))
+    if _STORE_STAMPS.get(key, "") > stamp:
+        return
+    _STORE_STAMPS[key] = stamp
+    S3T_SHARDS.labels(*key).set(float(total))
+    S3T_SHARDS_IN_SERVICE.labels(*key).set(float(live))

@@ -16,12 +16,12 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from modelops_api.model_adaptation import ModelAdaptationSpec, parse_duration
-from modelops_operator import metrics
+from modelops_operator import failures, metrics
 from modelops_operator.config import OperatorConfig
 from modelops_operator.drift import prometheus
 from modelops_operator.drift.state import QueryOutcome, backoff_seconds, state_from_status
 from modelops_operator.k8s.apply import Applier
-from modelops_operator.k8s.observe import Observer
+from modelops_operator.k8s.observe import Observer, resource_view
 from modelops_operator.k8s.policy import PolicyReader, observe_gate
 from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
 from modelops_operator.reconcile import plan
@@ -71,6 +71,8 @@ class Reconciler:
         self._phases: dict[Key, str] = {}
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._failures: dict[Key, int] = {}
+        self._failure_log = failures.FailureLog(log)
 
     # -- the index ---------------------------------------------------------------
     def track(self, body: dict[str, Any]) -> None:
@@ -145,16 +147,39 @@ class Reconciler:
                 actions = plan(observed, self.config, datetime.now(UTC))
                 await self.applier.apply(observed.resource, actions)
                 self._record(observed.resource, actions, drift)
+                if self._failures.pop(key, 0):
+                    self._failure_log.recovered(f"{kind} {namespace}/{name}")
                 return actions
-            except Exception:
-                metrics.RECONCILE_ERRORS.labels(kind).inc()
-                log.exception("reconcile of %s %s/%s failed", kind, namespace, name)
-                entry = self.index.get(key)
-                if entry is not None:
-                    entry.next_resync = time.monotonic() + 5
-                raise
+            except Exception as exc:
+                await self._failed(key, body, exc)
+                if with_drift:  # a failed evaluation also backs off and shows as drift
+                    await self._report_drift_failure(key, exc)
+                return []
             finally:
                 metrics.RECONCILE_DURATION.labels(kind).observe(time.perf_counter() - started)
+
+    async def _failed(self, key: Key, body: dict[str, Any] | None, exc: Exception) -> None:
+        """Count, log (rate-limited), back off, and show the error on the resource. A
+        reconcile never raises: kopf would log each failure with its traceback."""
+        kind, namespace, name = key
+        cls = failures.classify(exc)
+        metrics.RECONCILE_ERRORS.labels(kind).inc()
+        metrics.RECONCILE_FAILURES.labels(kind, cls).inc()
+        count = self._failures[key] = self._failures.get(key, 0) + 1
+        self._failure_log.report(cls, f"{kind} {namespace}/{name}", exc)
+        entry = self.index.get(key)
+        if entry is not None:
+            entry.next_resync = time.monotonic() + failures.backoff_seconds(count)
+        if body is None:
+            return
+        res = resource_view(body)
+        actions = failures.error_plan(
+            res.status, cls, failures.describe(exc), datetime.now(UTC), res.generation
+        )
+        try:
+            await self.applier.apply(res, actions)
+        except Exception as again:  # the error is counted and logged already
+            log.debug("could not record the reconcile error on %s: %s", key, again)
 
     async def _query_drift(self, body: dict[str, Any], gate: Gate) -> QueryOutcome | None:
         """One drift query; every failure is an outcome with a reason, never an exception."""
@@ -218,6 +243,8 @@ class Reconciler:
                 if res.kind == "UnlearnRequest" and phase == "Succeeded":
                     deleted = (status.get("results") or {}).get("deletedSamples") or 0
                     metrics.DELETED_SAMPLES.labels(res.namespace, res.name, res.kind).inc(deleted)
+        if res.kind == "UnlearnRequest" and phase == "Succeeded":
+            metrics.record_store_serving(res.namespace, res.spec, status)
         if "runCount" in patch and int(patch["runCount"]) > int(res.status.get("runCount", 0)):
             metrics.TRIGGERS.labels(res.namespace, res.name, res.kind).inc(
                 int(patch["runCount"]) - int(res.status.get("runCount", 0))

@@ -55,6 +55,8 @@ ALERTS = {
     "ModelopsJobsFailing": "warning",
     "ModelopsDriftPendingWithoutRun": "warning",
     "ModelopsPrometheusUnreachable": "warning",
+    "ModelopsS3TModelNotServing": "critical",
+    "ModelopsS3TShardsOutOfService": "warning",
 }
 OPERATOR_JOB, JOBS_JOB = "modelops-operator", "modelops-jobs"
 

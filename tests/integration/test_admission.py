@@ -116,6 +116,12 @@ INVALID = [
     ("unlearn-both-sources", "UnlearnRequest", {"samplesUri": "pvc://ids/list.txt"}, "sampleIds"),
     ("unlearn-no-source", "UnlearnRequest", {"sampleIds": DELETE}, "sampleIds"),
     ("unlearn-bad-id", "UnlearnRequest", {"sampleIds": ["has space"]}, "spec.sampleIds[0]"),
+    (
+        "unlearn-too-many-ids",
+        "UnlearnRequest",
+        {"sampleIds": [f"id{i}" for i in range(1001)]},
+        "set samplesUri",
+    ),
     ("unlearn-bad-method", "UnlearnRequest", {"method": "gradient-ascent"}, "spec.method"),
     ("unlearn-ssd-alpha-zero", "UnlearnRequest", {"ssd.alpha": 0}, "spec.ssd.alpha"),
     (
@@ -269,32 +275,24 @@ def test_valid_triggers_at_their_bounds_are_admitted(kube_api, crds_installed, n
     )
 
 
-def test_spec_is_immutable_once_the_run_started(kube_api, crds_installed, namespace):
+@pytest.mark.parametrize("kind", ["PruneRetrain", "UnlearnRequest", "LoRATransfer"])
+def test_one_shot_spec_is_immutable_from_creation(kube_api, crds_installed, namespace, kind):
+    """Issue 12: a rule that applied only once status.jobRef was set let a patch land
+    between the Job's creation and that status write."""
     custom = client.CustomObjectsApi(kube_api)
-    create(
-        kube_api,
-        namespace,
-        {"kind": "PruneRetrain", "metadata": {"name": "imm"}, "spec": BASE["PruneRetrain"]},
-    )
-    # Before a run starts, the spec may change.
-    custom.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, "pruneretrains", "imm", {"spec": {"seed": 1}}
-    )
-    custom.patch_namespaced_custom_object_status(
-        GROUP,
-        VERSION,
-        namespace,
-        "pruneretrains",
-        "imm",
-        {"status": {"phase": "Pending", "jobRef": {"name": "imm-prune", "namespace": namespace}}},
-    )
+    plural = kind_info(kind).plural
+    create(kube_api, namespace, {"kind": kind, "metadata": {"name": "imm"}, "spec": BASE[kind]})
     with pytest.raises(ApiException) as err:
         custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, "pruneretrains", "imm", {"spec": {"seed": 2}}
+            GROUP, VERSION, namespace, plural, "imm", {"spec": {"seed": 2}}
         )
     assert err.value.status == 422
-    assert "spec is immutable" in err.value.body and "spec" in err.value.body
-    assert get(kube_api, namespace, "PruneRetrain", "imm")["spec"]["seed"] == 1
+    assert "spec is immutable" in err.value.body and "create a new one" in err.value.body
+    assert get(kube_api, namespace, kind, "imm")["spec"].get("seed") != 2
+    # Metadata stays editable: labels and annotations are not the spec.
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, "imm", {"metadata": {"labels": {"team": "a"}}}
+    )
 
 
 def test_model_adaptation_strategy_is_immutable(kube_api, crds_installed, namespace):

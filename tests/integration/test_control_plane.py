@@ -258,17 +258,34 @@ def test_cli_up_kubeconfig_down(control_plane: Cluster, tmp_path: Path) -> None:
             env=env, capture_output=True, text=True, timeout=180, check=False,
         )  # fmt: skip
 
-    started = cluster("up")
+    started = cluster("up", "--run-pods")
     assert started.returncode == 0, started.stderr
     kubeconfig = started.stdout.strip().removeprefix("export KUBECONFIG=")
     pids: list[int] = []
-    try:
+
+    def recorded() -> dict[str, int]:
         state = json.loads((tmp_path / "cluster" / "state.json").read_text())
-        pids = [p["pid"] for p in state["processes"]]
+        return {p["name"]: p["pid"] for p in state["processes"]}
+
+    try:
+        first = recorded()
+        pids = list(first.values())
+        assert set(first) == {"etcd", "kube-apiserver", "kube-controller-manager", "pod-runner"}
         assert all(_proc_alive(pid) for pid in pids)  # they outlived `up`
+        # Issue 12: `up` installs the CRDs, says where kubectl is, and runs pods on request.
+        assert f"kubectl: {plane.bin_dir / 'kubectl'}" in started.stderr
+        crds = plane.kubectl("get", "crd", "-o", "name", kubeconfig=Path(kubeconfig)).stdout
+        assert "customresourcedefinition.apiextensions.k8s.io/pruneretrains.modelops.dev" in crds
         assert cluster("kubeconfig").stdout.strip() == kubeconfig
         again = cluster("up")
         assert again.returncode == 0 and "already running" in again.stderr
+        # A fault drill: the restarted components get new pids, and `down` stops them.
+        drill = cluster("restart", "kube-apiserver")
+        assert drill.returncode == 0 and "unavailable for" in drill.stderr, drill.stderr
+        second = recorded()
+        assert second["kube-apiserver"] != first["kube-apiserver"]
+        assert not _proc_alive(first["kube-apiserver"])
+        pids += list(second.values())
         ready = plane.kubectl("get", "--raw", "/readyz", kubeconfig=Path(kubeconfig))
         assert ready.stdout.strip() == "ok"
     finally:

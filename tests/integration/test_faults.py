@@ -201,3 +201,49 @@ def test_two_replicas_only_one_acts_and_killing_it_hands_over(own_cluster, own_n
                 p.wait(30)
         for f in logs:
             f.close()
+
+
+OUTAGE_S = 20
+OUTAGE_RESOURCES = 30
+
+
+def _log_size(path):
+    return path.stat().st_size if path.exists() else 0
+
+
+@pytest.mark.timeout(300)
+def test_an_api_server_outage_logs_a_bounded_few_lines_and_recovers(
+    own_cluster, own_namespace, tmp_path
+):
+    """Issue 12: during an outage the operator wrote ~19 MB of tracebacks a minute and
+    `Connection pool is full` warnings. Now: no traceback, one line per failure class
+    per window, backoff per resource, and everything reconciles once it is back."""
+    cp, api = own_cluster
+    path = tmp_path / "operator.log"
+    with open(path, "w") as log:
+        proc = start_operator_process(cp.kubeconfig, own_namespace, log)
+        try:
+            names = [f"o{i}" for i in range(OUTAGE_RESOURCES)]
+            for n in names:
+                create(api, own_namespace, prune(n))
+            poll_until("Jobs", lambda: _all_have_jobs(api, own_namespace, names), timeout=120)
+            before = _log_size(path)
+            cp.restart(("kube-apiserver",), down_seconds=OUTAGE_S)
+            create(api, own_namespace, prune("after"))
+            poll_until(
+                "Job after the outage",
+                lambda: _all_have_jobs(api, own_namespace, [*names, "after"]),
+                timeout=120,
+            )
+            assert proc.poll() is None, "the operator survived the outage"
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    text = path.read_text()
+    during = text.encode()[before:].decode(errors="replace")
+    lines = during.splitlines()
+    print(f"outage of {OUTAGE_S}s: {len(lines)} lines, {len(during)} bytes")
+    assert "Traceback" not in during, during[-3000:]
+    assert "Connection pool is full" not in text
+    assert len(during) < 40_000 and len(lines) < 200, during[-3000:]
+    assert "ApiUnavailable" in during or "failed" in during, "the outage is reported"

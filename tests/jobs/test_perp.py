@@ -489,3 +489,21 @@ def test_quantized_base_prunes_retrains_and_merges_to_sparse_linears(
     assert all(type(lay.module) is torch.nn.Linear for lay in layers)
     report = pruning.verify_masks(layers, masks, (2, 4))
     assert report.mask_preserved and report.pattern_holds and report.sparsity == 0.5
+
+
+GAPS = [
+    ("half", (10.0, 20.0, 15.0), (0.5, False)),
+    ("all", (10.0, 20.0, 10.0), (1.0, False)),
+    ("better-than-dense", (54.0, 60.0, 5.0), (1.0, True)),  # was 9.17 silently
+    ("no-gap", (10.0, 9.0, 9.5), (None, True)),
+    ("missing", (None, 20.0, 15.0), (None, None)),
+]
+
+
+@pytest.mark.parametrize(("ppl", "expected"), [c[1:] for c in GAPS], ids=[c[0] for c in GAPS])
+def test_gap_recovered_never_exceeds_one_and_says_better_than_dense(ppl, expected):
+    """Issue 12: the demo reported gapRecovered=8.375 for a retrained model better than
+    the (undertrained) dense one."""
+    from modelops_jobs.algorithms.perp_job import gap_recovered
+
+    assert gap_recovered(*ppl) == expected

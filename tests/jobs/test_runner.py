@@ -148,3 +148,69 @@ def test_termination_message_fits_the_kubelet_limit():
     text = runner.termination_message(huge)
     assert len(text.encode()) <= 4096
     assert JobResult.model_validate_json(text).reason == "X"
+
+
+def test_a_resumed_run_leaves_no_checkpoint_directory(tiny_model, tmp_path):
+    """Issue 12: an empty `.<name>.checkpoint` directory was left beside every output.
+    Here a run is stopped by SIGTERM after a checkpoint, resumed, and succeeds."""
+    import signal
+
+    from modelops_api.meta import EXIT_RETRYABLE
+    from modelops_jobs.reporting import Reporter
+
+    out = tmp_path / "versions"
+    doc = lora_document(tiny_model, str(out), steps=8)
+    doc["spec"]["optimization"]["checkpointEvery"] = 1
+
+    def stop_at_3(event):
+        if event.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        stopped = runner.execute(doc, Reporter(stop_at_3), install_signals=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    assert stopped.exit_code == EXIT_RETRYABLE, stopped.result
+    checkpoint = out / ".run-0001.checkpoint"
+    assert (checkpoint / "state.pt").exists()
+    steps = []
+    resumed = runner.execute(doc, Reporter(lambda e: e.step and steps.append(e.step)))
+    assert resumed.exit_code == EXIT_OK, resumed.result
+    assert steps and steps[0] > 1, "resumed from the checkpoint, not from step 1"
+    assert not checkpoint.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["run-0001"]
+
+
+def test_eta_falls_after_a_resume(monkeypatch):
+    """Issue 12: after a resume at step 500 the ETA counted 500 steps done in the first
+    second, started near zero and grew. It must fall, at the real rate."""
+    from modelops_jobs import reporting
+
+    clock = [100.0]
+    monkeypatch.setattr(reporting.time, "monotonic", lambda: clock[0])
+    etas = []
+    reporter = reporting.Reporter(
+        lambda e: e.eta_seconds is not None and etas.append(e.eta_seconds)
+    )
+    reporter.phase("train")
+    for step in range(500, 511):  # one step a second, resumed at 500 of 1000
+        clock[0] += 1.0
+        reporter.step(step, 1000)
+    assert etas == sorted(etas, reverse=True), etas
+    assert etas[-1] == pytest.approx(1000 - 510, rel=0.01)
+
+
+def test_eta_of_a_fresh_phase_counts_from_its_start(monkeypatch):
+    from modelops_jobs import reporting
+
+    clock = [0.0]
+    monkeypatch.setattr(reporting.time, "monotonic", lambda: clock[0])
+    etas = []
+    reporter = reporting.Reporter(lambda e: etas.append(e.eta_seconds))
+    reporter.phase("train")
+    for step in (1, 2, 3):
+        clock[0] += 2.0
+        reporter.step(step, 10)
+    assert etas[1:] == [pytest.approx(18.0), pytest.approx(16.0), pytest.approx(14.0)]

@@ -347,6 +347,7 @@ def test_receipt_and_results(world: dict[str, Any], store: Path) -> None:
         assert key in results
     assert 0.0 <= results["membership_inference"] <= 1.0
     assert results["shards_out_of_service"] == []
+    assert results["shards_in_service"] == SHARDS and receipt.serving is True
 
 
 @pytest.mark.parametrize("unknown", [["nope-1", "nope-2"], []], ids=["some-unknown", "all-known"])
@@ -417,9 +418,14 @@ def test_out_of_service_shard_is_reported_and_served_around(
     assert ensemble.out_of_service == [0] and [s.shard for s in ensemble.served] == [1]
     ids, mask = ensemble.encode(["a b a c a b a"])
     assert torch.equal(ensemble.logits(ids, mask), ensemble.shard_logits(1, ids, mask))
-    unlearn(store, [located(world, 1, k)[0] for k in sorted(first_slices)])
+    assert (results["shards"], results["shards_in_service"]) == (SHARDS, SHARDS - 1)
+    results, receipt = unlearn(store, [located(world, 1, k)[0] for k in sorted(first_slices)])
     with pytest.raises(s3t.OutOfService, match="out of service"):
         s3t.load(store).logits(ids, mask)
+    # Issue 12: the request still succeeds, but its results and receipt say the model no
+    # longer serves (it used to look like any other deletion).
+    assert results["shards_out_of_service"] == [0, 1] and results["shards_in_service"] == 0
+    assert receipt.serving is False
 
 
 def test_causal_lm_store_serves_averaged_next_token_logits(

@@ -385,3 +385,30 @@ def test_qlora_finetune_on_a_4bit_base(world: dict[str, Path]) -> None:
     assert results["train_loss"] < 0.5 * results["train_loss_first"]
     assert (out / "adapter_model.safetensors").exists()
     assert (out / "discriminator" / "adapter_model.safetensors").exists()
+
+
+def test_duplicates_within_one_batch_are_kept_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: a stub generator returning 10 candidates, 2 distinct, kept all 10 (and
+    the acceptance rate counted them); the docstring promises a candidate equal to one
+    already kept is dropped, in the same batch too."""
+    batch = ["what is 2+2?"] * 6 + ["name a colour"] * 4
+    monkeypatch.setattr(translora, "generator_prefix", lambda tok, seeds: "prefix")
+    monkeypatch.setattr(translora, "sample_candidates", lambda gen, tok, prefixes, syn: batch)
+    from modelops_api.lora_transfer import SynthesisSpec
+    from modelops_jobs.algorithms.lora_finetune import RunState
+
+    synthesis = SynthesisSpec(samples=10, max_attempts=10, min_acceptance_rate=0.0)
+    outcome = translora.synthesize(
+        None,
+        None,
+        [translora.Seed("seed one"), translora.Seed("seed two")],
+        synthesis,
+        RunContext(output_dir=Path(".")),
+        RunState(Checkpointer(None)),
+        accept=None,
+        exclude=set(),
+        key="synthesis",
+        seed=0,
+    )
+    assert outcome.kept == ["what is 2+2?", "name a colour"]
+    assert outcome.attempts == 10 and outcome.acceptance_rate == pytest.approx(0.2)

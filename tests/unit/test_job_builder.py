@@ -239,3 +239,21 @@ def test_job_names_are_deterministic_and_bounded(name, run, expected):
     assert len(got) <= 63
     if expected:
         assert got == expected
+
+
+@pytest.mark.parametrize("length", [63, 64, 253], ids=lambda n: f"name-{n}")
+def test_every_label_value_and_name_fits_for_long_resource_names(length):
+    """Issue 12: a 253-character name (legal) put itself into a label value, and every
+    create and list call failed with a 400."""
+    res = ResourceIdentity("PruneRetrain", "n" * length, "team-a", "uid-1", 1)
+    parsed = PruneRetrainSpec.model_validate(
+        {"model": {"uri": "pvc://models/opt"}, "output": {"uri": "pvc://out/opt"}}
+    )
+    doc = spec_document(res, parsed)
+    for manifest in (build_job(res, parsed, CONFIG, doc), build_configmap(res, doc)):
+        meta = manifest["metadata"]
+        assert len(meta["name"]) <= 63
+        assert all(len(v) <= 63 for v in meta["labels"].values()), meta["labels"]
+        assert meta["ownerReferences"][0]["name"] == res.name
+    pod_labels = build_job(res, parsed, CONFIG, doc)["spec"]["template"]["metadata"]["labels"]
+    assert all(len(v) <= 63 for v in pod_labels.values())

@@ -268,3 +268,185 @@ def test_history_limits_delete_old_jobs():
     assert deleted == ["r-adapt-1", "r-adapt-2"]
     patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
     assert [r["run"] for r in patch["runs"]] == [3]
+
+
+UNLEARN_SPEC = {"model": {"uri": "pvc://m/a"}, "sampleIds": ["a1", "a2"]}
+SUCCEEDED_UNLEARN = dict(
+    succeeded=1,
+    conditions={"Complete": ("True", "", "")},
+    terminations=(PodTermination("p", 0, result(deletedSamples=1)),),
+)
+SPEC_CHANGED = [
+    ("prune-running", "PruneRetrain", PRUNE_SPEC, "r-prune", {"active": 1, "ready": 1}),
+    ("unlearn-succeeded", "UnlearnRequest", UNLEARN_SPEC, "r-unlearn", SUCCEEDED_UNLEARN),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "job_name", "job_state"),
+    [c[1:] for c in SPEC_CHANGED],
+    ids=[c[0] for c in SPEC_CHANGED],
+)
+def test_a_job_built_from_an_older_generation_fails_the_request(kind, spec, job_name, job_state):
+    """Issue 12: the spec changed between the Job's creation and the status write. The
+    status must never claim the new generation nor report Succeeded for the new spec."""
+    res = resource(
+        kind,
+        spec=spec,
+        generation=2,
+        status={"phase": "Pending", "jobRef": {"name": job_name, "namespace": "ns"}},
+    )
+    job = JobView(job_name, uid="j", generation=1, **job_state)
+    actions = plan(Observed(res, jobs={job_name: job}), CONFIG, NOW)
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    assert patch["phase"] == "Failed"
+    assert patch["observedGeneration"] == 1
+    assert "results" not in patch and "receipt" not in patch
+    cond = next(c for c in patch["conditions"] if c["type"] == "SpecChanged")
+    assert cond["status"] == "True" and "generation 1" in cond["message"]
+    assert "generation 2" in patch["message"]
+    assert any(isinstance(a, RecordEvent) and a.type == "Warning" for a in actions)
+    again = Observed(apply_status(res, actions), jobs={job_name: job})
+    assert plan(again, CONFIG, NOW) == []
+
+
+def test_a_job_of_the_current_generation_reports_normally():
+    res = resource(
+        generation=3, status={"phase": "Pending", "jobRef": {"name": JOB, "namespace": "ns"}}
+    )
+    job = JobView(JOB, uid="j", active=1, ready=1, generation=3)
+    patch = plan(Observed(res, jobs={JOB: job}), CONFIG, NOW)[0].patch
+    assert patch["phase"] == "Running" and patch["observedGeneration"] == 3
+
+
+def unlearn_succeeded(**results):
+    return JobView(
+        "r-unlearn",
+        uid="j",
+        succeeded=1,
+        generation=1,
+        conditions={"Complete": ("True", "", "")},
+        terminations=(PodTermination("p", 0, result(**results)),),
+    )
+
+
+SERVING = [
+    ("all", {"shards": 2, "shardsInService": 2, "shardsOutOfService": []}, "True", None),
+    (
+        "some-out",
+        {"shards": 3, "shardsInService": 1, "shardsOutOfService": [0, 2]},
+        "True",
+        "ShardsOutOfService",
+    ),
+    (
+        "none",
+        {"shards": 3, "shardsInService": 0, "shardsOutOfService": [0, 1, 2]},
+        "False",
+        "NoShardInService",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("results", "status", "warning"), [c[1:] for c in SERVING], ids=[c[0] for c in SERVING]
+)
+def test_an_unlearn_request_says_whether_the_model_still_serves(results, status, warning):
+    """Issue 12: after deletions took every shard out of service, requests still
+    reported Succeeded with Normal Events only."""
+    res = resource(
+        "UnlearnRequest",
+        spec=UNLEARN_SPEC,
+        status={"phase": "Running", "jobRef": {"name": "r-unlearn", "namespace": "ns"}},
+    )
+    job = unlearn_succeeded(deletedSamples=1, **results)
+    actions = plan(Observed(res, jobs={"r-unlearn": job}), CONFIG, NOW)
+    patch = actions[0].patch
+    assert patch["phase"] == "Succeeded"
+    serving = next(c for c in patch["conditions"] if c["type"] == "Serving")
+    assert serving["status"] == status
+    warnings = [a for a in actions if isinstance(a, RecordEvent) and a.type == "Warning"]
+    if warning is None:
+        assert warnings == []
+    else:
+        assert serving["reason"] == warning and "retrainAffected" in serving["message"]
+        assert any(a.reason == "ShardsOutOfService" for a in warnings)
+        assert "retrainAffected" in patch["message"]
+    if status == "False":
+        assert "no longer serves" in patch["message"]
+    again = Observed(apply_status(res, actions), jobs={"r-unlearn": job})
+    assert plan(again, CONFIG, NOW) == [], "no flip-flop, no repeated Warning"
+
+
+ADAPT_SPEC = {
+    "model": {"uri": "pvc://m/a"},
+    "data": {"uri": "pvc://d/new"},
+    "output": {"uri": "pvc://m/out"},
+}
+RUN_STATES = [
+    ("no-run", [], "False", "False", "NoRun"),
+    ("active", [{"run": 1, "phase": "Running"}], "False", "False", "RunActive"),
+    ("succeeded", [{"run": 1, "phase": "Succeeded"}], "True", "False", "RunSucceeded"),
+    (
+        "failed-after-success",
+        [{"run": 1, "phase": "Succeeded"}, {"run": 2, "phase": "Failed"}],
+        "False",
+        "True",
+        "RunFailed",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("runs", "succeeded", "failed", "reason"),
+    [c[1:] for c in RUN_STATES],
+    ids=[c[0] for c in RUN_STATES],
+)
+def test_model_adaptation_has_succeeded_and_failed_for_its_latest_run(
+    runs, succeeded, failed, reason
+):
+    """Issue 12: `kubectl wait --for=condition=Succeeded` hung on ModelAdaptation, which
+    had only Ready. Every kind now carries Ready, Running, Succeeded and Failed."""
+    status = {"runs": runs, "runCount": len(runs), "phase": "Idle"}
+    spec = {**ADAPT_SPEC, "trigger": {"type": "manual", "runOnCreate": False}}
+    res = resource("ModelAdaptation", spec=spec, status=status)
+    actions = plan(Observed(res), CONFIG, NOW)
+    conds = {c["type"]: c for c in actions[0].patch["conditions"]}
+    assert {"Ready", "Running", "Succeeded", "Failed"} <= set(conds)
+    assert (conds["Succeeded"]["status"], conds["Failed"]["status"]) == (succeeded, failed)
+    assert conds["Succeeded"]["reason"] == reason
+
+
+@pytest.mark.parametrize("kind", ["PruneRetrain", "UnlearnRequest", "LoRATransfer"])
+def test_one_shot_kinds_carry_all_four_conditions_from_the_start(kind):
+    from modelops_api.kinds import kind_info
+
+    spec = {"PruneRetrain": PRUNE_SPEC, "UnlearnRequest": UNLEARN_SPEC}.get(kind)
+    if spec is None:
+        spec = {
+            "sourceModel": {"uri": "pvc://m/a"},
+            "sourceAdapter": {"uri": "pvc://a/b"},
+            "targetModel": {"uri": "pvc://m/b"},
+            "output": {"uri": "pvc://m/out"},
+        }
+    actions = plan(Observed(resource(kind, spec=spec)), CONFIG, NOW)
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    types = {c["type"] for c in patch["conditions"]}
+    assert {"Ready", "Running", "Succeeded", "Failed"} <= types
+    documented = {c.type for c in kind_info(kind).conditions}
+    assert types <= documented, "every condition set is documented in docs/api.md"
+
+
+def test_results_are_rounded_for_the_printer_columns():
+    """Issue 12: the PPL column printed 54.39131537753751."""
+    res = resource(status={"phase": "Running", "jobRef": {"name": JOB, "namespace": "ns"}})
+    job = JobView(
+        JOB,
+        uid="j",
+        succeeded=1,
+        conditions={"Complete": ("True", "", "")},
+        terminations=(
+            PodTermination("p", 0, result(retrainedPerplexity=54.39131537753751, sparsity=0.5)),
+        ),
+    )
+    patch = plan(Observed(res, jobs={JOB: job}), CONFIG, NOW)[0].patch
+    assert patch["results"] == {"retrainedPerplexity": 54.391, "sparsity": 0.5}

@@ -232,6 +232,7 @@ def synthesize(
         for text in texts:
             progress.attempts += 1
             if text in accepted:
+                accepted.discard(text)  # a duplicate later in the same batch is not kept
                 progress.kept.append(text)
                 if len(progress.kept) >= synthesis.samples:
                     break

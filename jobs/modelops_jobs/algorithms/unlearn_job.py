@@ -266,6 +266,8 @@ def run_s3t(spec: Any, ctx: RunContext, started: float) -> AlgorithmResult:
             retrained = retrain_affected(store, config, ctx, base)
         except PermanentError as exc:
             retrain_error = f"{exc.reason}: {exc.message}"
+    served = s3t_store.read_version(store)
+    out = [e["shard"] for e in served["shards"] if s3t_store.served_order(e) is None]
     receipt = DeletionReceipt(
         method="s3t",
         exact=True,
@@ -278,14 +280,14 @@ def run_s3t(spec: Any, ctx: RunContext, started: float) -> AlgorithmResult:
         version_after=full["version_after"],
         time=datetime.fromisoformat(full["time"]),
         receipt_uri=full.get("receipt_uri"),
+        serving=len(out) < len(served["shards"]),
     )
-    served = s3t_store.read_version(store)
     results: dict[str, Any] = {
         "deleted_samples": full["samples"],
         "unknown_ids": len(unknown),
-        "shards_out_of_service": [
-            e["shard"] for e in served["shards"] if s3t_store.served_order(e) is None
-        ],
+        "shards_out_of_service": out,
+        "shards": len(served["shards"]),
+        "shards_in_service": len(served["shards"]) - len(out),
         "seconds": round(seconds, 4),
     }
     wants_figures = spec.evaluation.retain_data is not None or spec.evaluation.test_data is not None
@@ -298,7 +300,7 @@ def run_s3t(spec: Any, ctx: RunContext, started: float) -> AlgorithmResult:
             unlearn_eval.measure(ensemble.logits, samples, sets, config["pad_id"], ctx.device)
         )
     if ctx.output_dir.name.endswith(".partial"):  # spec.output given: publish the receipt there too
-        s3t_store.write_json(ctx.output_dir / "receipt.json", full)
+        s3t_store.write_json(ctx.output_dir / "receipt.json", {**full, "serving": receipt.serving})
     lineage = {
         "receipt": receipt.to_wire(),
         "retrainedVersion": retrained,

@@ -34,7 +34,7 @@ from modelops_api.meta import (
     TERMINATION_MESSAGE_PATH,
 )
 from modelops_api.storage import parse_uri
-from modelops_operator.build.names import configmap_name, job_name
+from modelops_operator.build.names import configmap_name, job_name, label_value
 from modelops_operator.config import OperatorConfig
 
 CONTAINER_NAME = "job"
@@ -56,7 +56,7 @@ def labels_for(res: ResourceIdentity, run: int | None = None) -> dict[str, str]:
     labels = {
         LABEL_MANAGED_BY: MANAGED_BY_VALUE,
         LABEL_KIND: res.kind,
-        LABEL_NAME: res.name,
+        LABEL_NAME: label_value(res.name),
         LABEL_COMPONENT: "job",
     }
     if run is not None:

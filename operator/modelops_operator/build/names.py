@@ -5,8 +5,11 @@ operator restarted mid-reconcile finds what it created instead of creating it tw
 """
 
 import hashlib
+import re
 
 MAX_NAME = 63
+MAX_LABEL_VALUE = 63
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _SUFFIX = {
     "PruneRetrain": "prune",
     "UnlearnRequest": "unlearn",
@@ -29,3 +32,15 @@ def job_name(kind: str, name: str, run: int | None = None) -> str:
 def configmap_name(kind: str, name: str, run: int | None = None) -> str:
     """The ConfigMap holding the validated spec has the Job's name."""
     return job_name(kind, name, run)
+
+
+def label_value(name: str) -> str:
+    """A resource name as a label value: itself when it is a valid one (at most 63
+    characters), else a prefix and a hash of the whole name. Resource names may have 253
+    characters; a longer label value made every create and list call fail with a 400."""
+    if len(name) <= MAX_LABEL_VALUE and _LABEL_VALUE.match(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    keep = MAX_LABEL_VALUE - len(digest) - 1
+    prefix = re.sub(r"[^A-Za-z0-9]+$", "", name[:keep])
+    return f"{prefix}-{digest}" if prefix else digest

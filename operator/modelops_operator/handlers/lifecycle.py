@@ -11,6 +11,7 @@ import kopf
 from kubernetes import client
 
 from modelops_operator.config import OperatorConfig
+from modelops_operator.k8s.client import EXECUTOR_WORKERS
 from modelops_operator.service import Reconciler
 
 
@@ -47,7 +48,7 @@ def register(
         settings.networking.connect_timeout = 30
         # kopf's own events only for warnings; ours are written by k8s/apply.
         settings.posting.level = logging.WARNING
-        settings.execution.max_workers = 32
+        settings.execution.max_workers = EXECUTOR_WORKERS
         # Namespaced installs may not list namespaces or CRDs cluster-wide; without
         # this kopf retries those scans with backoff for about a minute first.
         settings.scanning.disabled = bool(config.namespaces)
@@ -67,7 +68,9 @@ def register(
     async def widen_executor(**_: Any) -> None:
         # API calls run in threads (asyncio.to_thread); the default pool has only
         # cpu_count + 4 workers, which caps the requests in flight during a burst.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=EXECUTOR_WORKERS)
+        )
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **_: Any) -> None:

@@ -1,17 +1,26 @@
-"""Building the Kubernetes API client: in-cluster credentials, else the kubeconfig."""
+"""Building the Kubernetes API client: in-cluster credentials, else the kubeconfig.
+
+The connection pool is sized to the executor that runs the API calls: a smaller pool
+logs `Connection pool is full, discarding connection` for every call over its size
+(by thousands during an API-server outage, issue 12)."""
 
 import os
 
 from kubernetes import client, config
 
+EXECUTOR_WORKERS = 32
+"""Threads that run API calls (asyncio.to_thread): see handlers/lifecycle.py."""
+POOL_SIZE = 2 * EXECUTOR_WORKERS
+"""Room for the executor and the few calls made outside it (secrets, start-up)."""
+
 
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """An ApiClient for the pod's ServiceAccount, or for $KUBECONFIG / ~/.kube/config."""
     kubeconfig = kubeconfig or os.environ.get("KUBECONFIG")
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-        return client.ApiClient()
     cfg = client.Configuration()
-    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    cfg.connection_pool_maxsize = 32
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=cfg)
+    else:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    cfg.connection_pool_maxsize = POOL_SIZE
     return client.ApiClient(cfg)

@@ -10,7 +10,15 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelops_api.kinds import kind_info
-from modelops_api.meta import GROUP, LABEL_KIND, LABEL_NAME, VERSION
+from modelops_api.meta import (
+    ANNOTATION_GENERATION,
+    ANNOTATION_SPEC_DIGEST,
+    GROUP,
+    LABEL_KIND,
+    LABEL_NAME,
+    VERSION,
+)
+from modelops_operator.build.names import label_value
 from modelops_operator.reconcile.observed import JobView, Observed, PodTermination, ResourceView
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
@@ -72,6 +80,8 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
         c["type"]: (c.get("status", ""), c.get("reason") or "", c.get("message") or "")
         for c in st.get("conditions") or []
     }
+    annotations = job["metadata"].get("annotations") or {}
+    generation = annotations.get(ANNOTATION_GENERATION)
     return JobView(
         name=job["metadata"]["name"],
         uid=job["metadata"].get("uid"),
@@ -84,6 +94,8 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
         start_time=_parse_time(st.get("startTime")),
         completion_time=_parse_time(st.get("completionTime")),
         terminations=_terminations(pods),
+        spec_digest=annotations.get(ANNOTATION_SPEC_DIGEST),
+        generation=int(generation) if generation and generation.isdigit() else None,
     )
 
 
@@ -139,7 +151,7 @@ class Observer:
 
     async def observe(self, body: dict[str, Any], drift: Any = None) -> Observed:
         res = resource_view(body)
-        selector = f"{LABEL_KIND}={res.kind},{LABEL_NAME}={res.name}"
+        selector = f"{LABEL_KIND}={res.kind},{LABEL_NAME}={label_value(res.name)}"
         jobs = await _raw_list(self.batch.list_namespaced_job, res.namespace, selector)
         # Termination messages matter only once a pod has finished: skip the pod list
         # (the common case while a Job is pending or running).

@@ -29,7 +29,13 @@ from modelops_operator.reconcile.actions import (
     PatchStatus,
     RecordEvent,
 )
-from modelops_operator.reconcile.conditions import get_condition, iso, iso_precise, set_condition
+from modelops_operator.reconcile.conditions import (
+    get_condition,
+    iso,
+    iso_precise,
+    latest_run_conditions,
+    set_condition,
+)
 from modelops_operator.reconcile.drift_step import plan_drift, without_drift_conditions
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import Observed
@@ -284,6 +290,7 @@ def plan_adaptation(
         now,
         gen,
     )
+    conds = latest_run_conditions(conds, kept, now, gen)
     ready = phase in (Phase.SUCCEEDED.value, Phase.IDLE.value) and drift_failure is None
     conds = set_condition(
         conds,

@@ -64,3 +64,22 @@ def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any
         if cond.get("type") == type_:
             return cond
     return None
+
+
+def latest_run_conditions(
+    conditions: list[dict[str, Any]], runs: list[dict[str, Any]], now: datetime, generation: int
+) -> list[dict[str, Any]]:
+    """ModelAdaptation: Succeeded and Failed describe its latest run, as they describe
+    the one request of the other kinds (so the same `kubectl wait` works on every kind).
+    While a run is active both are False (reason RunActive)."""
+    latest = max(runs, key=lambda r: int(r.get("run", 0)), default=None)
+    if latest is None:
+        reason, message, phase = "NoRun", "no run yet", ""
+    else:
+        phase = str(latest.get("phase") or "")
+        reason = {"Succeeded": "RunSucceeded", "Failed": "RunFailed"}.get(phase, "RunActive")
+        message = f"run {latest.get('run')}: {latest.get('message') or phase}"
+    for type_ in ("Succeeded", "Failed"):
+        status = "True" if phase == type_ else "False"
+        conditions = set_condition(conditions, type_, status, reason, message, now, generation)
+    return conditions

@@ -38,6 +38,10 @@ class JobView:
     completion_time: datetime | None = None
     terminations: tuple[PodTermination, ...] = ()
     """Terminated pods, newest first."""
+    spec_digest: str | None = None
+    """The digest of the spec document the Job runs (its spec-digest annotation)."""
+    generation: int | None = None
+    """The resource generation the Job was built from (its generation annotation)."""
 
     def condition_true(self, type_: str) -> bool:
         return self.conditions.get(type_, ("False", "", ""))[0] == "True"

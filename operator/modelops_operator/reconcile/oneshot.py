@@ -31,8 +31,9 @@ from modelops_operator.reconcile.actions import (
 )
 from modelops_operator.reconcile.conditions import iso, set_condition
 from modelops_operator.reconcile.job_outcome import job_outcome
-from modelops_operator.reconcile.observed import Observed, ResourceView
+from modelops_operator.reconcile.observed import JobView, Observed, ResourceView
 from modelops_operator.reconcile.policy import cleared_conditions, refusal, refused_plan
+from modelops_operator.reconcile.serving import apply_serving
 from modelops_operator.reconcile.status_patch import status_patch
 
 TERMINAL = {Phase.SUCCEEDED.value, Phase.FAILED.value}
@@ -40,6 +41,22 @@ TERMINAL = {Phase.SUCCEEDED.value, Phase.FAILED.value}
 
 def identity(res: ResourceView) -> ResourceIdentity:
     return ResourceIdentity(res.kind, res.name, res.namespace, res.uid, res.generation)
+
+
+SIGNIFICANT_DIGITS = 5
+
+
+def rounded(value: Any) -> Any:
+    """Floats to 5 significant digits: the printer columns show results as they are
+    stored (the PPL column printed 54.39131537753751); the Job's manifest keeps them
+    exact."""
+    if isinstance(value, float):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
 
 
 def spec_error_message(exc: ValidationError) -> str:
@@ -69,14 +86,28 @@ def phase_conditions(
         now,
         generation,
     )
-    if phase == "Succeeded":
-        conds = set_condition(conds, "Succeeded", "True", reason, message, now, generation)
-        conds = set_condition(conds, "Ready", "True", reason, message, now, generation)
-    elif phase == "Failed":
-        conds = set_condition(conds, "Failed", "True", reason, message, now, generation)
-        conds = set_condition(conds, "Ready", "False", reason, message, now, generation)
-    else:
-        conds = set_condition(conds, "Ready", "False", reason, message, now, generation)
+    # All four always present, so `kubectl wait --for=condition=<type>` works on every
+    # kind and `--for=condition=Succeeded=false` does too.
+    conds = set_condition(
+        conds,
+        "Succeeded",
+        "True" if phase == "Succeeded" else "False",
+        reason,
+        message,
+        now,
+        generation,
+    )
+    conds = set_condition(
+        conds,
+        "Failed",
+        "True" if phase == "Failed" else "False",
+        reason,
+        message,
+        now,
+        generation,
+    )
+    ready = "True" if phase == "Succeeded" else "False"
+    conds = set_condition(conds, "Ready", ready, reason, message, now, generation)
     return conds
 
 
@@ -105,6 +136,42 @@ def invalid_spec_plan(res: ResourceView, message: str, now: datetime) -> list[Ac
         ),
         RecordEvent("Warning", "InvalidSpec", message),
     ]
+
+
+def spec_changed_plan(res: ResourceView, job: JobView, now: datetime) -> list[Action] | None:
+    """The Job runs another spec than the resource now holds: fail, never claim the new one.
+
+    The CRD refuses spec changes from creation on (CEL), so this guards resources admitted
+    by an older CRD. The generation the Job was built from (its annotation) is compared
+    with the resource's: the API server bumps the generation on every spec change and
+    only then, so equal generations mean the same spec, across operator versions too.
+    None when they agree (or the Job records no generation).
+    """
+    ran = job.generation
+    if ran is None or ran == res.generation:
+        return None
+    if any(
+        c.get("type") == "SpecChanged" and c.get("status") == "True"
+        for c in res.status.get("conditions", [])
+    ):
+        return []  # reported already
+    message = (
+        f"spec changed after Job {job.name} started (it runs generation {ran}, the resource"
+        f" is at generation {res.generation}); the Job's outcome is not reported for the new"
+        " spec. Delete this resource and create a new one with the spec you want"
+    )
+    conds = set_condition(
+        res.status.get("conditions", []),
+        "SpecChanged",
+        "True",
+        "SpecChangedAfterStart",
+        message,
+        now,
+        res.generation,
+    )
+    conds = phase_conditions(conds, "Failed", "SpecChangedAfterStart", message, now, ran)
+    patch = {"phase": "Failed", "message": message, "conditions": conds, "observedGeneration": ran}
+    return [PatchStatus(patch), RecordEvent("Warning", "SpecChangedAfterStart", message)]
 
 
 def plan_oneshot(
@@ -177,6 +244,9 @@ def plan_oneshot(
             RecordEvent("Normal", "JobCreated", message),
         ]
 
+    changed = spec_changed_plan(res, job, now)
+    if changed is not None:
+        return changed
     outcome = job_outcome(job)
     phase = outcome.phase.value
     desired: dict[str, Any] = {
@@ -204,7 +274,8 @@ def plan_oneshot(
     if result is not None and outcome.phase == Phase.SUCCEEDED:
         if info.results is not None:
             try:
-                desired["results"] = info.results.model_validate(result.results).to_wire()
+                parsed = info.results.model_validate(result.results).to_wire()
+                desired["results"] = rounded(parsed)
             except ValidationError as exc:
                 desired["message"] = f"result did not parse: {spec_error_message(exc)}"
         if result.artifact is not None:
@@ -239,12 +310,19 @@ def plan_oneshot(
             now,
             res.generation,
         )
+    not_serving, warn = None, False
+    if res.kind == "UnlearnRequest" and phase == "Succeeded":
+        conds, not_serving, warn = apply_serving(conds, results, now, res.generation)
+        if not_serving:
+            desired["message"] = f"{desired['message']}; {not_serving}".lstrip("; ")
     desired["conditions"] = conds
     patch = status_patch(status, desired)
     if not patch:
         return []
     actions: list[Action] = [PatchStatus(patch)]
     if status.get("phase") != phase:
-        event_type = "Warning" if phase == "Failed" else "Normal"
+        event_type = "Warning" if phase == "Failed" or not_serving else "Normal"
         actions.append(RecordEvent(event_type, outcome.reason, f"{phase}: {outcome.message}"))
+    if not_serving and warn:
+        actions.append(RecordEvent("Warning", "ShardsOutOfService", not_serving))
     return actions
