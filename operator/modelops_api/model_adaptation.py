@@ -24,6 +24,7 @@ from modelops_api.common import (
 )
 from modelops_api.kind import Resource
 from modelops_api.status import BaseStatus, JobRef, Phase
+from modelops_api.storage import S3T_NEEDS_FILESYSTEM
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
 CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
@@ -241,6 +242,12 @@ class ModelAdaptationSpec(JobTemplate):
         cel(
             "self.strategy != 'cpt' || has(self.data)", "data is required for strategy cpt", ".data"
         ),
+        cel(
+            "self.strategy != 's3t' || self.output.uri.startsWith('pvc://')"
+            " || self.output.uri.startsWith('file://')",
+            S3T_NEEDS_FILESYSTEM,
+            ".output.uri",
+        ),
     )
 
     strategy: Literal["cpt", "s3t", "lora"] = Field("cpt", description="How each run trains.")
@@ -266,6 +273,8 @@ class ModelAdaptationSpec(JobTemplate):
     def _data(self) -> "ModelAdaptationSpec":
         if self.strategy == "cpt" and self.data is None:
             raise ValueError("data is required for strategy cpt")
+        if self.strategy == "s3t" and not self.output.uri.startswith(("pvc://", "file://")):
+            raise ValueError(f"output.uri: {S3T_NEEDS_FILESYSTEM}")
         return self
 
 
