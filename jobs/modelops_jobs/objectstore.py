@@ -30,7 +30,8 @@ SECRET_ENV = (
     "GOOGLE_SERVICE_ACCOUNT_KEY",
 )
 PART_SIZE_ENV = "MODELOPS_UPLOAD_PART_SIZE"
-DEFAULT_PART_SIZE = 64 * 1024 * 1024
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
+"""With 4 files and 4 parts in flight, an upload holds at most 256 MiB in memory."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ def redact(text: str) -> str:
     return text
 
 
+LISTING = "listing"
 _DENIED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403")
 
 
@@ -145,7 +147,7 @@ def errors(loc: Location, what: str = "") -> Iterator[None]:
         ) from None
     except oe.BaseError as exc:
         text = str(exc)
-        if "NoSuchBucket" in text:
+        if "NoSuchBucket" in text or (isinstance(exc, oe.NotFoundError) and what == LISTING):
             raise PermanentError(
                 f"bucket {loc.bucket} does not exist ({where}){doing}", "BucketNotFound"
             ) from None
@@ -173,7 +175,7 @@ def list_objects(store: Any, loc: Location, prefix: str) -> list[dict[str, Any]]
     import obstore
 
     out: list[dict[str, Any]] = []
-    with errors(loc, f"listing {prefix or '/'}"):
+    with errors(loc, LISTING):
         for chunk in obstore.list(store, prefix=prefix or None):
             out.extend(chunk)
     return out

@@ -44,6 +44,7 @@ COMPLETE = ".complete"
 MARKER = ".modelops-upload"
 """Written first by an upload and removed after its manifest: 'this prefix is ours'."""
 WORKERS = int(os.environ.get("MODELOPS_TRANSFER_WORKERS", "8"))
+UPLOAD_WORKERS = 4
 CHUNK = 8 * 1024 * 1024
 
 
@@ -83,10 +84,10 @@ def sha256_file(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _parallel(items: list[Any], work: Callable[[Any], None]) -> None:
+def _parallel(items: list[Any], work: Callable[[Any], None], workers: int = WORKERS) -> None:
     if not items:
         return
-    with ThreadPoolExecutor(max_workers=max(1, min(WORKERS, len(items)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
         for future in [pool.submit(work, item) for item in items]:
             future.result()
 
@@ -254,7 +255,7 @@ def upload(local: Path, uri: str, reporter: Reporter | None = None) -> None:
         progress.add(path.stat().st_size, file_done=True)
 
     try:
-        _parallel(files, one)
+        _parallel(files, one, min(WORKERS, UPLOAD_WORKERS))
         with errors(loc, "writing manifest.json"):
             try:
                 obstore.put(store, loc.child(MANIFEST), manifest.read_bytes(), mode="create")
