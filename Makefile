@@ -12,7 +12,7 @@ KUBE_VERSION ?= 1.35.4
 PYTEST       := $(PY) -m pytest
 MODELOPS     := $(PY) -m modelops_cli.main
 
-.PHONY: help install system-deps control-plane crds crds-check lint typecheck test test-unit test-jobs \
+.PHONY: help install system-deps control-plane seaweedfs crds crds-check lint typecheck test test-unit test-jobs \
         test-integration test-e2e cluster-up cluster-down cluster-restart demo bench clean-venv dashboards
 
 help: ## list the targets
@@ -25,14 +25,17 @@ $(VENV)/.installed:
 	$(PY) -m pip install -q -r requirements/lock.txt
 	touch $@
 
-install: $(VENV)/.installed system-deps ## install Python deps (cached venv), Prometheus, and build the control plane
-	@$(MAKE) --no-print-directory control-plane
+install: $(VENV)/.installed system-deps ## install Python deps (cached venv), Prometheus, build the control plane and SeaweedFS
+	@$(MAKE) --no-print-directory control-plane seaweedfs
 
 system-deps: ## install Debian packages the tests need (prometheus, promtool, openssl)
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null; then \
 	  echo ">> installing Debian packages: prometheus openssl"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus openssl >/dev/null; \
 	fi
+
+seaweedfs: ## build SeaweedFS's weed (the real S3 server of the storage tests) from source (cached)
+	@MODELOPS_CACHE=$(CACHE) hack/build-seaweedfs.sh >/dev/null
 
 control-plane: ## build kube-apiserver, kube-controller-manager, kubectl and etcd from source (cached)
 	@KUBE_VERSION=$(KUBE_VERSION) MODELOPS_CACHE=$(CACHE) hack/build-control-plane.sh >/dev/null
@@ -63,7 +66,7 @@ test: install helm crds-check lint typecheck ## every tier that needs no GPU (un
 test-unit: $(VENV)/.installed ## unit tier: models, CRD generation, plan(), builders
 	$(PYTEST) tests/unit
 
-test-jobs: $(VENV)/.installed ## jobs tier: each algorithm end to end on tiny models (CPU)
+test-jobs: $(VENV)/.installed seaweedfs ## jobs tier: each algorithm end to end on tiny models (CPU)
 	$(PYTEST) tests/jobs
 
 test-integration: install ## integration tier: the real local control plane
@@ -84,11 +87,12 @@ cluster-down: $(VENV)/.installed ## stop the local control plane
 demo: install ## the main job: local control plane + operator + one example of each kind
 	$(PY) -m modelops_devcluster.demo
 
-bench: $(VENV)/.installed ## run the benchmarks and rewrite docs/benchmarks.md
+bench: $(VENV)/.installed seaweedfs ## run the benchmarks and rewrite docs/benchmarks.md
 	$(PY) benchmarks/perp.py
 	$(PY) benchmarks/unlearning.py
 	$(PY) benchmarks/cpt.py
 	$(PY) benchmarks/translora.py
+	$(PY) benchmarks/storage.py
 	$(PY) benchmarks/assemble.py
 
 clean-venv: ## remove the cached virtualenv of the current lock file

@@ -10,7 +10,16 @@ Markdown sections, in a fixed order, under one page.
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("perp", "unlearning", "cpt", "translora", "operator_scale", "operator_soak", "gpu")
+SECTIONS = (
+    "perp",
+    "unlearning",
+    "cpt",
+    "translora",
+    "storage",
+    "operator_scale",
+    "operator_soak",
+    "gpu",
+)
 HEADER = """# Benchmarks
 
 Measured by the scripts in `benchmarks/`, each of which states the machine and the exact

@@ -28,6 +28,7 @@ RUN pip install \
       scipy==1.17.1 \
       prometheus-client==0.26.0 \
       tqdm==4.70.1 \
+      obstore==0.12.1 \
       pydantic==2.14.3 \
       pyyaml==6.0.3
 WORKDIR /src
@@ -35,7 +36,7 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY jobs/ jobs/
 RUN pip install --no-deps ".[jobs]" \
- && python -c "import modelops_jobs, torch, transformers, peft"
+ && python -c "import modelops_jobs, torch, transformers, peft, obstore"
 
 FROM ${CUDA_IMAGE}
 LABEL org.opencontainers.image.title="modelops-jobs" \

@@ -44,7 +44,7 @@ class RunContext:
 
     def resolve(self, uri: str, must_exist: bool = True) -> Path:
         """Local path for a storage URI (PermanentError if it must exist and does not)."""
-        return self.resolver.local_path(uri, must_exist=must_exist)
+        return self.resolver.local_path(uri, must_exist=must_exist, reporter=self.reporter)
 
 
 def default_device() -> torch.device:

@@ -101,13 +101,14 @@ def execute(
             output_dir=Path("."), reporter=reporter, seed=spec.seed, device=default_device()
         )
         uri = output_location(info, spec, document)
-        final: Path | None = None
-        if uri is not None:
-            final = ctx.resolve(uri, must_exist=False)
-            ctx.output_dir = staging = storage.staging_dir_for(final)
-            checkpoint_dir = checkpoint_dir or final.parent / f".{final.name}.checkpoint"
+        output: storage.Output | None = None
         ckpt_every = getattr(getattr(spec, "optimization", None), "checkpoint_every", 100)
-        ctx.checkpointer = Checkpointer(checkpoint_dir, every=ckpt_every)
+        if uri is not None:
+            output = storage.prepare_output(ctx.resolver, uri, checkpoint_dir)
+            ctx.output_dir = staging = output.staging
+            ctx.checkpointer = output.checkpointer(ckpt_every)
+        else:
+            ctx.checkpointer = Checkpointer(checkpoint_dir, every=ckpt_every)
         if install_signals:
             ctx.checkpointer.install_signal_handlers()
         ctx.run = document.get("run", {})  # type: ignore[attr-defined]
@@ -118,7 +119,7 @@ def execute(
         else:  # ModelAdaptation runs: free-form numbers, camelCase like every status
             results = {to_camel(k): v for k, v in results.items()}
         artifact = None
-        if final is not None and outcome.publish:
+        if output is not None and outcome.publish:
             manifest = {
                 "apiVersion": document.get("apiVersion"),
                 "kind": info.kind,
@@ -135,7 +136,7 @@ def execute(
                 "wallSeconds": round(time.time() - started, 3),
             }
             digest = storage.write_manifest(ctx.output_dir, manifest)
-            storage.publish(ctx.output_dir, final)
+            output.publish(reporter)
             artifact = Artifact(uri=uri or "", manifest_digest=digest, version=outcome.version)
         elif outcome.version is not None or uri is not None:
             artifact = Artifact(uri=uri or "", version=outcome.version)

@@ -1,38 +1,56 @@
-"""Storage URIs to local paths, and atomic publication of outputs.
+"""Storage URIs to local paths, and atomic publication of outputs: one interface, every scheme.
 
-One resolver per scheme: `file://` is the path itself; `pvc://claim/path` is the claim
-mounted by the Job builder at `$MODELOPS_PVC_ROOT/claim` (default /mnt/pvc);
-`hf://org/name` is a Hugging Face snapshot resolved from the cache volume (offline
-when `HF_HUB_OFFLINE=1`); `s3://` is downloaded into a cache (needs boto3).
+Inputs (`StorageResolver.local_path`): `file://` is the path itself; `pvc://claim/path`
+is the claim mounted by the Job builder at `$MODELOPS_PVC_ROOT/claim` (default
+/mnt/pvc); `hf://org/name` is a Hugging Face snapshot resolved from the cache volume
+(offline when `HF_HUB_OFFLINE=1`); `s3://` and `gs://` are downloaded by
+`transfer.download` into `$MODELOPS_CACHE_DIR` (keyed by URI and digest, resumable,
+verified against the source's manifest).
 
-Outputs are written into a staging directory beside the destination, the manifest
-last, then renamed into place: a reader sees a complete result or none, and a failed
-run never leaves a partial output that looks complete.
+Outputs (`prepare_output` then `Output.publish`): the algorithm always writes into a
+local staging directory, the manifest last. On a filesystem the staging directory sits
+beside the destination and is renamed into place; on an object store it is uploaded
+file by file with manifest.json last (`transfer.upload`). Either way a reader sees a
+complete result or none, and a failed run never leaves a partial output that looks
+complete (docs/architecture.md, "Outputs and object stores").
 """
 
 import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modelops_api.storage import parse_uri
+from modelops_jobs import transfer
+from modelops_jobs.checkpoint import Checkpointer
 from modelops_jobs.errors import PermanentError, RetryableError
+from modelops_jobs.objectstore import is_remote
+from modelops_jobs.reporting import Reporter
 
-MANIFEST = "manifest.json"
+MANIFEST = transfer.MANIFEST
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    return Path(cache_dir or os.environ.get("MODELOPS_CACHE_DIR", "/tmp/modelops-cache"))
+
+
+def _key(uri: str) -> str:
+    return hashlib.sha256(uri.encode()).hexdigest()[:24]
 
 
 class StorageResolver:
-    """Maps storage URIs to local paths."""
+    """Maps storage URIs to local paths (downloading object-store URIs into the cache)."""
 
     def __init__(self, pvc_root: str | None = None, cache_dir: str | None = None) -> None:
         self.pvc_root = Path(pvc_root or os.environ.get("MODELOPS_PVC_ROOT", "/mnt/pvc"))
-        self.cache_dir = Path(
-            cache_dir or os.environ.get("MODELOPS_CACHE_DIR", "/tmp/modelops-cache")
-        )
+        self.cache_dir = cache_root(cache_dir)
 
-    def local_path(self, uri: str, must_exist: bool = True) -> Path:
+    def local_path(
+        self, uri: str, must_exist: bool = True, reporter: Reporter | None = None
+    ) -> Path:
         try:
             parsed = parse_uri(uri)
         except ValueError as exc:
@@ -44,7 +62,8 @@ class StorageResolver:
         elif parsed.scheme == "hf":
             path = self._hf_snapshot(f"{parsed.authority}/{parsed.path}", parsed.revision)
         else:
-            path = self._s3_download(parsed.authority, parsed.path, must_exist)
+            found = transfer.download(uri, self.cache_dir, reporter)
+            path = found or self.cache_dir / "missing" / _key(uri)
         if must_exist and not path.exists():
             raise PermanentError(f"{uri} does not exist (looked at {path})", "NotFound")
         return path
@@ -63,19 +82,59 @@ class StorageResolver:
                 raise PermanentError(f"hf://{repo}: {exc}", "NotFound") from exc
             raise RetryableError(f"hf://{repo}: {exc}") from exc
 
-    def _s3_download(self, bucket: str, key: str, must_exist: bool) -> Path:
-        try:
-            import boto3  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise PermanentError("s3:// needs boto3 in the jobs image", "Unsupported") from exc
-        target = self.cache_dir / "s3" / bucket / key
-        client = boto3.client("s3")
-        listing = client.list_objects_v2(Bucket=bucket, Prefix=key)
-        for obj in listing.get("Contents", []):
-            dest = self.cache_dir / "s3" / bucket / obj["Key"]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, obj["Key"], str(dest))
-        return target
+
+# -- outputs ---------------------------------------------------------------------------
+
+
+@dataclass
+class Output:
+    """Where a run writes (staging), where it publishes, and where it checkpoints."""
+
+    uri: str
+    staging: Path
+    final: Path | None
+    """The local destination; None for an object store (published by upload)."""
+    checkpoint_dir: Path
+    checkpoint_uri: str | None = None
+    """Object-store copy of the checkpoint directory (survives a retried pod)."""
+
+    def checkpointer(self, every: int) -> Checkpointer:
+        if self.checkpoint_uri is None:
+            return Checkpointer(self.checkpoint_dir, every=every)
+        from modelops_jobs.remote_checkpoint import SyncedCheckpointer
+
+        return SyncedCheckpointer(self.checkpoint_dir, self.checkpoint_uri, every=every)
+
+    def publish(self, reporter: Reporter | None = None) -> None:
+        """Make the finished staging directory (manifest written) the published result."""
+        if self.final is None:
+            transfer.upload(self.staging, self.uri, reporter)
+            shutil.rmtree(self.staging, ignore_errors=True)
+        else:
+            publish(self.staging, self.final)
+
+
+def prepare_output(resolver: StorageResolver, uri: str, checkpoint_dir: Path | None) -> Output:
+    """A fresh staging directory for `uri`; PermanentError(OutputExists) if it is complete."""
+    if not is_remote(uri):
+        final = resolver.local_path(uri, must_exist=False)
+        staging = staging_dir_for(final)
+        ckpt = checkpoint_dir or final.parent / f".{final.name}.checkpoint"
+        return Output(uri, staging, final, ckpt)
+    transfer.check_output(uri)
+    base = resolver.cache_dir / "outputs" / _key(uri)
+    staging = base / "staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    return Output(
+        uri,
+        staging,
+        None,
+        checkpoint_dir or base / "checkpoint",
+        checkpoint_uri=f"{parent}/.{name}.checkpoint",
+    )
 
 
 def is_complete(path: Path) -> bool:
@@ -98,11 +157,7 @@ def staging_dir_for(final: Path) -> Path:
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return transfer.sha256_file(path)
 
 
 def tree_digests(root: Path) -> dict[str, str]:
@@ -110,7 +165,7 @@ def tree_digests(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(root.rglob("*")):
         if path.is_file() and path.name != MANIFEST:
-            out[str(path.relative_to(root))] = file_digest(path)
+            out[path.relative_to(root).as_posix()] = file_digest(path)
     return out
 
 

@@ -7,9 +7,9 @@ estimates finite and reject oversize input with a message naming the field.
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from modelops_api.base import ApiModel
+from modelops_api.base import ApiModel, cel, with_cel
 from modelops_api.storage import StorageURI
 
 QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
@@ -29,6 +29,58 @@ class SecretKeyRef(ApiModel):
     key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
         description="Key inside the Secret."
     )
+
+
+SecretKeyName = Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+
+
+class StorageCredentials(ApiModel):
+    """Credentials for s3:// and gs:// URIs: keys of one Secret, passed to the pod by reference.
+
+    Each field names a key inside the Secret; the Job gets its value through
+    `valueFrom.secretKeyRef`, never through the ConfigMap. Leave the whole block out to
+    use workload identity (IRSA, GKE Workload Identity) or the node's credentials.
+    """
+
+    model_config = with_cel(
+        cel(
+            "has(self.accessKeyId) == has(self.secretAccessKey)",
+            "set both accessKeyId and secretAccessKey, or neither",
+            ".accessKeyId",
+        ),
+        cel(
+            "has(self.accessKeyId) || has(self.serviceAccountKey)",
+            "name at least the S3 key pair (accessKeyId, secretAccessKey) or serviceAccountKey",
+        ),
+    )
+
+    secret_name: DNSName = Field(description="The Secret, in the resource's namespace.")
+    access_key_id: SecretKeyName | None = Field(
+        None, description="Key holding the S3 access key ID (env AWS_ACCESS_KEY_ID)."
+    )
+    secret_access_key: SecretKeyName | None = Field(
+        None, description="Key holding the S3 secret access key (env AWS_SECRET_ACCESS_KEY)."
+    )
+    session_token: SecretKeyName | None = Field(
+        None, description="Key holding an S3 session token, for temporary credentials."
+    )
+    endpoint_url: SecretKeyName | None = Field(
+        None, description="Key holding the endpoint URL of an S3-compatible store."
+    )
+    region: SecretKeyName | None = Field(None, description="Key holding the S3 region.")
+    service_account_key: SecretKeyName | None = Field(
+        None, description="Key holding a GCS service-account key (JSON), for gs:// URIs."
+    )
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "StorageCredentials":
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both accessKeyId and secretAccessKey, or neither")
+        if self.access_key_id is None and self.service_account_key is None:
+            raise ValueError(
+                "name at least the S3 key pair (accessKeyId, secretAccessKey) or serviceAccountKey"
+            )
+        return self
 
 
 class ModelRef(ApiModel):
@@ -162,6 +214,11 @@ class JobTemplate(ApiModel):
         None, description="Override the operator's default jobs image."
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for every random choice.")
+    storage: StorageCredentials | None = Field(
+        None,
+        description="Credentials for s3:// and gs:// URIs (a Secret, by reference); "
+        "unset: workload identity.",
+    )
 
 
 class LoRAConfig(ApiModel):

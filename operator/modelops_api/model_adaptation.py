@@ -27,6 +27,7 @@ from modelops_api.durations import Duration, cel_bounds, within
 from modelops_api.durations import parse_duration as parse_duration
 from modelops_api.kind import Resource
 from modelops_api.status import BaseStatus, JobRef, Phase
+from modelops_api.storage import S3T_NEEDS_FILESYSTEM
 
 ForDuration = Annotated[Duration, AfterValidator(within("for", "0s", "7d"))]
 IntervalDuration = Annotated[Duration, AfterValidator(within("interval", "1s", "1d"))]
@@ -257,6 +258,12 @@ class ModelAdaptationSpec(JobTemplate):
         cel(
             "self.strategy != 'cpt' || has(self.data)", "data is required for strategy cpt", ".data"
         ),
+        cel(
+            "self.strategy != 's3t' || self.output.uri.startsWith('pvc://')"
+            " || self.output.uri.startsWith('file://')",
+            S3T_NEEDS_FILESYSTEM,
+            ".output.uri",
+        ),
     )
 
     strategy: Literal["cpt", "s3t", "lora"] = Field("cpt", description="How each run trains.")
@@ -282,6 +289,8 @@ class ModelAdaptationSpec(JobTemplate):
     def _data(self) -> "ModelAdaptationSpec":
         if self.strategy == "cpt" and self.data is None:
             raise ValueError("data is required for strategy cpt")
+        if self.strategy == "s3t" and not self.output.uri.startswith(("pvc://", "file://")):
+            raise ValueError(f"output.uri: {S3T_NEEDS_FILESYSTEM}")
         return self
 
 

@@ -1,9 +1,9 @@
 """Storage URIs: where models, adapters and data live.
 
-Four schemes, one validator. `pvc://claim/path` (a PersistentVolumeClaim mounted into
+Five schemes, one validator. `pvc://claim/path` (a PersistentVolumeClaim mounted into
 the Job pod), `file:///abs/path` (local runs and tests), `hf://org/name[@revision]`
-(a Hugging Face repository, resolved offline from a cache volume) and
-`s3://bucket/key`. Paths are normalised and may not escape their root: no `..`
+(a Hugging Face repository, resolved offline from a cache volume), and the object
+stores `s3://bucket/key` (AWS S3 or any S3-compatible store) and `gs://bucket/key`. Paths are normalised and may not escape their root: no `..`
 segments, no empty segments, no backslashes.
 """
 
@@ -13,8 +13,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-Scheme = Literal["pvc", "file", "hf", "s3"]
-SCHEMES: tuple[Scheme, ...] = ("pvc", "file", "hf", "s3")
+Scheme = Literal["pvc", "file", "hf", "s3", "gs"]
+SCHEMES: tuple[Scheme, ...] = ("pvc", "file", "hf", "s3", "gs")
+OBJECT_STORE_SCHEMES = ("s3", "gs")
+"""Schemes without a filesystem: no rename, no lock (see modelops_jobs.objectstore)."""
+S3T_NEEDS_FILESYSTEM = (
+    "an S3T model store needs a filesystem (an exclusive lock and an atomic rename of "
+    "CURRENT): use pvc:// or file://, not an object store (s3://, gs://)"
+)
 
 # The schema-level pattern (checked by the API server) mirrors parse_uri below.
 # One path segment that is not "." or ".." (RE2 has no look-ahead, so spelt out).
@@ -26,10 +32,13 @@ URI_PATTERN = (
     rf"|file:///({_SEGMENT}(/{_SEGMENT})*)?/?"
     r"|hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
     rf"(@{_REV_SEGMENT}(/{_REV_SEGMENT})*)?"
-    rf"|s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9](/{_SEGMENT})*/?)$"
+    rf"|s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9](/{_SEGMENT})*/?"
+    rf"|gs://[a-z0-9][a-z0-9._-]{{1,61}}[a-z0-9](/{_SEGMENT})*/?)$"
 )
 URI_MAX_LENGTH = 1024
-URI_FORMS = "pvc://claim/path, file:///path, hf://org/name[@rev] or s3://bucket/key"
+URI_FORMS = (
+    "pvc://claim/path, file:///path, hf://org/name[@rev], s3://bucket/key or gs://bucket/key"
+)
 # The API server checks the pattern in a CEL rule rather than a schema `pattern`, so a
 # refusal names the accepted forms instead of printing the regular expression.
 URI_RULE = {"rule": f"self.matches(r'{URI_PATTERN}')", "message": f"expected {URI_FORMS}"}
@@ -91,6 +100,10 @@ def parse_uri(uri: str) -> ParsedURI:
         if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", authority):
             raise ValueError(f"s3 URI {uri!r}: {authority!r} is not a valid bucket name")
         return ParsedURI("s3", authority, path.strip("/"))
+    if scheme == "gs":
+        if not re.match(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$", authority):
+            raise ValueError(f"gs URI {uri!r}: {authority!r} is not a valid bucket name")
+        return ParsedURI("gs", authority, path.strip("/"))
     # hf://org/name[@revision]
     repo, _, revision = rest.partition("@")
     if not _HF.match(repo):

@@ -15,7 +15,7 @@ from modelops_api.base import ApiModel, cel, with_cel
 from modelops_api.common import DatasetRef, JobTemplate, ModelRef, ModuleName, OutputRef
 from modelops_api.kind import Resource
 from modelops_api.status import BaseStatus
-from modelops_api.storage import StorageURI
+from modelops_api.storage import S3T_NEEDS_FILESYSTEM, StorageURI
 
 SampleID = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", min_length=1, max_length=128)
@@ -73,6 +73,12 @@ class UnlearnRequestSpec(JobTemplate):
             "retrainAffected applies to method s3t only",
             ".retrainAffected",
         ),
+        cel(
+            "self.method != 's3t' || self.model.uri.startsWith('pvc://')"
+            " || self.model.uri.startsWith('file://')",
+            S3T_NEEDS_FILESYSTEM,
+            ".model.uri",
+        ),
     )
 
     method: Literal["s3t", "ssd"] = Field("s3t", description="s3t (exact) or ssd (approximate).")
@@ -114,6 +120,8 @@ class UnlearnRequestSpec(JobTemplate):
             )
         if self.method == "ssd" and self.retrain_affected:
             raise ValueError("retrainAffected applies to method s3t only")
+        if self.method == "s3t" and not self.model.uri.startswith(("pvc://", "file://")):
+            raise ValueError(f"model.uri: {S3T_NEEDS_FILESYSTEM}")
         return self
 
 

@@ -204,6 +204,30 @@ INVALID = [
         ]
     ],
     (
+        "unlearn-s3t-store-on-s3",
+        "UnlearnRequest",
+        {"model.uri": "s3://bucket/store"},
+        "spec.model.uri",
+    ),
+    (
+        "adapt-s3t-store-on-gs",
+        "ModelAdaptation",
+        {"strategy": "s3t", "output.uri": "gs://bucket/store"},
+        "spec.output.uri",
+    ),
+    (
+        "storage-half-key-pair",
+        "PruneRetrain",
+        {"storage": {"secretName": "s", "accessKeyId": "id"}},
+        "spec.storage.accessKeyId",
+    ),
+    (
+        "storage-no-keys",
+        "PruneRetrain",
+        {"storage": {"secretName": "s"}},
+        "serviceAccountKey",
+    ),
+    (
         "adapt-bad-prom-url",
         "ModelAdaptation",
         {"trigger": {"type": "drift", "drift": {**PROM, "prometheusUrl": "prom:9090"}}},

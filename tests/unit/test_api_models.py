@@ -15,7 +15,37 @@ PROM = {
     "clearThreshold": 0.3,
 }
 
+S3_CREDS = {"secretName": "store", "accessKeyId": "id", "secretAccessKey": "secret"}
+
 ACCEPT = [
+    (
+        "prune-s3-with-credentials",
+        PruneRetrainSpec,
+        {
+            "model": {"uri": "s3://models/opt"},
+            "output": {"uri": "s3://models/out"},
+            "storage": {**S3_CREDS, "endpointUrl": "endpoint", "region": "region"},
+        },
+    ),
+    (
+        "prune-gs-service-account",
+        PruneRetrainSpec,
+        {
+            "model": {"uri": "gs://models/opt"},
+            "output": {"uri": "gs://models/out"},
+            "storage": {"secretName": "gcs", "serviceAccountKey": "key.json"},
+        },
+    ),
+    (
+        "prune-s3-workload-identity",
+        PruneRetrainSpec,
+        {"model": {"uri": "s3://models/x"}, "output": OUT},
+    ),
+    (
+        "unlearn-ssd-s3",
+        UnlearnRequestSpec,
+        {"method": "ssd", "model": {"uri": "s3://models/opt"}, "sampleIds": ["x"], "output": OUT},
+    ),
     ("prune-minimal", PruneRetrainSpec, {"model": MODEL, "output": OUT}),
     (
         "prune-2:4",
@@ -98,6 +128,41 @@ ACCEPT = [
 ]
 
 REJECT = [
+    (
+        "storage-half-key-pair",
+        PruneRetrainSpec,
+        {"model": MODEL, "output": OUT, "storage": {"secretName": "s", "accessKeyId": "id"}},
+        "set both accessKeyId and secretAccessKey",
+    ),
+    (
+        "storage-no-keys",
+        PruneRetrainSpec,
+        {"model": MODEL, "output": OUT, "storage": {"secretName": "s"}},
+        "serviceAccountKey",
+    ),
+    (
+        "storage-bad-secret-name",
+        PruneRetrainSpec,
+        {"model": MODEL, "output": OUT, "storage": {**S3_CREDS, "secretName": "Not_A_Name"}},
+        "storage.secretName",
+    ),
+    (
+        "unlearn-s3t-store-on-s3",
+        UnlearnRequestSpec,
+        {"model": {"uri": "s3://bucket/store"}, "sampleIds": ["a"]},
+        "model.uri: an S3T model store needs a filesystem",
+    ),
+    (
+        "adapt-s3t-store-on-gs",
+        ModelAdaptationSpec,
+        {
+            "strategy": "s3t",
+            "model": MODEL,
+            "data": {"uri": "pvc://d/x"},
+            "output": {"uri": "gs://bucket/store"},
+        },
+        "output.uri: an S3T model store needs a filesystem",
+    ),
     ("prune-no-model", PruneRetrainSpec, {"output": OUT}, "model"),
     (
         "prune-nm-mismatch",
@@ -290,6 +355,10 @@ def test_models_are_frozen():
         ("hf://org", False),
         ("s3://bucket/key", True),
         ("s3://B/key", False),
+        ("gs://bucket_1/key/a", True),
+        ("gs://bucket", True),
+        ("gs://B/key", False),
+        ("gs://bucket/../key", False),
         ("ftp://x/y", False),
     ],
     ids=lambda v: str(v),

@@ -201,6 +201,51 @@ def test_secrets_only_by_reference():
     }
 
 
+@pytest.mark.parametrize(
+    "storage,expected",
+    [
+        (
+            {"secretName": "store", "accessKeyId": "id", "secretAccessKey": "sk"},
+            {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "sk"},
+        ),
+        (
+            {
+                "secretName": "store",
+                "accessKeyId": "id",
+                "secretAccessKey": "sk",
+                "sessionToken": "tok",
+                "endpointUrl": "url",
+                "region": "reg",
+            },
+            {
+                "AWS_ACCESS_KEY_ID": "id",
+                "AWS_SECRET_ACCESS_KEY": "sk",
+                "AWS_SESSION_TOKEN": "tok",
+                "AWS_ENDPOINT_URL": "url",
+                "AWS_REGION": "reg",
+            },
+        ),
+        ({"secretName": "store", "serviceAccountKey": "sa"}, {"GOOGLE_SERVICE_ACCOUNT_KEY": "sa"}),
+        (None, {}),
+    ],
+    ids=["s3-pair", "s3-compatible", "gcs", "workload-identity"],
+)
+def test_storage_credentials_only_by_reference(storage, expected):
+    spec = {"model": {"uri": "s3://models/opt"}, "output": {"uri": "s3://models/out"}}
+    job, cm, _ = build(**spec, **({"storage": storage} if storage else {}))
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    by_ref = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in env
+        if "valueFrom" in e and e["name"] != "HF_TOKEN"
+    }
+    assert {k: v["key"] for k, v in by_ref.items()} == expected
+    assert all(v["name"] == "store" and v["optional"] is False for v in by_ref.values())
+    names = {e["name"] for e in env}
+    assert not any(n.startswith(("AWS_", "GOOGLE_")) and n not in expected for n in names)
+    assert "secretKeyRef" not in cm["data"]["spec.json"]
+
+
 def test_configmap_holds_the_validated_document():
     _, cm, doc = build()
     assert cm["metadata"]["name"] == "opt-prune"

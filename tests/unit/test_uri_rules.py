@@ -24,6 +24,6 @@ def test_pattern_and_parser_agree(case, uri, accepted):
 
 def test_the_rule_message_names_the_forms_not_the_regex():
     assert URI_RULE["message"] == (
-        "expected pvc://claim/path, file:///path, hf://org/name[@rev] or s3://bucket/key"
+        "expected pvc://claim/path, file:///path, hf://org/name[@rev], s3://bucket/key or gs://bucket/key"
     )
     assert URI_PATTERN in URI_RULE["rule"]

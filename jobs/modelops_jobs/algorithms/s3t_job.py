@@ -47,6 +47,7 @@ def store_path_for(spec: Any, ctx: RunContext) -> Path:
 
     run = getattr(ctx, "run", None) or {}
     uri = output_location(kind_info("ModelAdaptation"), spec, {"run": run})
+    s3t_store.refuse_object_store(str(uri), "spec.output.uri")
     return ctx.resolve(str(uri), must_exist=False)
 
 

@@ -54,6 +54,15 @@ def store_lock(store: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def refuse_object_store(uri: str, field: str) -> None:
+    """The store needs flock and os.replace: an object store (s3://, gs://) has neither."""
+    from modelops_api.storage import OBJECT_STORE_SCHEMES, S3T_NEEDS_FILESYSTEM
+    from modelops_jobs.errors import PermanentError
+
+    if uri.split("://", 1)[0] in OBJECT_STORE_SCHEMES:
+        raise PermanentError(f"{field}: {S3T_NEEDS_FILESYSTEM}", "UnsupportedStorage")
+
+
 def is_store(path: Path) -> bool:
     return (path / "store.json").is_file()
 

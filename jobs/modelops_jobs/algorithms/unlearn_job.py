@@ -102,6 +102,7 @@ def ids_digest(hashed: list[str]) -> str:
 
 
 def open_store(spec: Any, ctx: RunContext) -> tuple[Path, dict[str, Any]]:
+    s3t_store.refuse_object_store(str(spec.model.uri), "spec.model.uri")
     store = ctx.resolve(str(spec.model.uri))
     if not s3t_store.is_store(store):
         raise PermanentError(

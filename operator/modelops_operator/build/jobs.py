@@ -153,6 +153,7 @@ def _secret_env(spec: JobTemplate) -> list[dict[str, Any]]:
         if isinstance(model, ModelRef) and model.token_secret_ref is not None:
             refs.append(("HF_TOKEN", model.token_secret_ref))
             break
+    refs += _storage_refs(spec)
     return [
         {
             "name": env_name,
@@ -160,6 +161,31 @@ def _secret_env(spec: JobTemplate) -> list[dict[str, Any]]:
         }
         for env_name, ref in refs
     ]
+
+
+# The environment variable each StorageCredentials field fills (the names the object
+# store clients read; see modelops_jobs.objectstore).
+STORAGE_ENV = {
+    "access_key_id": "AWS_ACCESS_KEY_ID",
+    "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "session_token": "AWS_SESSION_TOKEN",
+    "endpoint_url": "AWS_ENDPOINT_URL",
+    "region": "AWS_REGION",
+    "service_account_key": "GOOGLE_SERVICE_ACCOUNT_KEY",
+}
+
+
+def _storage_refs(spec: JobTemplate) -> list[tuple[str, SecretKeyRef]]:
+    """Object-store credentials: each named key of the storage Secret, by reference."""
+    creds = spec.storage
+    if creds is None:
+        return []
+    out = []
+    for field_name, env_name in STORAGE_ENV.items():
+        key = getattr(creds, field_name)
+        if key is not None:
+            out.append((env_name, SecretKeyRef(name=creds.secret_name, key=key)))
+    return out
 
 
 def _resources(spec: JobTemplate, config: OperatorConfig) -> dict[str, Any]:
