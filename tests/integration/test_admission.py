@@ -249,7 +249,13 @@ VALID_TRIGGERS = [
         "drift-bounds",
         {
             "type": "drift",
-            "drift": {**PROM, "for": "0s", "interval": "1s", "cooldown": "720h", "timeout": "100ms"},
+            "drift": {
+                **PROM,
+                "for": "0s",
+                "interval": "1s",
+                "cooldown": "720h",
+                "timeout": "100ms",
+            },
         },
     ),
     ("drift-max", {"type": "drift", "drift": {**PROM, "for": "168h", "interval": "24h"}}),
