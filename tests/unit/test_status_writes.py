@@ -242,3 +242,17 @@ def test_oneshot_clears_retries_and_completion_it_no_longer_claims():
     assert patch["results"] is None
     merged = apply_merge_patch(res.status, patch)
     assert merged["phase"] == "Running" and "retries" not in merged
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [("x" * 5000, "QueryFailed"), ("é" * 3000, "PrometheusUnreachable"), ("", "QueryFailed")],
+    ids=["5000-chars", "multibyte", "empty"],
+)
+def test_an_error_longer_than_the_status_field_allows_is_bounded(error, reason):
+    """issue 11: an error text longer than the status field allows made the write fail."""
+    outcome = QueryOutcome(NOW, error=error, error_reason=reason)
+    actions, status = step({}, outcome)  # step() validates against the status model
+    assert len(status["drift"]["lastError"]) <= 1024
+    assert all(len(c["message"]) <= 2048 for c in status["conditions"])
+    assert all(len(a.message) <= 1024 for a in actions if isinstance(a, RecordEvent))
