@@ -34,7 +34,7 @@ from modelops_operator.reconcile.drift_step import plan_drift, without_drift_con
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import Observed
 from modelops_operator.reconcile.oneshot import identity, invalid_spec_plan, spec_error_message
-from modelops_operator.reconcile.status_patch import status_patch
+from modelops_operator.reconcile.status_patch import non_finite_as_text, status_patch
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -143,7 +143,7 @@ def plan_adaptation(
                     job.completion_time or now
                 )
                 if outcome.result is not None:
-                    results = dict(outcome.result.results)
+                    results = non_finite_as_text(dict(outcome.result.results))
                     if outcome.result.artifact is not None:
                         results["artifact"] = outcome.result.artifact.to_wire()
                         if outcome.phase == Phase.SUCCEEDED:
