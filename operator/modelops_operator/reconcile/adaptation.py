@@ -271,12 +271,13 @@ def plan_adaptation(
         gen,
     )
     ready = phase in (Phase.SUCCEEDED.value, Phase.IDLE.value) and drift_failure is None
+    failing = drift_failure is not None and active is None
     conds = set_condition(
         conds,
         "Ready",
         "True" if ready else "False",
-        "DriftEvaluationFailing" if drift_failure and active is None else phase,
-        drift_failure or desired.get("message", phase) or phase,
+        "DriftEvaluationFailing" if failing else phase,
+        (drift_failure if failing else None) or desired.get("message", phase) or phase,
         now,
         gen,
     )
