@@ -1,11 +1,14 @@
-"""Durations in specs ("90s", "5m", "1h30m", "2d"): the one grammar, its parser, and
-the bounds each field has, checked both by the API server (CEL) and by pydantic.
+"""Durations in specs ("90s", "5m", "1h30m", "720h", "500ms"): the one grammar, its
+parser, and the bounds each field has, checked both by the API server (CEL) and by
+pydantic.
 
-The grammar is ordered units with bounded digits (`1d12h`, never `12h1d` or a
-40-digit number), so the largest duration the pattern admits fits a Go duration
-(~292 years) and a Python `timedelta` added to any present-day time: no value the
-schema accepts can overflow, and each field's own minimum and maximum are enforced
-with a message naming the field.
+The grammar is Go's duration syntax restricted to ordered units with bounded digits
+(`1h30m`, never `30m1h` or a 40-digit number), so CEL's own `duration()` parses it
+(cheaply: the API server bounds the cost of every rule) and the largest value the
+pattern admits fits a Go duration (~292 years) and a Python `timedelta` added to any
+present-day time. No value the schema accepts can overflow, and each field's own
+minimum and maximum are enforced with a message naming the field. There is no day
+unit (Go has none): write `24h`, `720h`.
 """
 
 import re
@@ -14,46 +17,31 @@ from typing import Annotated
 
 from pydantic import Field
 
-DURATION_PATTERN = r"^([0-9]{1,4}d)?([0-9]{1,6}h)?([0-9]{1,6}m)?([0-9]{1,6}s)?([0-9]{1,6}ms)?$"
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_PATTERN = r"^([0-9]{1,6}h)?([0-9]{1,6}m)?([0-9]{1,6}s)?([0-9]{1,6}ms)?$"
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 _CEL_RESERVED = {"for", "in", "as", "if", "else", "let", "loop", "return", "var", "while"}
-_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
+_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a duration such as 90s, 5m, 1h30m or 2d; ValueError when invalid."""
+    """Seconds in a duration such as 90s, 5m, 1h30m or 500ms; ValueError when invalid."""
     parts = _PART.findall(text)
     if not parts or "".join(a + b for a, b in parts) != text:
         raise ValueError(f"invalid duration {text!r}")
     return float(sum(int(n) * _UNITS[u] for n, u in parts))
 
 
-def cel_duration(expr: str) -> str:
-    """A CEL expression turning the string `expr` (our grammar) into a CEL duration.
-    CEL's duration() takes Go syntax, which has no days: `2d12h` becomes `48h12h`."""
-    return (
-        f"duration({expr}.contains('d') ? "
-        f"string(int({expr}.split('d')[0]) * 24) + 'h' + {expr}.split('d')[1] : {expr})"
-    )
-
-
 def cel_bounds(field: str, minimum: str, maximum: str) -> dict[str, str]:
     """The CEL rule (on the parent object) that keeps `field` within [minimum, maximum].
     A field named like a CEL keyword (`for`) is `__for__` in CEL."""
     name = f"__{field}__" if field in _CEL_RESERVED else field
-    value = cel_duration(f"self.{name}")
+    value = f"duration(self.{name})"
     return {
-        "rule": f"!has(self.{name}) || ({value} >= duration('{_go(minimum)}') "
-        f"&& {value} <= duration('{_go(maximum)}'))",
+        "rule": f"!has(self.{name}) || ({value} >= duration('{minimum}') "
+        f"&& {value} <= duration('{maximum}'))",
         "message": f"{field} must be between {minimum} and {maximum}",
         "fieldPath": f".{field}",
     }
-
-
-def _go(text: str) -> str:
-    """Our duration in Go syntax (no days), for CEL literals."""
-    days, _, rest = text.rpartition("d") if "d" in text else ("", "", text)
-    return (f"{int(days) * 24}h" if days else "") + rest or "0s"
 
 
 def within(field: str, minimum: str, maximum: str) -> Callable[[str], str]:

@@ -29,9 +29,9 @@ from modelops_api.kind import Resource
 from modelops_api.status import BaseStatus, JobRef, Phase
 from modelops_api.storage import S3T_NEEDS_FILESYSTEM
 
-ForDuration = Annotated[Duration, AfterValidator(within("for", "0s", "7d"))]
-IntervalDuration = Annotated[Duration, AfterValidator(within("interval", "1s", "1d"))]
-CooldownDuration = Annotated[Duration, AfterValidator(within("cooldown", "0s", "30d"))]
+ForDuration = Annotated[Duration, AfterValidator(within("for", "0s", "168h"))]
+IntervalDuration = Annotated[Duration, AfterValidator(within("interval", "1s", "24h"))]
+CooldownDuration = Annotated[Duration, AfterValidator(within("cooldown", "0s", "720h"))]
 TimeoutDuration = Annotated[Duration, AfterValidator(within("timeout", "100ms", "5m"))]
 Threshold = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -155,9 +155,9 @@ class DriftTrigger(ApiModel):
             "set at most one of bearerTokenSecretRef and basicAuth",
             ".basicAuth",
         ),
-        cel_bounds("for", "0s", "7d"),
-        cel_bounds("interval", "1s", "1d"),
-        cel_bounds("cooldown", "0s", "30d"),
+        cel_bounds("for", "0s", "168h"),
+        cel_bounds("interval", "1s", "24h"),
+        cel_bounds("cooldown", "0s", "720h"),
         cel_bounds("timeout", "100ms", "5m"),
     )
 
@@ -175,11 +175,11 @@ class DriftTrigger(ApiModel):
     for_: ForDuration = Field(
         "5m",
         alias="for",
-        description="How long the value must hold past fireThreshold, continuously (0s to 7d).",
+        description="How long the value must hold past fireThreshold, continuously (0s to 168h).",
     )
-    interval: IntervalDuration = Field("1m", description="Evaluation interval (1s to 1d).")
+    interval: IntervalDuration = Field("1m", description="Evaluation interval (1s to 24h).")
     cooldown: CooldownDuration = Field(
-        "1h", description="No new run for this long after one starts (0s to 30d)."
+        "1h", description="No new run for this long after one starts (0s to 720h)."
     )
     no_data: Literal["ignore", "trigger", "error"] = Field(
         "ignore", description="What an empty result or NaN does."

@@ -91,8 +91,9 @@ class Reconciler:
             entry.body = body
             if interval is None:
                 entry.next_drift = None
-            elif entry.next_drift is None:
-                entry.next_drift = now
+            elif entry.next_drift is None or entry.next_drift > now + interval:
+                # New, or the interval was shortened: do not wait out the old one.
+                entry.next_drift = now if entry.next_drift is None else now + interval
                 self._wake.set()
 
     def forget(self, kind: str, namespace: str, name: str) -> None:

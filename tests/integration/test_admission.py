@@ -170,13 +170,14 @@ INVALID = [
         for field, value in [
             ("interval", "0ms"),
             ("interval", "500ms"),
-            ("interval", "2d"),
+            ("interval", "25h"),
             ("timeout", "0s"),
             ("timeout", "10m"),
-            ("for", "8d"),
-            ("cooldown", "31d"),
-            ("cooldown", "99999999999999999999d"),
-            ("for", "1s1d"),
+            ("for", "169h"),
+            ("cooldown", "721h"),
+            ("cooldown", "99999999999999999999h"),
+            ("cooldown", "2d"),
+            ("for", "1s1h"),
         ]
     ],
     (
@@ -278,10 +279,16 @@ VALID_TRIGGERS = [
         "drift-bounds",
         {
             "type": "drift",
-            "drift": {**PROM, "for": "0s", "interval": "1s", "cooldown": "30d", "timeout": "100ms"},
+            "drift": {
+                **PROM,
+                "for": "0s",
+                "interval": "1s",
+                "cooldown": "720h",
+                "timeout": "100ms",
+            },
         },
     ),
-    ("drift-days", {"type": "drift", "drift": {**PROM, "for": "7d", "interval": "1d"}}),
+    ("drift-max", {"type": "drift", "drift": {**PROM, "for": "168h", "interval": "24h"}}),
 ]
 
 

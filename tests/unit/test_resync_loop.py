@@ -104,3 +104,12 @@ def test_a_failing_evaluation_is_reported_counted_and_retried_with_backoff(monke
         {"namespace": "ns", "name": "d", "kind": "ModelAdaptation"},
     )
     assert after - (before or 0) == 3
+
+
+def test_a_shortened_interval_takes_effect_at_once():
+    rec = Recorder()
+    rec.track(drift_body("1h"))
+    rec.index[("ModelAdaptation", "ns", "d")].next_drift = time.monotonic() + 3600
+    rec.track(drift_body("1s"))
+    asyncio.run(run_loop(rec, 2.5))
+    assert len(rec.calls["d"]) >= 2

@@ -242,3 +242,62 @@ def test_oneshot_clears_retries_and_completion_it_no_longer_claims():
     assert patch["results"] is None
     merged = apply_merge_patch(res.status, patch)
     assert merged["phase"] == "Running" and "retries" not in merged
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [("x" * 5000, "QueryFailed"), ("é" * 3000, "PrometheusUnreachable"), ("", "QueryFailed")],
+    ids=["5000-chars", "multibyte", "empty"],
+)
+def test_an_error_longer_than_the_status_field_allows_is_bounded(error, reason):
+    """issue 11: an error text longer than the status field allows made the write fail."""
+    outcome = QueryOutcome(NOW, error=error, error_reason=reason)
+    actions, status = step({}, outcome)  # step() validates against the status model
+    assert len(status["drift"]["lastError"]) <= 1024
+    assert all(len(c["message"]) <= 2048 for c in status["conditions"])
+    assert all(len(a.message) <= 1024 for a in actions if isinstance(a, RecordEvent))
+
+
+NAN_RESULT = (
+    '{"ok": true, "reason": "Succeeded", "message": "", "artifact": {"uri": "pvc://m/out"},'
+    ' "results": {"retrainedPerplexity": Infinity, "densePerplexity": NaN, "newLoss": NaN}}'
+)
+
+
+def finished(name):
+    from modelops_operator.reconcile.observed import PodTermination
+
+    return JobView(
+        name,
+        conditions={"Complete": ("True", "", "")},
+        terminations=(PodTermination("p", 0, NAN_RESULT),),
+    )
+
+
+def test_a_job_result_with_nan_never_breaks_the_one_shot_status_write():
+    """A Job may report NaN or Infinity (Python's json writes them); the status must
+    still be strict JSON, or the resource is stuck."""
+    res = ResourceView(
+        "PruneRetrain",
+        "r",
+        "ns",
+        "u",
+        1,
+        ONESHOT,
+        {"jobRef": {"name": "r-prune", "namespace": "ns"}},
+    )
+    actions = plan(Observed(res, jobs={"r-prune": finished("r-prune")}), CONFIG, NOW)
+    patch = next(a for a in actions if isinstance(a, PatchStatus)).patch
+    json.dumps(patch, allow_nan=False)
+    merged = apply_merge_patch(res.status, patch)
+    assert merged["phase"] == "Succeeded"
+    kind_info("PruneRetrain").status.model_validate(merged)
+
+
+def test_a_run_result_with_nan_is_written_as_text():
+    spec = {**SPEC, "trigger": {"type": "manual"}}
+    _, status = step({}, spec=spec)
+    assert status["activeRun"] == 1
+    _, status = step(status, jobs={"r-adapt-1": finished("r-adapt-1")}, spec=spec)
+    results = status["runs"][0]["results"]
+    assert results["newLoss"] == "NaN" and results["retrainedPerplexity"] == "+Inf"

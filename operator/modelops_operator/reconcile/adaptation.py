@@ -41,7 +41,7 @@ from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import Observed
 from modelops_operator.reconcile.oneshot import identity, invalid_spec_plan, spec_error_message
 from modelops_operator.reconcile.policy import cleared_conditions, refusal, refused_conditions
-from modelops_operator.reconcile.status_patch import status_patch
+from modelops_operator.reconcile.status_patch import non_finite_as_text, status_patch
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -150,7 +150,7 @@ def plan_adaptation(
                     job.completion_time or now
                 )
                 if outcome.result is not None:
-                    results = dict(outcome.result.results)
+                    results = non_finite_as_text(dict(outcome.result.results))
                     if outcome.result.artifact is not None:
                         results["artifact"] = outcome.result.artifact.to_wire()
                         if outcome.phase == Phase.SUCCEEDED:
@@ -292,12 +292,13 @@ def plan_adaptation(
     )
     conds = latest_run_conditions(conds, kept, now, gen)
     ready = phase in (Phase.SUCCEEDED.value, Phase.IDLE.value) and drift_failure is None
+    failing = drift_failure is not None and active is None
     conds = set_condition(
         conds,
         "Ready",
         "True" if ready else "False",
-        "DriftEvaluationFailing" if drift_failure and active is None else phase,
-        drift_failure or desired.get("message", phase) or phase,
+        "DriftEvaluationFailing" if failing else phase,
+        (drift_failure if failing else None) or desired.get("message", phase) or phase,
         now,
         gen,
     )

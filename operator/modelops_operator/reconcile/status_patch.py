@@ -10,14 +10,33 @@ with no nulls inside them. `apply_merge_patch` is the server's side, for the
 operator's own bookkeeping and for tests.
 """
 
+import math
 from typing import Any
 
 
+def _finite(value: Any) -> bool:
+    return not (isinstance(value, float) and not math.isfinite(value))
+
+
 def _strip_none(value: Any) -> Any:
+    """No nulls inside (they would mean "remove" in a merge patch, or be invalid in a
+    list), and no NaN or ±Inf anywhere (JSON cannot carry them: the write would fail)."""
     if isinstance(value, dict):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+        return {k: _strip_none(v) for k, v in value.items() if v is not None and _finite(v)}
     if isinstance(value, list):
-        return [_strip_none(v) for v in value]
+        return [_strip_none(v) for v in value if v is not None and _finite(v)]
+    return value
+
+
+def non_finite_as_text(value: Any) -> Any:
+    """Free-form data (a run's results) with NaN and ±Inf written as "NaN", "+Inf",
+    "-Inf": explicit, and valid JSON. Typed fields never hold them (the models refuse)."""
+    if isinstance(value, dict):
+        return {k: non_finite_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [non_finite_as_text(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
     return value
 
 
@@ -25,10 +44,10 @@ def _diff_object(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
     """The merge patch turning `current` into exactly `desired`."""
     out: dict[str, Any] = {}
     for key in current:
-        if desired.get(key) is None and current[key] is not None:
+        if (desired.get(key) is None or not _finite(desired[key])) and current[key] is not None:
             out[key] = None
     for key, value in desired.items():
-        if value is None:
+        if value is None or not _finite(value):
             continue
         old = current.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
