@@ -51,7 +51,8 @@ def _uri_list(kind_spec_schema: dict[str, Any]) -> str:
         )
         field = "spec." + ".".join(path)
         parts.append(
-            f"({guards} ? [{{'field': '{field}', 'uri': variables.spec.{'.'.join(path)}}}] : [])"
+            f"({guards} ? [{{'field': '{field}', "
+            f"'uri': string(variables.spec.{'.'.join(path)})}}] : [])"
         )
     return " + ".join(parts) if parts else "[]"
 

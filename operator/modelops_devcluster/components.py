@@ -29,10 +29,12 @@ DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "clusterrole-aggregation-controller",
     "deployment-controller",
     "replicaset-controller",
+    "validatingadmissionpolicy-status-controller",
 )
 """The kube-controller-manager controllers started by default: what the operator's
-Jobs, owner references, namespaces, ServiceAccounts, aggregated ClusterRoles and
-the chart's Deployment need. `("*",)` starts all of them; the control plane then
+Jobs, owner references, namespaces, ServiceAccounts, aggregated ClusterRoles,
+the chart's Deployment and its ValidatingAdmissionPolicy (type checking, in status)
+need. `("*",)` starts all of them; the control plane then
 takes ~8s instead of ~3s to come up (2 cores), each controller getting its own
 ServiceAccount and token first."""
 

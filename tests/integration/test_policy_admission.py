@@ -119,7 +119,12 @@ def test_the_generated_policy_type_checks(kube_api, bound):
         for p in adm.list_validating_admission_policy().items
         if p.metadata.name.startswith("modelops-test-")
     )
-    status = adm.read_validating_admission_policy(name).status
+    status = poll_until(
+        "the API server type-checked the policy",
+        lambda: (lambda st: st if st and st.type_checking is not None else None)(
+            adm.read_validating_admission_policy(name).status
+        ),
+    )
     warnings = (status.type_checking.expression_warnings or []) if status.type_checking else []
     assert [(w.field_ref, w.warning) for w in warnings] == []
 

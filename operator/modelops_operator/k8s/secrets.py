@@ -45,22 +45,23 @@ class SecretReader:
         """The Secret's labels (metadata only), or None when it does not exist."""
 
         def call() -> Any:
-            return cast(Any, self.api).call_api(
-                "/api/v1/namespaces/{namespace}/secrets/{name}",
+            api = cast(Any, self.api)
+            request = api.param_serialize(
                 "GET",
+                "/api/v1/namespaces/{namespace}/secrets/{name}",
                 path_params={"namespace": namespace, "name": name},
                 header_params={"Accept": _METADATA_ONLY},
                 auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
             )
+            response = api.call_api(*request)
+            response.read()
+            return response
 
-        try:
-            response = await asyncio.to_thread(call)
-        except ApiException as exc:
-            if exc.status in (403, 404):
-                return None
-            raise
+        response = await asyncio.to_thread(call)
+        if response.status in (403, 404):
+            return None
+        if response.status >= 400:
+            raise ApiException(status=response.status, reason=response.reason)
         labels: dict[str, str] = json.loads(response.data)["metadata"].get("labels") or {}
         return labels
 
