@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import kopf
 from prometheus_client import start_http_server
 
-from modelops_operator import metrics
+from modelops_operator import failures, metrics
 from modelops_operator.config import OperatorConfig
 from modelops_operator.handlers import jobs, lifecycle, resources
 from modelops_operator.k8s.client import load_api_client
@@ -41,6 +41,7 @@ async def operate(
     liveness: bool = True,
     tick: float = 1.0,
 ) -> None:
+    failures.install_log_filters()
     registry, _ = build(config, kubeconfig, tick)
     liveness_endpoint = (
         f"http://0.0.0.0:{config.health_port}/healthz" if liveness and config.health_port else None
