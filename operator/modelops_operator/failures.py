@@ -155,9 +155,25 @@ class QuietRetries(logging.Filter):
         return True
 
 
+class QuietUrllib3Retries(logging.Filter):
+    """urllib3 warns once per retried request ("Retrying (Retry(total=2...)) after
+    connection broken"): three lines per API call while the server is down. The call's
+    final failure is classified and logged (rate-limited) by the reconciler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.getMessage().startswith("Retrying"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def install_log_filters() -> None:
     """Attach QuietRetries to every kopf logger (kopf's API client logs its retries on
-    the logger of whichever module or object made the request)."""
+    the logger of whichever module or object made the request), and QuietUrllib3Retries
+    to urllib3's connection pool logger."""
+    pool = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, QuietUrllib3Retries) for f in pool.filters):
+        pool.addFilter(QuietUrllib3Retries())
     import kopf  # noqa: F401 - its modules create their loggers on import
 
     names = [n for n in logging.Logger.manager.loggerDict if n == "kopf" or n.startswith("kopf.")]

@@ -64,6 +64,9 @@ def run(config: OperatorConfig | None = None, kubeconfig: str | None = None) -> 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # kopf logs "Handler ... succeeded." at INFO for every watch event of every
+    # resource: thousands of lines a minute at scale, and no news.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     start_http_server(config.metrics_port, registry=metrics.REGISTRY)
     asyncio.run(operate(config, kubeconfig))
 
