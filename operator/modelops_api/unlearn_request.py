@@ -21,6 +21,7 @@ SampleID = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", min_length=1, max_length=128)
 ]
 MAX_INLINE_IDS = 1000
+SCHEMA_MAX_IDS = 100 * MAX_INLINE_IDS
 
 
 class SSDSpec(ApiModel):
@@ -88,6 +89,10 @@ class UnlearnRequestSpec(JobTemplate):
     sample_ids: list[SampleID] | None = Field(
         None,
         max_length=MAX_INLINE_IDS,
+        # The API server checks maxItems before CEL rules and then skips them: a schema
+        # bound far above the inline limit lets the rule above answer, naming samplesUri
+        # (a longer list hits the API server's request size limit first).
+        json_schema_extra={"maxItems": SCHEMA_MAX_IDS},
         description=(
             f"IDs of the samples to forget (the dataset's idField), at most {MAX_INLINE_IDS};"
             " use samplesUri for more."

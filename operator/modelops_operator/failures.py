@@ -133,3 +133,51 @@ def error_plan(
     conds = set_condition(conditions, "Ready", "False", REASON, message, now, generation)
     patch: dict[str, Any] = {"conditions": conds, "message": message}
     return [PatchStatus(patch), RecordEvent("Warning", REASON, message)]
+
+
+class QuietRetries(logging.Filter):
+    """kopf logs each retried request at ERROR ("Request attempt #1/9 failed; will
+    retry"): at start-up `429 storage is (re)initializing` (harmless, alarming), during
+    an outage one line per watch per attempt. A retry that will happen is INFO for a
+    429 and WARNING otherwise; the final, escalated failure stays an ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        if "will retry" not in message:
+            return True
+        busy = "429" in message or "TooManyRequests" in message or "initializing" in message
+        record.levelno = logging.INFO if busy else logging.WARNING
+        record.levelname = logging.getLevelName(record.levelno)
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+class QuietUrllib3Retries(logging.Filter):
+    """urllib3 warns once per retried request ("Retrying (Retry(total=2...)) after
+    connection broken"): three lines per API call while the server is down. The call's
+    final failure is classified and logged (rate-limited) by the reconciler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.getMessage().startswith("Retrying"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def install_log_filters() -> None:
+    """Attach QuietRetries to every kopf logger (kopf's API client logs its retries on
+    the logger of whichever module or object made the request), and QuietUrllib3Retries
+    to urllib3's connection pool logger."""
+    pool = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, QuietUrllib3Retries) for f in pool.filters):
+        pool.addFilter(QuietUrllib3Retries())
+    import kopf  # noqa: F401 - its modules create their loggers on import
+
+    names = [n for n in logging.Logger.manager.loggerDict if n == "kopf" or n.startswith("kopf.")]
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietRetries) for f in logger.filters):
+            logger.addFilter(QuietRetries())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import kopf
 from prometheus_client import start_http_server
 
-from modelops_operator import metrics
+from modelops_operator import failures, metrics
 from modelops_operator.config import OperatorConfig
 from modelops_operator.handlers import jobs, lifecycle, resources
 from modelops_operator.k8s.client import load_api_client
@@ -41,6 +41,7 @@ async def operate(
     liveness: bool = True,
     tick: float = 1.0,
 ) -> None:
+    failures.install_log_filters()
     registry, _ = build(config, kubeconfig, tick)
     liveness_endpoint = (
         f"http://0.0.0.0:{config.health_port}/healthz" if liveness and config.health_port else None
@@ -63,6 +64,9 @@ def run(config: OperatorConfig | None = None, kubeconfig: str | None = None) -> 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # kopf logs "Handler ... succeeded." at INFO for every watch event of every
+    # resource: thousands of lines a minute at scale, and no news.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     start_http_server(config.metrics_port, registry=metrics.REGISTRY)
     asyncio.run(operate(config, kubeconfig))
 

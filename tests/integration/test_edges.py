@@ -63,9 +63,12 @@ def _race_once(api, namespace, wait_for, body, spec_patch) -> bool:
         failed = wait_for(
             f"{name} SpecChanged",
             lambda: (
-                (c := condition(get(api, namespace, kind, name), "SpecChanged"))
-                and c["status"] == "True"
-                and c
+                (
+                    (c := condition(get(api, namespace, kind, name), "SpecChanged"))
+                    and c["status"] == "True"
+                    and c
+                )
+                or None
             ),
         )
         assert str(ran) in failed["message"]
@@ -107,32 +110,94 @@ def test_long_names_reconcile(kube_api, namespace, operator, wait_for, length):
     )
 
 
+def _deny_jobs(api, namespace):
+    """A ValidatingAdmissionPolicy that refuses every Job in `namespace`: an error the
+    API server keeps returning, as a policy, webhook or quota would."""
+    admission = client.AdmissionregistrationV1Api(api)
+    name = f"deny-jobs-{namespace}"
+    admission.create_validating_admission_policy(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["batch"],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["jobs"],
+                        }
+                    ]
+                },
+                "validations": [{"expression": "false", "message": "no Jobs in this namespace"}],
+            },
+        }
+    )
+    admission.create_validating_admission_policy_binding(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                },
+            },
+        }
+    )
+    return name
+
+
+def _job_refused(api, namespace):
+    job = {
+        "metadata": {"name": "probe"},
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}
+            }
+        },
+    }
+    try:
+        client.BatchV1Api(api).create_namespaced_job(namespace, job, dry_run="All")
+    except ApiException as exc:
+        return True if exc.status in (400, 403, 422) else None
+    return None
+
+
 def test_a_reconcile_error_shows_on_the_resource_and_clears(
     kube_api, namespace, operator, wait_for
 ):
-    """Any error the API server keeps returning (here: a quota that admits no Job) is a
+    """Any error the API server keeps returning (here: a policy that admits no Job) is a
     `Ready=False` condition with reason ReconcileError and a Warning Event, not only a
     log line; once the cause is gone the request proceeds."""
     core = client.CoreV1Api(kube_api)
-    quota = {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}}
-    core.create_namespaced_resource_quota(namespace, quota)
-    create(kube_api, namespace, prune("quota"))
-    ready = wait_for(
-        "Ready=False ReconcileError",
-        lambda: (
-            (c := condition(get(kube_api, namespace, "PruneRetrain", "quota"), "Ready"))
-            and c["reason"] == "ReconcileError"
-            and c
-        ),
-    )
-    assert ready["status"] == "False" and "quota" in ready["message"], ready
-    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=quota")
-    assert any(e.type == "Warning" and e.reason == "ReconcileError" for e in events.items)
-    core.delete_namespaced_resource_quota("no-jobs", namespace)
+    admission = client.AdmissionregistrationV1Api(kube_api)
+    policy = _deny_jobs(kube_api, namespace)
+    try:
+        wait_for("the policy in force", lambda: _job_refused(kube_api, namespace))
+        create(kube_api, namespace, prune("denied"))
+        ready = wait_for(
+            "Ready=False ReconcileError",
+            lambda: (
+                (
+                    (c := condition(get(kube_api, namespace, "PruneRetrain", "denied"), "Ready"))
+                    and c["reason"] == "ReconcileError"
+                    and c
+                )
+                or None
+            ),
+        )
+        assert ready["status"] == "False" and "no Jobs in this namespace" in ready["message"]
+        events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=denied")
+        assert any(e.type == "Warning" and e.reason == "ReconcileError" for e in events.items)
+    finally:
+        admission.delete_validating_admission_policy_binding(policy)
+        admission.delete_validating_admission_policy(policy)
     wait_for(
-        "phase Pending after the quota is gone",
+        "phase Pending once Jobs are admitted",
         lambda: (
-            get(kube_api, namespace, "PruneRetrain", "quota").get("status", {}).get("phase")
+            get(kube_api, namespace, "PruneRetrain", "denied").get("status", {}).get("phase")
             == "Pending"
             or None
         ),
@@ -166,7 +231,7 @@ def test_the_pod_runner_stops_a_deleted_pods_process(kube_api, namespace, wait_f
             "the pod runs",
             lambda: core.read_namespaced_pod("long", namespace).status.phase == "Running" or None,
         )
-        (proc,) = runner._procs.values()
+        (proc,) = wait_for("its process", lambda: list(runner._procs.values()) or None)
         core.delete_namespaced_pod("long", namespace)
         wait_for("the process stopped", lambda: proc.poll() is not None or None, timeout=30)
         wait_for("the runner noted it", lambda: runner.stopped == ["long"] or None)

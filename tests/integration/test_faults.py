@@ -242,8 +242,10 @@ def test_an_api_server_outage_logs_a_bounded_few_lines_and_recovers(
     text = path.read_text()
     during = text.encode()[before:].decode(errors="replace")
     lines = during.splitlines()
-    print(f"outage of {OUTAGE_S}s: {len(lines)} lines, {len(during)} bytes")
+    loud = [ln for ln in lines if " WARNING " in ln or " ERROR " in ln or " CRITICAL " in ln]
+    print(f"outage of {OUTAGE_S}s: {len(lines)} lines ({len(loud)} warnings or errors), "
+          f"{len(during)} bytes")  # fmt: skip
     assert "Traceback" not in during, during[-3000:]
     assert "Connection pool is full" not in text
-    assert len(during) < 40_000 and len(lines) < 200, during[-3000:]
-    assert "ApiUnavailable" in during or "failed" in during, "the outage is reported"
+    assert len(during) < 40_000 and len(loud) < 100, "\n".join(loud[-40:])
+    assert any("ApiUnavailable" in ln or "will retry" in ln for ln in loud), "outage reported"

@@ -111,3 +111,28 @@ def test_label_values_fit_63_characters(name, expected):
         assert value == expected
     else:
         assert value != label_value(name[:-1] + "z"), "distinct names give distinct values"
+
+
+def test_kopf_retry_lines_are_downgraded(caplog):
+    """Issue 12: `ERROR ... 429 storage is (re)initializing` at every start-up."""
+    failures.install_log_filters()
+    logger = logging.getLogger("kopf._cogs.clients.watching")
+    with caplog.at_level(logging.DEBUG):
+        logger.error(
+            "Request attempt #1/9 failed; will retry: GET /apis -> "
+            "APITooManyRequestsError('storage is (re)initializing', status=429)"
+        )
+        logger.error("Request attempt #1/9 failed; will retry: GET /apis -> ClientConnectorError")
+        logger.error("Request attempt #9/9 failed; escalating: GET /apis -> ClientConnectorError")
+    levels = [r.levelno for r in caplog.records if r.name == logger.name]
+    assert levels == [logging.INFO, logging.WARNING, logging.ERROR]
+
+
+def test_urllib3_retry_warnings_are_debug(caplog):
+    failures.install_log_filters()
+    pool = logging.getLogger("urllib3.connectionpool")
+    with caplog.at_level(logging.INFO):
+        pool.warning("Retrying (Retry(total=2)) after connection broken by 'refused': /apis")
+        pool.warning("Connection pool is full, discarding connection: 127.0.0.1")
+    messages = [r.getMessage() for r in caplog.records if r.name == pool.name]
+    assert messages == ["Connection pool is full, discarding connection: 127.0.0.1"]
