@@ -245,7 +245,8 @@ def upload(local: Path, uri: str, reporter: Reporter | None = None) -> None:
     with errors(loc, "starting the upload"):
         obstore.put(store, loc.child(MARKER), json.dumps({"uri": uri}).encode())
     files = sorted(p for p in local.rglob("*") if p.is_file() and p != manifest)
-    progress = Progress(reporter, "upload", len(files) + 1, sum(p.stat().st_size for p in files))
+    size = sum(p.stat().st_size for p in files) + manifest.stat().st_size
+    progress = Progress(reporter, "upload", len(files) + 1, size)
     chunk = part_size()
 
     def one(path: Path) -> None:

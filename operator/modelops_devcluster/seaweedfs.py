@@ -106,6 +106,7 @@ class SeaweedS3:
             "-master.volumeSizeLimitMB=256",
             "-master.telemetry=false",  # no usage reports: nothing leaves the machine
             "-volume.max=0",
+            "-volume.preStopSeconds=0",
             "-filer",
             "-s3",
             "-s3.port.iceberg=0",
@@ -143,7 +144,7 @@ class SeaweedS3:
 
     def stop(self) -> None:
         if self.process is not None:
-            stop_all([self.process])
+            stop_all([self.process], timeout=3.0)  # its data is scratch: no need to wait
             self.process = None
 
     def __enter__(self) -> SeaweedS3:
