@@ -120,12 +120,12 @@ def test_cache_hit_and_resume_after_a_partial_download(
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     # a pod killed half-way: one file missing, one truncated, one corrupted (same size)
     shards = sorted(first.glob("model-*.safetensors"))
-    (first / transfer.COMPLETE).unlink()
+    transfer.complete_marker(first).unlink()
     shards[0].unlink()
     shards[1].write_bytes(shards[1].read_bytes()[:100])
     shards[2].write_bytes(bytes(len(shards[2].read_bytes())))
     again = resolver.local_path(uri)
-    assert again == first and (first / transfer.COMPLETE).exists()
+    assert again == first and transfer.complete_marker(first).exists()
     assert digests(again) == {
         **digests(sharded_model),
         "manifest.json": digests(again)["manifest.json"],
