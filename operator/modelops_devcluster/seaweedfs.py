@@ -57,6 +57,14 @@ def weed_binary() -> Path:
     return path
 
 
+def weed_version() -> str:
+    """`weed version`'s line (e.g. for a benchmark's record of what it measured)."""
+    import subprocess
+
+    out = subprocess.run([str(weed_binary()), "version"], capture_output=True, text=True)
+    return (out.stdout.strip().splitlines() or ["unknown"])[0]
+
+
 class SeaweedS3:
     """One `weed server -s3` on free loopback ports, with an access key pair."""
 
