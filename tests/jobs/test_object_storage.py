@@ -88,6 +88,9 @@ def test_sharded_model_round_trips_with_identical_digests(
     out.publish(reporter)
     assert transfer.is_complete(uri)
     assert not any(k.endswith(transfer.MARKER) for k in keys_under(uri))
+    store, loc = store_for(uri)
+    blob = objectstore.head(store, loc, loc.child("blob.bin"))
+    assert blob is not None and str(blob["e_tag"]).strip('"').endswith("-2")  # 2 parts
 
     local = resolver.local_path(uri, reporter=reporter)
     assert digests(local) == {
