@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from modelops_devcluster.seaweedfs import SeaweedS3, pinned_version
+from modelops_devcluster.seaweedfs import SeaweedS3, weed_version
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"
@@ -92,7 +92,7 @@ def run(size_mb: int, shards: int) -> dict[str, object]:
         mb = total / 1e6
         return {
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-            "seaweedfs": pinned_version(),
+            "seaweedfs": weed_version(),
             "bytes": total,
             "files": shards + 2,
             "part_size_mb": 64,
@@ -114,7 +114,7 @@ def run(size_mb: int, shards: int) -> dict[str, object]:
 def markdown(r: dict[str, object], command: str) -> str:
     return f"""## Object storage (s3://) throughput
 
-Machine: {r["machine"]}; SeaweedFS `{r["seaweedfs"]}` on 127.0.0.1 (same machine, same
+Machine: {r["machine"]}; SeaweedFS (`{r["seaweedfs"]}`) on 127.0.0.1 (same machine, same
 disk). Command: `{command}`. A {int(r["bytes"]) / 1e9:.2f} GB model of {r["files"]} files
 (safetensors-sized shards + index + config), published through `storage.Output.publish`
 (multipart, {r["part_size_mb"]} MiB parts, manifest last) and fetched through

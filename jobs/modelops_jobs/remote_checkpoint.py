@@ -32,7 +32,7 @@ class SyncedCheckpointer(Checkpointer):
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         for path in sorted(found.rglob("*")):
-            if path.is_file() and path.name != transfer.COMPLETE:
+            if path.is_file():
                 rel = path.relative_to(found)
                 target = self.directory / rel
                 if not target.exists():

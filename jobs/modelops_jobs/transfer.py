@@ -41,6 +41,7 @@ from modelops_jobs.reporting import Reporter
 
 MANIFEST = "manifest.json"
 COMPLETE = ".complete"
+"""Suffix of the marker beside a finished download directory (never inside it)."""
 MARKER = ".modelops-upload"
 """Written first by an upload and removed after its manifest: 'this prefix is ours'."""
 WORKERS = int(os.environ.get("MODELOPS_TRANSFER_WORKERS", "8"))
@@ -134,7 +135,7 @@ def download(uri: str, cache_root: Path, reporter: Reporter | None = None) -> Pa
         listing = sorted((o["path"], o["size"], o.get("e_tag")) for o in objects)
         key = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     dest = base / key[:24]
-    if (dest / COMPLETE).is_file():
+    if complete_marker(dest).is_file():
         return dest
     progress = Progress(reporter, "download", len(objects), sum(o["size"] for o in objects))
 
@@ -152,8 +153,12 @@ def download(uri: str, cache_root: Path, reporter: Reporter | None = None) -> Pa
         _parallel(objects, one)
     finally:
         progress.close()
-    (dest / COMPLETE).write_text(json.dumps({"uri": uri, "key": key}))
+    complete_marker(dest).write_text(json.dumps({"uri": uri, "key": key}))
     return dest
+
+
+def complete_marker(dest: Path) -> Path:
+    return dest.with_name(dest.name + COMPLETE)
 
 
 def _relative(loc: Location, key: str) -> str:
@@ -245,7 +250,8 @@ def upload(local: Path, uri: str, reporter: Reporter | None = None) -> None:
     with errors(loc, "starting the upload"):
         obstore.put(store, loc.child(MARKER), json.dumps({"uri": uri}).encode())
     files = sorted(p for p in local.rglob("*") if p.is_file() and p != manifest)
-    progress = Progress(reporter, "upload", len(files) + 1, sum(p.stat().st_size for p in files))
+    size = sum(p.stat().st_size for p in files) + manifest.stat().st_size
+    progress = Progress(reporter, "upload", len(files) + 1, size)
     chunk = part_size()
 
     def one(path: Path) -> None:

@@ -57,6 +57,14 @@ def weed_binary() -> Path:
     return path
 
 
+def weed_version() -> str:
+    """`weed version`'s line (e.g. for a benchmark's record of what it measured)."""
+    import subprocess
+
+    out = subprocess.run([str(weed_binary()), "version"], capture_output=True, text=True)
+    return (out.stdout.strip().splitlines() or ["unknown"])[0]
+
+
 class SeaweedS3:
     """One `weed server -s3` on free loopback ports, with an access key pair."""
 
@@ -106,6 +114,7 @@ class SeaweedS3:
             "-master.volumeSizeLimitMB=256",
             "-master.telemetry=false",  # no usage reports: nothing leaves the machine
             "-volume.max=0",
+            "-volume.preStopSeconds=0",
             "-filer",
             "-s3",
             "-s3.port.iceberg=0",
@@ -143,7 +152,7 @@ class SeaweedS3:
 
     def stop(self) -> None:
         if self.process is not None:
-            stop_all([self.process])
+            stop_all([self.process], timeout=3.0)  # its data is scratch: no need to wait
             self.process = None
 
     def __enter__(self) -> SeaweedS3:

@@ -88,6 +88,9 @@ def test_sharded_model_round_trips_with_identical_digests(
     out.publish(reporter)
     assert transfer.is_complete(uri)
     assert not any(k.endswith(transfer.MARKER) for k in keys_under(uri))
+    store, loc = store_for(uri)
+    blob = objectstore.head(store, loc, loc.child("blob.bin"))
+    assert blob is not None and str(blob["e_tag"]).strip('"').endswith("-2")  # 2 parts
 
     local = resolver.local_path(uri, reporter=reporter)
     assert digests(local) == {
@@ -99,7 +102,9 @@ def test_sharded_model_round_trips_with_identical_digests(
     phases = {e.phase for e in events if e.step is not None}
     assert {"upload", "download"} <= phases
     last_upload = [e for e in events if e.phase == "upload" and e.step is not None][-1]
-    assert last_upload.step == last_upload.total == len(shards) + 4  # + index, tokenizer x2, blob
+    files = len([p for p in sharded_model.iterdir() if p.is_file()])
+    assert last_upload.step == last_upload.total == files + 1  # + manifest.json
+    assert last_upload.metrics["bytes"] == last_upload.metrics["total_bytes"]
     # the published model loads as a model
     from modelops_jobs.modelio import load_causal_lm
 
@@ -118,12 +123,12 @@ def test_cache_hit_and_resume_after_a_partial_download(
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     # a pod killed half-way: one file missing, one truncated, one corrupted (same size)
     shards = sorted(first.glob("model-*.safetensors"))
-    (first / transfer.COMPLETE).unlink()
+    transfer.complete_marker(first).unlink()
     shards[0].unlink()
     shards[1].write_bytes(shards[1].read_bytes()[:100])
     shards[2].write_bytes(bytes(len(shards[2].read_bytes())))
     again = resolver.local_path(uri)
-    assert again == first and (first / transfer.COMPLETE).exists()
+    assert again == first and transfer.complete_marker(first).exists()
     assert digests(again) == {
         **digests(sharded_model),
         "manifest.json": digests(again)["manifest.json"],
