@@ -574,9 +574,23 @@ def test_namespaced_release_with_peering(
             ),
             "list Secrets in its own namespace": lambda: sa_core.list_namespaced_secret(team_a),
             "list Secrets in the release namespace": lambda: sa_core.list_namespaced_secret(rel_ns),
+            "read a namespace it does not serve": lambda: sa_core.read_namespace(team_b),
+            "read another ModelOpsPolicy of the release namespace": lambda: (
+                sa_custom.get_namespaced_custom_object(
+                    GROUP, VERSION, rel_ns, "modelopspolicies", "other"
+                )
+            ),
         }
         statuses = {what: forbidden(call) for what, call in refused.items()}
         assert statuses == dict.fromkeys(refused, 403)
+        # What the policy check needs, and gets: the served namespace's labels, its
+        # ModelOpsPolicy objects, and the installation default by name.
+        assert sa_core.read_namespace(team_a).metadata.name == team_a
+        sa_custom.list_namespaced_custom_object(GROUP, VERSION, team_a, "modelopspolicies")
+        default = sa_custom.get_namespaced_custom_object(
+            GROUP, VERSION, rel_ns, "modelopspolicies", f"{release}-modelops"
+        )
+        assert default["spec"]["allowedImages"][0] == "modelops-jobs"
     finally:
         api.close()
     helm("uninstall", release, "-n", rel_ns)

@@ -17,6 +17,8 @@ value. Every route of the issue is tried:
   the allowed image with the unrelated Secret as model token;
 - a resource admitted while the policy allowed it is refused by the operator once the
   policy is tightened: no Job, no query.
+- a namespace labelled modelops.dev/policy=namespace is governed by its own
+  ModelOpsPolicy instead of the default, at admission and in the operator.
 
 The stub Prometheus records every request: it must receive no credential. The Secret's
 value (plain and base64) must be absent from every ConfigMap, resource status, Event,
@@ -113,16 +115,18 @@ def platform_policy(kube_api, tenant_ns: str, prom_url: str) -> Iterator[str]:
         GROUP, VERSION, platform, POLICY_PLURAL, policy_body(prom_url, [JOBS_IMAGE])
     )
     vap = validating_admission_policy(f"modelops-tenant-{run}")
-    default, _ = bindings("default", platform, vap["metadata"]["name"])
-    default["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"].append(
-        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [tenant_ns]}
-    )
+    both = bindings("default", platform, vap["metadata"]["name"])
     adm.create_validating_admission_policy(vap)
-    adm.create_validating_admission_policy_binding(default)
+    for binding in both:
+        binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"].append(
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [tenant_ns]}
+        )
+        adm.create_validating_admission_policy_binding(binding)
     try:
         yield platform
     finally:
-        adm.delete_validating_admission_policy_binding(default["metadata"]["name"])
+        for binding in both:
+            adm.delete_validating_admission_policy_binding(binding["metadata"]["name"])
         adm.delete_validating_admission_policy(vap["metadata"]["name"])
         core.delete_namespace(platform)
 
@@ -393,3 +397,42 @@ def test_a_resource_admitted_before_the_policy_was_tightened_is_refused(
             )
             poll_until("the drift query with its credential", lambda: prom.authorizations or None)
         assert f"Bearer {token}" in prom.authorizations
+
+
+def test_a_namespace_policy_replaces_the_installation_default(
+    kube_api, control_plane, crds_installed, namespace
+):
+    """The platform team gives one namespace its own ModelOpsPolicy and labels the
+    namespace: admission and the operator both switch to it (it replaces the default,
+    it is not merged with it)."""
+    ns = namespace
+    core = client.CoreV1Api(kube_api)
+    team_image = "registry.team.example/jobs"
+    with platform_policy(kube_api, ns, "http://prom.monitoring:9090") as platform:
+        poll_until(
+            "the default policy is in force",
+            lambda: (
+                None if _admitted_dry_run(kube_api, ns, prune(image=f"{team_image}:1")) else True
+            ),
+        )
+        local = policy_body("http://prom.team:9090", ["registry.team.example/"])
+        client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+            GROUP, VERSION, ns, POLICY_PLURAL, local
+        )
+        core.patch_namespace(ns, {"metadata": {"labels": {"modelops.dev/policy": "namespace"}}})
+        poll_until(
+            "the namespace's policy is in force",
+            lambda: (
+                True if _admitted_dry_run(kube_api, ns, prune(image=f"{team_image}:1")) else None
+            ),
+        )
+        message = refusal_of(
+            kube_api, ns, "PruneRetrain", "default-image", prune(image=f"{JOBS_IMAGE}:test")
+        )
+        assert "ModelOpsPolicy rule allowedImages" in message, "replaced, not merged"
+        create_as(kube_api, ns, "PruneRetrain", "team", prune(image=f"{team_image}:1"))
+        with operator_with_policy(control_plane, ns, platform):
+            poll_until(
+                "the Job of the resource the namespace's policy allows",
+                lambda: job_name("PruneRetrain", "team") in no_jobs(kube_api, ns) or None,
+            )
