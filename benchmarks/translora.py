@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import re
 import statistics
 import sys
@@ -46,8 +45,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "benchmarks"
-TASK_LETTERS = "abcdefgh"
-OTHER_LETTERS = "ijklmnopqrstuvwxyz"
 VALID_PROMPT = re.compile(r"^Shift: [a-h]( [a-h]){5}\nAnswer:$")
 
 
@@ -86,104 +83,14 @@ QUICK = Setup(
 )
 
 
-# -- the tiny world ----------------------------------------------------------------
-def letters(rng: random.Random, n: int, alphabet: str) -> str:
-    return " ".join(rng.choice(alphabet) for _ in range(n))
-
-
-def shift_pair(rng: random.Random) -> tuple[str, str]:
-    """A task sample: six letters from a-h, each shifted one step forward (h -> a)."""
-    body = letters(rng, 6, TASK_LETTERS)
-    shifted = [TASK_LETTERS[(TASK_LETTERS.index(c) + 1) % 8] for c in body.split()]
-    return f"Shift: {body}\nAnswer:", " " + " ".join(shifted)
-
-
-def noisy_prompt(rng: random.Random, words: list[str]) -> str:
-    """The scripted noisy prompt distribution the bases see in pre-training."""
-    r = rng.random()
-    if r < 0.45:
-        body = letters(rng, 6, TASK_LETTERS)
-    elif r < 0.65:
-        body = letters(rng, rng.choice([4, 5, 7, 8]), TASK_LETTERS)
-    elif r < 0.8:
-        body = letters(rng, 6, OTHER_LETTERS)
-    elif r < 0.9:
-        body = " ".join(rng.choice(words) for _ in range(6))
-    else:
-        body = " ".join(str(rng.randrange(10)) for _ in range(6))
-    return f"Shift: {body}\nAnswer:"
-
-
-def corpus(seed: int, documents: int) -> list[str]:
-    """Lists of noisy Shift prompts (35%), Copy exercises (55%), grammar (10%)."""
-    from modelops_jobs import tiny
-
-    rng = random.Random(seed)
-    sentences = tiny.grammar_corpus(600, seed=seed)
-    words = sorted({w.strip(".,").lower() for s in sentences for w in s.split()})
-    docs = []
-    for _ in range(documents):
-        r, k = rng.random(), rng.randint(2, 4)
-        if r < 0.35:
-            docs.append("\n\n".join(noisy_prompt(rng, words) for _ in range(k)))
-        elif r < 0.9:
-            bodies = [letters(rng, 6, TASK_LETTERS + "ijkl") for _ in range(k)]
-            docs.append("\n\n".join(f"Copy: {b}\nAnswer: {b}" for b in bodies))
-        else:
-            docs.append(" ".join(rng.sample(sentences, 3)))
-    return docs
-
-
-def pretrain(model: Any, tokenizer: Any, docs: list[str], steps: int, seed: int) -> float:
-    """Next-token training: AdamW at 2e-3, 30 warmup steps then linear decay, 32 x 48
-    tokens per step (a constant LR made the copy skill emerge only for some seeds)."""
-    from modelops_jobs.algorithms.lora_finetune import Example, collate
-
-    ids = [tokenizer(d + tokenizer.eos_token)["input_ids"][:48] for d in docs]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / 30) * (1 - step / steps)
-    )
-    generator = torch.Generator().manual_seed(seed)
-    loss = torch.tensor(0.0)
-    for _ in range(steps):
-        batch = [
-            Example(ids[i], ids[i]) for i in torch.randint(len(ids), (32,), generator=generator)
-        ]
-        loss = model(**collate(batch, tokenizer.pad_token_id, torch.device("cpu"))).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return float(loss.detach())
-
-
+# -- the tiny world (modelops_jobs.shift_task, shared with the example fixtures) ----
 def build_world(root: Path, setup: Setup) -> dict[str, Any]:
-    from modelops_jobs import tiny
+    from modelops_jobs import shift_task
 
-    docs = corpus(0, 4000)
-    source_tok = tiny.train_tokenizer(docs, 320)
-    target_tok = tiny.train_tokenizer(corpus(1, 4000), 384)
-    source = tiny.tiny_causal_lm(len(source_tok), "llama", hidden=64, layers=2, heads=4,
-                                 ffn=256, max_positions=128, seed=1)  # fmt: skip
-    target = tiny.tiny_causal_lm(len(target_tok), "llama", hidden=96, layers=3, heads=4,
-                                 ffn=384, max_positions=128, seed=2)  # fmt: skip
-    info: dict[str, Any] = {}
-    for name, model, tok, seed in (
-        ("source", source, source_tok, 0),
-        ("target", target, target_tok, 1),
-    ):
-        started = time.process_time()
-        info[f"{name}_pretrain_loss"] = pretrain(model, tok, docs, setup.pretrain_steps, seed)
-        info[f"{name}_pretrain_cpu_s"] = time.process_time() - started
-        info[f"{name}_parameters"] = sum(p.numel() for p in model.parameters())
-        tiny.save_model_dir(model, tok, root / name)
-    rng = random.Random(3)
-    for name, size in (("shift", setup.train_size), ("heldout", setup.eval_size)):
-        with open(root / f"{name}.jsonl", "w") as fh:
-            for _ in range(size):
-                prompt, completion = shift_pair(rng)
-                fh.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
+    info = shift_task.build_bases(root / "source", root / "target", setup.pretrain_steps)
+    shift_task.write_task_data(
+        root / "shift.jsonl", root / "heldout.jsonl", setup.train_size, setup.eval_size
+    )
     return info
 
 

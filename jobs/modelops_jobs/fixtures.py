@@ -1,9 +1,11 @@
 """The tiny models and data that the examples, `modelops run` and `make demo` use.
 
 `build_example_fixtures(root)` creates, once, under `root` (default /tmp/modelops):
-models/tiny-opt (an OPT-style LM briefly trained on the standard library's
-docstrings), models/tiny-llama (a Llama-style LM of another depth and width),
-and JSON Lines data: docstring text, a shifted text domain, a string-reversal task,
+models/tiny-opt (an OPT-style LM trained on the standard library's docstrings until
+pruning it visibly hurts), models/tiny-llama (a Llama-style LM of another depth and
+width), models/shift-source and models/shift-target (the letter-shift world of
+`shift_task`, on which a Trans-LoRA transfer visibly works), and JSON Lines data:
+docstring text, a shifted text domain, a string-reversal task, the letter-shift task,
 and a labelled classification set with sample IDs for S3T. Nothing is downloaded.
 """
 
@@ -16,6 +18,7 @@ from modelops_jobs import tiny
 from modelops_jobs.data import token_stream, write_jsonl
 
 LETTERS = "abcdefgh"
+SHIFT_PRETRAIN_STEPS = 400
 
 
 def reversal_task(n: int, seed: int) -> list[dict[str, str]]:
@@ -139,4 +142,17 @@ def build_example_fixtures(root: Path, force: bool = False, steps: int = 150) ->
         stream = token_stream(tok, corpus)
         pretrain(model, stream, steps=steps, seed=seed)
         tiny.save_model_dir(model, tok, target)
+    made += _shift_fixtures(root, force)
     return made
+
+
+def _shift_fixtures(root: Path, force: bool) -> list[Path]:
+    from modelops_jobs import shift_task
+
+    source, target = root / "models" / "shift-source", root / "models" / "shift-target"
+    train, heldout = root / "data" / "shift-train.jsonl", root / "data" / "shift-eval.jsonl"
+    if force or not (train.exists() and heldout.exists()):
+        shift_task.write_task_data(train, heldout, train_size=250, eval_size=100)
+    if force or not ((source / "config.json").exists() and (target / "config.json").exists()):
+        shift_task.build_bases(source, target, pretrain_steps=SHIFT_PRETRAIN_STEPS)
+    return [source, target, train, heldout]

@@ -40,8 +40,15 @@ KEY_RESULTS = {
         "prunedPerplexity",
         "retrainedPerplexity",
         "gapRecovered",
+        "betterThanDense",
     ),
-    "UnlearnRequest": ("deletedSamples", "unknownIds", "testAccuracy", "membershipInference"),
+    "UnlearnRequest": (
+        "deletedSamples",
+        "unknownIds",
+        "shardsInService",
+        "testAccuracy",
+        "membershipInference",
+    ),
     "LoRATransfer": ("acceptanceRate", "sourceScore", "targetBaseScore", "transferredScore"),
     "ModelAdaptation": (
         "oldLoss",
@@ -123,8 +130,31 @@ def run_examples(
     return rows, failures
 
 
+def quiet() -> None:
+    """No library warnings, progress bars or operator log lines on the demo's terminal:
+    the summary table is the output (pod logs stay in their files)."""
+    import logging
+    import os
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.ERROR)
+    for name in ("kopf", "modelops", "urllib3", "transformers", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()  # "Writing model shards" while fixtures are saved
+    hf_logging.set_verbosity_error()
+
+
 def main() -> int:
     started = time.monotonic()
+    quiet()
     from modelops_api.crdgen import crd_for
     from modelops_api.kinds import KINDS
     from modelops_devcluster import ControlPlane

@@ -59,6 +59,21 @@ def test_every_example_succeeds_through_the_operator(
     transfer = status_of(kube_api, namespace, "loratransfers", "reverse-to-llama")
     assert transfer["results"]["keptSamples"] > 0
 
+    # Issue 12: the summary must show each method working, not numbers that look broken
+    # (gapRecovered=8.375, a source adapter at 0.01, transferredScore=0).
+    summary = {r[1]: r[3] for r in rows}
+    assert prune["results"]["gapRecovered"] <= 1.0
+    assert "gapRecovered=" in summary["tiny-opt-wanda-50"]
+    results = transfer["results"]
+    assert results["sourceScore"] >= 0.8, results
+    assert results["transferredScore"] >= 0.5, results
+    assert results["transferredScore"] > results["targetBaseScore"] + 0.3, results
+    assert "transferredScore=" in summary["reverse-to-llama"]
+    for row in rows:
+        for figure in row[3].split(", "):
+            value = figure.partition("=")[2]
+            assert len(value) <= 8, f"{row[1]}: {figure} is not rounded"
+
     cpt = status_of(kube_api, namespace, "modeladaptations", "tiny-opt-cpt")
     assert cpt["runCount"] == 1 and cpt["runs"][0]["phase"] == "Succeeded"
     assert cpt["artifact"]["uri"].endswith("run-0001")
