@@ -193,7 +193,8 @@ def _fetch(
 
     target.parent.mkdir(parents=True, exist_ok=True)
     for attempt in (1, 2):
-        part = target.with_name(f".{target.name}.part")
+        # unique per process and thread: pods sharing a cache never write one .part file
+        part = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
         h = hashlib.sha256()
         with errors(loc, f"downloading {meta['path']}"), open(part, "wb") as fh:
             for chunk in obstore.get(store, meta["path"]).stream(min_chunk_size=CHUNK):
