@@ -102,6 +102,12 @@ def download(uri: str, cache_root: Path, reporter: Reporter | None = None) -> Pa
     store = open_store(loc)
     listed = list_objects(store, loc, loc.key)
     objects = [o for o in listed if not o["path"].endswith("/") and o["path"] != loc.child(MARKER)]
+    unfinished = len(objects) < len(listed) and any(o["path"] == loc.child(MARKER) for o in listed)
+    if unfinished and not any(o["path"] == loc.child(MANIFEST) for o in objects):
+        raise PermanentError(
+            f"{uri} is an unfinished upload (no manifest.json yet): its run has not published it",
+            "IncompleteSource",
+        )
     base = cache_root / "remote" / hashlib.sha256(loc.uri.encode()).hexdigest()[:24]
     if not objects:
         meta = head(store, loc, loc.key) if loc.key else None
@@ -126,11 +132,6 @@ def download(uri: str, cache_root: Path, reporter: Reporter | None = None) -> Pa
                 f"(first: {missing[0]})",
                 "ManifestMismatch",
             )
-    elif len(objects) < len(listed) and any(o["path"] == loc.child(MARKER) for o in listed):
-        raise PermanentError(
-            f"{uri} is an unfinished upload (no manifest.json yet): its run has not published it",
-            "IncompleteSource",
-        )
     else:
         listing = sorted((o["path"], o["size"], o.get("e_tag")) for o in objects)
         key = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
@@ -193,7 +194,8 @@ def _fetch(
 
     target.parent.mkdir(parents=True, exist_ok=True)
     for attempt in (1, 2):
-        part = target.with_name(f".{target.name}.part")
+        # unique per process and thread: pods sharing a cache never write one .part file
+        part = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
         h = hashlib.sha256()
         with errors(loc, f"downloading {meta['path']}"), open(part, "wb") as fh:
             for chunk in obstore.get(store, meta["path"]).stream(min_chunk_size=CHUNK):

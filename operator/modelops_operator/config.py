@@ -41,6 +41,9 @@ class OperatorConfig:
     pvc_mount_root: str = "/mnt/pvc"
     hf_cache_claim: str | None = None
     """A PVC holding the Hugging Face cache, mounted read-only in every Job pod."""
+    download_cache_claim: str | None = None
+    """A ReadWriteMany PVC for s3:// and gs:// downloads, shared by every Job pod, so a
+    retried pod finds what an earlier one fetched (keyed by URI and digest)."""
     resync_seconds: float = 30.0
     peering: str | None = None
     """kopf peering name (several replicas, one active); None runs standalone."""
@@ -78,6 +81,7 @@ class OperatorConfig:
             metrics_port=int(env.get("MODELOPS_METRICS_PORT", cls.metrics_port)),
             health_port=int(env.get("MODELOPS_HEALTH_PORT", cls.health_port)),
             hf_cache_claim=env.get("MODELOPS_HF_CACHE_CLAIM") or None,
+            download_cache_claim=env.get("MODELOPS_DOWNLOAD_CACHE_CLAIM") or None,
             resync_seconds=float(env.get("MODELOPS_RESYNC_SECONDS", cls.resync_seconds)),
             peering=env.get("MODELOPS_PEERING") or None,
             peering_priority=int(env.get("MODELOPS_PEERING_PRIORITY", "0")),

@@ -322,3 +322,38 @@ def test_remote_checkpoint_survives_a_new_pod(
     assert (tmp_path / "pod-2" / "pruned.pt").read_bytes() == b"pruned"
     second.clear()
     assert keys_under(f"{s3_prefix}/.out.checkpoint") == []
+
+
+def test_model_adaptation_run_reads_and_publishes_on_s3(
+    s3_env: dict[str, str], s3_prefix: str, tmp_path: Path
+) -> None:
+    """A ModelAdaptation (lora) run through the runner: model and data from s3://, the
+    version published under <output>/run-0001 with its manifest, the next run under
+    run-0002, and run 1's prefix is never written again."""
+    from tests.jobs.test_runner import lora_document
+
+    texts = [r["prompt"] + r["completion"] for r in reversal_task(200, seed=5)]
+    tok = tiny.train_tokenizer(texts, vocab_size=300)
+    model = tiny.tiny_causal_lm(len(tok), hidden=32, layers=2, heads=2, ffn=64, max_positions=64)
+    tiny.save_model_dir(model, tok, tmp_path / "src" / "base")
+    from modelops_jobs.data import write_jsonl
+
+    write_jsonl(tmp_path / "src" / "task.jsonl", reversal_task(64, seed=0))
+    publish_dir(tmp_path / "src", f"{s3_prefix}/in", storage.StorageResolver())
+    document = lora_document(tmp_path, "unused")
+    document["spec"]["model"]["uri"] = f"{s3_prefix}/in/base"
+    document["spec"]["data"]["uri"] = f"{s3_prefix}/in/task.jsonl"
+    document["spec"]["output"]["uri"] = f"{s3_prefix}/versions"
+    outcome = runner.execute(document)
+    assert outcome.exit_code == 0, outcome.result
+    assert outcome.result.artifact is not None
+    assert outcome.result.artifact.uri == f"{s3_prefix}/versions/run-0001"
+    assert transfer.is_complete(f"{s3_prefix}/versions/run-0001")
+    second = {
+        **document,
+        "run": {"number": 2, "trigger": "test", "parent": outcome.result.artifact.uri},
+    }
+    again = runner.execute(second)
+    assert again.exit_code == 0, again.result
+    assert transfer.is_complete(f"{s3_prefix}/versions/run-0002")
+    assert runner.execute(document).result.reason == "OutputExists"  # run 1 is never rewritten

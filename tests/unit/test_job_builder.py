@@ -246,6 +246,21 @@ def test_storage_credentials_only_by_reference(storage, expected):
     assert "secretKeyRef" not in cm["data"]["spec.json"]
 
 
+def test_download_cache_volume_is_shared_by_pods_when_configured():
+    spec = PruneRetrainSpec.model_validate(
+        {"model": {"uri": "s3://models/opt"}, "output": {"uri": "s3://models/out"}}
+    )
+    plain = build_job(RES, spec, CONFIG, spec_document(RES, spec))["spec"]["template"]["spec"]
+    assert not any(v["name"] == "download-cache" for v in plain["volumes"])
+    config = OperatorConfig(jobs_image="registry/jobs:1", download_cache_claim="dl-cache")
+    pod = build_job(RES, spec, config, spec_document(RES, spec))["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "download-cache")
+    assert volume["persistentVolumeClaim"] == {"claimName": "dl-cache"}
+    container = pod["containers"][0]
+    assert {"name": "download-cache", "mountPath": "/cache/modelops"} in container["volumeMounts"]
+    assert {"name": "MODELOPS_CACHE_DIR", "value": "/cache/modelops"} in container["env"]
+
+
 def test_configmap_holds_the_validated_document():
     _, cm, doc = build()
     assert cm["metadata"]["name"] == "opt-prune"

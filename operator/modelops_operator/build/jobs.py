@@ -38,6 +38,7 @@ from modelops_operator.build.names import configmap_name, job_name, label_value
 from modelops_operator.config import OperatorConfig
 
 CONTAINER_NAME = "job"
+DOWNLOAD_CACHE_DIR = "/cache/modelops"
 RUN_AS_USER = 1000
 
 
@@ -273,6 +274,15 @@ def build_job(
         )
         mounts.append({"name": "hf-cache", "mountPath": "/cache/hf", "readOnly": True})
         env[2] = {"name": "HF_HOME", "value": "/cache/hf"}
+    if config.download_cache_claim:
+        volumes.append(
+            {
+                "name": "download-cache",
+                "persistentVolumeClaim": {"claimName": config.download_cache_claim},
+            }
+        )
+        mounts.append({"name": "download-cache", "mountPath": DOWNLOAD_CACHE_DIR})
+        env.append({"name": "MODELOPS_CACHE_DIR", "value": DOWNLOAD_CACHE_DIR})
     env += [{"name": k, "value": v} for k, v in sorted(config.extra_job_env.items())]
     env += _secret_env(spec)
     node_selector = dict(sched.node_selector or config.default_node_selector)
