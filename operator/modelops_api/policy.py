@@ -31,7 +31,7 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, Field
 
 from modelops_api.base import ApiModel
-from modelops_api.common import DNSName, SecretKeyRef
+from modelops_api.common import DNSName, SecretKeyRef, StorageCredentials
 from modelops_api.storage import URI_RULE
 
 POLICY_KIND: Final = "ModelOpsPolicy"
@@ -203,6 +203,11 @@ def secret_refs(spec: BaseModel, where: str = "spec") -> list[tuple[str, SecretK
     """(field, reference) for every Secret a validated spec references, wherever it is."""
     if isinstance(spec, SecretKeyRef):
         return [(where, spec)]
+    if isinstance(spec, StorageCredentials):
+        # A whole Secret whose named keys become the pod's environment: one reference
+        # (the opt-in is per Secret, so the key named here does not matter).
+        key = spec.access_key_id or spec.service_account_key or "credentials"
+        return [(f"{where}.secretName", SecretKeyRef(name=spec.secret_name, key=key))]
     found: list[tuple[str, SecretKeyRef]] = []
     for name, info in type(spec).model_fields.items():
         value = getattr(spec, name)

@@ -144,3 +144,30 @@ def test_model_adaptation_refused_starts_no_run():
     assert patch["phase"] == "Failed" and patch["runCount"] == 0
     cond = next(c for c in patch["conditions"] if c["type"] == "PolicyViolation")
     assert cond["reason"] == "AllowedImages" and "spec.image" in cond["message"]
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [(SecretState.NOT_LABELLED, "SecretNotUsable"), (SecretState.MISSING, "SecretNotFound")],
+    ids=["not-labelled", "missing"],
+)
+def test_a_storage_credentials_secret_must_opt_in_too(state, reason):
+    """spec.storage names a whole Secret (not a SecretKeyRef): the opt-in rule applies
+    to it as to every other reference, before its keys reach a Job's environment."""
+    spec = {
+        "model": {"uri": "s3://models/base"},
+        "output": {"uri": "s3://models/pruned"},
+        "storage": {
+            "secretName": "s3-creds",
+            "accessKeyId": "access",
+            "secretAccessKey": "secret",
+        },
+    }
+    actions = plan(
+        _view("PruneRetrain", spec, gate=Gate(secrets={"s3-creds": state})), OperatorConfig(), NOW
+    )
+    assert not [a for a in actions if isinstance(a, (CreateJob, EnsureConfigMap))]
+    (patch,) = [a.patch for a in actions if isinstance(a, PatchStatus)]
+    cond = next(c for c in patch["conditions"] if c["type"] == "PolicyViolation")
+    assert cond["status"] == "True" and cond["reason"] == reason
+    assert "spec.storage" in cond["message"] and "s3-creds" in cond["message"]
