@@ -25,8 +25,8 @@ $(VENV)/.installed:
 	$(PY) -m pip install -q -r requirements/lock.txt
 	touch $@
 
-install: $(VENV)/.installed system-deps ## install Python deps (cached venv), Prometheus, build the control plane and SeaweedFS
-	@$(MAKE) --no-print-directory control-plane seaweedfs
+install: $(VENV)/.installed system-deps ## install Python deps (cached venv), Prometheus, and build the control plane
+	@$(MAKE) --no-print-directory control-plane
 
 system-deps: ## install Debian packages the tests need (prometheus, promtool, openssl)
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null; then \
@@ -60,7 +60,7 @@ lint: $(VENV)/.installed ## ruff lint + format check, and import boundaries (imp
 typecheck: $(VENV)/.installed ## mypy on the operator side
 	$(PY) -m mypy
 
-test: install helm crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)
+test: install helm seaweedfs crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)
 	$(PYTEST) tests/unit tests/jobs tests/integration tests/e2e
 
 test-unit: $(VENV)/.installed ## unit tier: models, CRD generation, plan(), builders
@@ -72,7 +72,7 @@ test-jobs: $(VENV)/.installed seaweedfs ## jobs tier: each algorithm end to end 
 test-integration: install ## integration tier: the real local control plane
 	$(PYTEST) tests/integration
 
-test-e2e: install ## e2e tier: control plane + a real Prometheus
+test-e2e: install seaweedfs ## e2e tier: control plane + a real Prometheus + SeaweedFS
 	$(PYTEST) tests/e2e
 
 cluster-up: install ## local control plane + CRDs + stand-in kubelet in the background; prints KUBECONFIG
