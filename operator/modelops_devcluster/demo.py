@@ -37,6 +37,7 @@ KEY_RESULTS = {
     "PruneRetrain": (
         "sparsity",
         "maskPreserved",
+        "densePerplexity",
         "prunedPerplexity",
         "retrainedPerplexity",
         "gapRecovered",

@@ -152,7 +152,8 @@ class QuietRetries(logging.Filter):
         record.levelname = logging.getLevelName(record.levelno)
         record.exc_info = None
         record.exc_text = None
-        return True
+        # The logger let an ERROR through; the downgraded record must pass its level too.
+        return logging.getLogger(record.name).isEnabledFor(record.levelno)
 
 
 class QuietUrllib3Retries(logging.Filter):

@@ -136,3 +136,16 @@ def test_urllib3_retry_warnings_are_debug(caplog):
         pool.warning("Connection pool is full, discarding connection: 127.0.0.1")
     messages = [r.getMessage() for r in caplog.records if r.name == pool.name]
     assert messages == ["Connection pool is full, discarding connection: 127.0.0.1"]
+
+
+def test_a_downgraded_retry_respects_the_loggers_level(caplog):
+    """The demo sets kopf's loggers to ERROR: a 429 retry downgraded to INFO is dropped."""
+    failures.install_log_filters()
+    logger = logging.getLogger("kopf._cogs.clients.watching")
+    logger.setLevel(logging.ERROR)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            logger.error("Request attempt #1/9 failed; will retry: GET -> 429 initializing")
+    finally:
+        logger.setLevel(logging.NOTSET)
+    assert [r for r in caplog.records if r.name == logger.name] == []
