@@ -57,6 +57,9 @@ class Tracked:
     next_drift: float | None = None
     drift_errors: int = 0
     """Failed drift evaluations in a row, as this process saw them (backoff)."""
+    schedule_seen: str | None = None
+    """The nextScheduleTime a reconcile was already started for: a schedule wakes the
+    loop once per time, never on every tick (a failing reconcile backs off instead)."""
 
 
 class Reconciler:
@@ -320,7 +323,7 @@ class Reconciler:
                 if key in self._inflight:
                     continue
                 drift_due = entry.next_drift is not None and now >= entry.next_drift
-                if drift_due or now >= entry.next_resync or self._schedule_due(entry.body):
+                if drift_due or now >= entry.next_resync or self._schedule_due(entry):
                     entry.next_resync = now + self.config.resync_seconds
                     self._inflight[key] = asyncio.create_task(self._resync_one(key, drift_due))
                 elif entry.next_drift is not None:
@@ -374,10 +377,13 @@ class Reconciler:
             log.warning("could not report the drift failure on %s %s/%s: %s", kind, ns, name, again)
 
     @staticmethod
-    def _schedule_due(body: dict[str, Any]) -> bool:
+    def _schedule_due(entry: Tracked) -> bool:
+        """Whether a cron time has passed that no reconcile was started for yet."""
+        body = entry.body
         if body.get("kind") != "ModelAdaptation":
             return False
         nxt = (body.get("status") or {}).get("nextScheduleTime")
-        if not nxt:
+        if not nxt or nxt == entry.schedule_seen or datetime.now(UTC) < _parse(nxt):
             return False
-        return datetime.now(UTC) >= _parse(nxt)
+        entry.schedule_seen = nxt
+        return True

@@ -113,3 +113,27 @@ def test_a_shortened_interval_takes_effect_at_once():
     rec.track(drift_body("1s"))
     asyncio.run(run_loop(rec, 2.5))
     assert len(rec.calls["d"]) >= 2
+
+
+def test_a_failing_scheduled_resource_backs_off_instead_of_retrying_every_tick():
+    """A schedule whose time has passed was reconciled on every tick during an API
+    outage, ignoring the per-resource backoff that the failure set."""
+    rec = Recorder()
+    body = {
+        "kind": "ModelAdaptation",
+        "metadata": {"name": "cron", "namespace": "ns"},
+        "spec": {"trigger": {"type": "schedule", "schedule": "* * * * *"}},
+        "status": {"nextScheduleTime": "2020-01-01T00:00:00Z"},
+    }
+    rec.track(body)
+    calls: list[float] = []
+
+    async def failing(kind, namespace, name, with_drift=False, body=None):
+        calls.append(time.monotonic())
+        rec._failures[(kind, namespace, name)] = rec._failures.get((kind, namespace, name), 0) + 1
+        rec.index[(kind, namespace, name)].next_resync = time.monotonic() + 60
+        return []
+
+    rec.reconcile = failing  # type: ignore[method-assign]
+    asyncio.run(run_loop(rec, 3.5))
+    assert len(calls) == 1, gaps(calls)
