@@ -74,6 +74,30 @@ def helm(control_plane) -> Helm:
 
 
 @pytest.fixture
+def uninstall_after(helm) -> Iterator[Callable[[str, str], None]]:
+    """register(release, namespace): uninstalled at teardown even when the test failed.
+    The chart's admission policy and bindings are cluster-scoped: a release left behind
+    when its namespace (and so its default ModelOpsPolicy) is deleted would deny every
+    modelops resource of the tests after it (`no params found ... Deny`)."""
+    installed: list[tuple[str, str]] = []
+    yield lambda release, ns: installed.append((release, ns))
+    for release, ns in installed:
+        helm("uninstall", release, "-n", ns, "--ignore-not-found", check=False)
+
+
+def wait_until_no_namespace_terminates(core: client.CoreV1Api) -> None:
+    """A cluster-wide operator sees every namespace: resources that earlier tests left
+    in namespaces still being deleted would make it try (and be refused) to record
+    events there. Those namespaces go within seconds; wait for them."""
+
+    def settled() -> bool | None:
+        phases = [ns.status.phase for ns in core.list_namespace().items]
+        return True if "Terminating" not in phases else None
+
+    poll_until("namespaces of earlier tests to finish terminating", settled, timeout=180)
+
+
+@pytest.fixture
 def namespaces(kube_api) -> Iterator[Callable[..., str]]:
     """make(prefix, restricted=False) -> a new namespace; all deleted afterwards."""
     core = client.CoreV1Api(kube_api)
@@ -275,11 +299,15 @@ def test_helm_test_pod_is_admitted(helm, kube_api, namespaces, control_plane):
 # -- cluster-wide ------------------------------------------------------------------------
 
 
-def test_cluster_wide_release(helm, kube_api, control_plane, namespaces, tmp_path, crds_installed):
+def test_cluster_wide_release(
+    helm, kube_api, control_plane, namespaces, uninstall_after, tmp_path, crds_installed
+):
     release = f"mo-{uuid.uuid4().hex[:6]}"
     rel_ns = namespaces("hm-cw", restricted=True)
     work_ns = namespaces("hm-work")
     core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
+    wait_until_no_namespace_terminates(core)
+    uninstall_after(release, rel_ns)
     adopt_existing_crds(kube_api, release, rel_ns)
 
     out = helm(
@@ -418,10 +446,11 @@ def test_cluster_wide_release(helm, kube_api, control_plane, namespaces, tmp_pat
 
 
 def test_namespaced_release_with_peering(
-    helm, kube_api, control_plane, namespaces, tmp_path, crds_installed
+    helm, kube_api, control_plane, namespaces, uninstall_after, tmp_path, crds_installed
 ):
     release = f"mo-{uuid.uuid4().hex[:6]}"
     rel_ns = namespaces("hm-ns", restricted=True)
+    uninstall_after(release, rel_ns)
     team_a = namespaces("hm-a", restricted=True)
     team_b = namespaces("hm-b")
     core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
