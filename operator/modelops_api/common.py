@@ -204,6 +204,30 @@ class RunPolicy(ApiModel):
     )
 
 
+class Distribution(ApiModel):
+    """How the run is spread over processes, GPUs and nodes (torchrun; JobSet across nodes)."""
+
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Pods that train together; more than 1 runs a JobSet (one pod per node).",
+    )
+    processes_per_node: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="torchrun processes per pod; unset: one per requested GPU "
+        "(1 on CPU). With GPUs it must equal resources.gpu.count.",
+    )
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="ddp replicates the model on every process; fsdp shards parameters, "
+        "gradients and optimizer state (FSDP2); auto shards when parameters plus "
+        "optimizer state would not fit one device.",
+    )
+
+
 class JobTemplate(ApiModel):
     """Settings of the Job pod common to every kind."""
 
@@ -214,6 +238,10 @@ class JobTemplate(ApiModel):
         None, description="Override the operator's default jobs image."
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for every random choice.")
+    distribution: Distribution = Field(
+        default_factory=Distribution,
+        description="Processes, GPUs and nodes the run is spread over.",
+    )
     storage: StorageCredentials | None = Field(
         None,
         description="Credentials for s3:// and gs:// URIs (a Secret, by reference); "
