@@ -152,7 +152,13 @@ class GPUResources(ApiModel):
 class Resources(ApiModel):
     """Compute for the Job pod."""
 
-    gpu: GPUResources = Field(default_factory=GPUResources, description="GPU request.")
+    gpu: GPUResources = Field(default_factory=GPUResources, description="GPU request (per node).")
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Pods (one per node) that run together; 1 is a plain Job, more a JobSet.",
+    )
     cpu: Quantity = Field("4", description="CPU request and limit.")
     memory: Quantity = Field("32Gi", description="Memory request and limit.")
     ephemeral_storage: Quantity | None = Field(None, description="Ephemeral storage request.")
@@ -205,14 +211,8 @@ class RunPolicy(ApiModel):
 
 
 class Distribution(ApiModel):
-    """How the run is spread over processes, GPUs and nodes (torchrun; JobSet across nodes)."""
+    """How each pod spreads the run over its processes and devices (torchrun, DDP or FSDP2)."""
 
-    nodes: int = Field(
-        1,
-        ge=1,
-        le=64,
-        description="Pods that train together; more than 1 runs a JobSet (one pod per node).",
-    )
     processes_per_node: int | None = Field(
         None,
         ge=1,
