@@ -2,7 +2,7 @@
 
 ALGORITHMS.md section 7 ("S3T and SISA", "SSD"), issue 4 "Evidence". Everything runs
 through the real jobs: stores are trained by the ModelAdaptation runner (strategy s3t),
-deletions are UnlearnRequests (`unlearn_job.run`), served models come from `s3t.load`.
+deletions are UnlearnRequests (`unlearn_s3t.run`), served models come from `s3t.load`.
 
 S3T part. A tiny OPT (4 blocks, one LoRA group per slice) learns "label = majority
 letter of a random sequence". Systems on the same data and seeds: a single model (one
@@ -46,8 +46,8 @@ import torch
 from torch import nn
 
 from modelops_api.unlearn_request import UnlearnRequestSpec
-from modelops_jobs import runner, tiny
-from modelops_jobs.algorithms import s3t, s3t_orders, s3t_store, ssd, unlearn_eval, unlearn_job
+from modelops_jobs import runner, tiny, unlearn_eval
+from modelops_jobs.algorithms import s3t, s3t_orders, s3t_store, ssd, unlearn_s3t
 from modelops_jobs.context import RunContext
 from modelops_jobs.data import write_jsonl
 
@@ -278,7 +278,7 @@ def deletion_timing(
                 }
             )
             started = time.perf_counter()
-            unlearn_job.run(spec, RunContext(output_dir=Path(".")))
+            unlearn_s3t.run(spec, RunContext(output_dir=Path(".")))
             times.append(time.perf_counter() - started)
         return times
 

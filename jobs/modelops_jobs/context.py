@@ -1,6 +1,7 @@
 """The `RunContext` an algorithm receives: where things are, how to report, when to stop.
 
-An algorithm's entry point is `run(spec, ctx) -> AlgorithmResult`. It reads inputs
+An algorithm's entry point is `run(spec, ctx) -> AlgorithmResult` (the `Algorithm`
+protocol of modelops_jobs.registry, which picks it by method). It reads inputs
 through `ctx.resolve`, writes outputs only under `ctx.output_dir` (a staging directory
 the runner publishes atomically), reports through `ctx.reporter` and checkpoints
 through `ctx.checkpointer`.
@@ -8,7 +9,7 @@ through `ctx.checkpointer`.
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
@@ -30,6 +31,17 @@ class AlgorithmResult:
     """False when the algorithm published its output itself (versioned stores)."""
 
 
+class RunInfo(TypedDict, total=False):
+    """The spec document's `run` (ModelAdaptation runs only; empty for one-shot kinds)."""
+
+    number: int
+    """The run's number (1, 2, ...): its output version is run-NNNN."""
+    trigger: str
+    """What started it (manual, schedule, drift, `modelops run`)."""
+    parent: str
+    """URI of the previous successful run's model, which this run continues from."""
+
+
 @dataclass
 class RunContext:
     """Everything an algorithm needs besides its spec."""
@@ -41,6 +53,7 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
     work_dir: Path | None = None
+    run: RunInfo = field(default_factory=lambda: RunInfo())
 
     def resolve(self, uri: str, must_exist: bool = True) -> Path:
         """Local path for a storage URI (PermanentError if it must exist and does not)."""

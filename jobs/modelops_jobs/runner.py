@@ -30,7 +30,7 @@ from modelops_api.status import Artifact, JobResult
 from modelops_api.unlearn_request import DeletionReceipt
 from modelops_jobs import registry, storage
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
-from modelops_jobs.context import RunContext, default_device
+from modelops_jobs.context import RunContext, RunInfo, default_device
 from modelops_jobs.errors import JobError, PermanentError, Preempted
 from modelops_jobs.reporting import NullReporter, Reporter
 
@@ -71,6 +71,32 @@ def parse_document(document: dict[str, Any]) -> tuple[Any, Any]:
     return info, spec
 
 
+def run_info(document: dict[str, Any]) -> RunInfo:
+    """The document's `run` (ModelAdaptation), checked; PermanentError naming the field."""
+    raw = document.get("run") or {}
+    if not isinstance(raw, dict):
+        raise PermanentError("run: expected an object", "InvalidSpec")
+    info = RunInfo()
+    if "number" in raw:
+        number = raw["number"]
+        if type(number) is not int or number < 1:
+            raise PermanentError(
+                f"run.number: {number!r} is not a whole number >= 1", "InvalidSpec"
+            )
+        info["number"] = number
+    if "trigger" in raw:
+        info["trigger"] = _text(raw, "trigger")
+    if "parent" in raw:
+        info["parent"] = _text(raw, "parent")
+    return info
+
+
+def _text(raw: dict[str, Any], key: str) -> str:
+    if not isinstance(raw[key], str):
+        raise PermanentError(f"run.{key}: {raw[key]!r} is not a string", "InvalidSpec")
+    return str(raw[key])
+
+
 def output_location(info: Any, spec: Any, document: dict[str, Any]) -> str | None:
     """The URI this run publishes to (ModelAdaptation runs get their own version dir)."""
     output = getattr(spec, "output", None)
@@ -96,9 +122,14 @@ def execute(
         info, spec = parse_document(document)
         seed_everything(spec.seed)
         torch.set_num_threads(max(1, int(os.environ.get("MODELOPS_THREADS", os.cpu_count() or 1))))
-        module = registry.get(info.algorithm)
+        method = registry.method_of(info, spec)
+        algorithm = registry.get(method)
         ctx = RunContext(
-            output_dir=Path("."), reporter=reporter, seed=spec.seed, device=default_device()
+            output_dir=Path("."),
+            reporter=reporter,
+            seed=spec.seed,
+            device=default_device(),
+            run=run_info(document),
         )
         uri = output_location(info, spec, document)
         output: storage.Output | None = None
@@ -111,8 +142,7 @@ def execute(
             ctx.checkpointer = Checkpointer(checkpoint_dir, every=ckpt_every)
         if install_signals:
             ctx.checkpointer.install_signal_handlers()
-        ctx.run = document.get("run", {})  # type: ignore[attr-defined]
-        outcome = module.run(spec, ctx)
+        outcome = algorithm.run(spec, ctx)
         results = dict(outcome.results)
         if info.results is not None:
             results = info.results.model_validate(results).to_wire()
@@ -129,6 +159,7 @@ def execute(
                 "run": document.get("run"),
                 "specDigest": spec_digest(document),
                 "algorithm": info.algorithm,
+                "method": method.method,
                 "results": results,
                 "lineage": outcome.lineage,
                 "metrics": outcome.metrics,

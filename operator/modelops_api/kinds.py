@@ -5,6 +5,7 @@ registration and the docs all iterate over.
 """
 
 from dataclasses import dataclass, field
+from typing import get_args
 
 from modelops_api.base import ApiModel, cel
 from modelops_api.lora_transfer import LoRATransferResults, LoRATransferSpec, LoRATransferStatus
@@ -66,15 +67,29 @@ class KindInfo:
     status: type[ApiModel]
     results: type[ApiModel] | None
     algorithm: str
-    """Registry name of the algorithm the Job runs (see modelops_jobs.registry)."""
+    """The algorithm family the Job runs (the method itself when the kind has one)."""
     columns: tuple[PrinterColumn, ...] = ()
     root_rules: tuple[dict[str, str], ...] = field(default=())
     conditions: tuple[ConditionDoc, ...] = COMMON_CONDITIONS + ONE_SHOT_CONDITIONS
     """Every condition type the operator sets on this kind (docs/api.md)."""
+    method_field: str | None = None
+    """The spec field whose Literal names the method (None: one method, `algorithm`)."""
 
     @property
     def singular(self) -> str:
         return self.kind.lower()
+
+    def methods(self) -> tuple[str, ...]:
+        """Every method the API accepts for this kind, read from the spec model itself."""
+        if self.method_field is None:
+            return (self.algorithm,)
+        return tuple(get_args(self.spec.model_fields[self.method_field].annotation))
+
+    def method_of(self, spec: ApiModel) -> str:
+        """The method a validated spec of this kind asks for."""
+        if self.method_field is None:
+            return self.algorithm
+        return str(getattr(spec, self.method_field))
 
 
 def _immutable(what: str) -> dict[str, str]:
@@ -121,6 +136,7 @@ KINDS: tuple[KindInfo, ...] = (
         status=UnlearnRequestStatus,
         results=UnlearnResults,
         algorithm="unlearn",
+        method_field="method",
         columns=(
             _PHASE,
             PrinterColumn("Method", ".spec.method"),
@@ -172,6 +188,7 @@ KINDS: tuple[KindInfo, ...] = (
         status=ModelAdaptationStatus,
         results=None,
         algorithm="adapt",
+        method_field="strategy",
         columns=(
             _PHASE,
             PrinterColumn("Strategy", ".spec.strategy"),

@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file
 
 from modelops_api.unlearn_request import DeletionReceipt, UnlearnRequestSpec, UnlearnResults
-from modelops_jobs import runner, tiny
-from modelops_jobs.algorithms import s3t, s3t_job, s3t_orders, s3t_store, unlearn_job
+from modelops_jobs import deletion, runner, tiny
+from modelops_jobs.algorithms import s3t, s3t_job, s3t_orders, s3t_store, unlearn_s3t
 from modelops_jobs.context import RunContext
 from modelops_jobs.data import write_jsonl
 from modelops_jobs.errors import PermanentError
@@ -124,7 +124,7 @@ def unlearn(store: Path, ids: list[str], **extra: Any) -> tuple[dict[str, Any], 
     spec = UnlearnRequestSpec.model_validate(
         {"method": "s3t", "model": {"uri": f"file://{store}"}, "sampleIds": ids, **extra}
     )
-    outcome = unlearn_job.run(spec, RunContext(output_dir=Path(".")))
+    outcome = unlearn_s3t.run(spec, RunContext(output_dir=Path(".")))
     UnlearnResults.model_validate(outcome.results)
     return outcome.results, DeletionReceipt.model_validate(outcome.lineage["receipt"])
 
@@ -500,6 +500,6 @@ def test_samples_uri_accepts_lines_and_jsonl(
     spec = UnlearnRequestSpec.model_validate(
         {"model": {"uri": f"file://{store}"}, "samplesUri": f"file://{tmp_path}/ids.jsonl"}
     )
-    assert unlearn_job.requested_ids(spec, RunContext(output_dir=Path("."))) == [a, b]
+    assert deletion.requested_ids(spec, RunContext(output_dir=Path("."))) == [a, b]
     with pytest.raises(PermanentError):
-        unlearn_job._check_id("x", "white space")
+        deletion._check_id("x", "white space")

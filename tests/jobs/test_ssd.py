@@ -14,7 +14,7 @@ from torch import nn
 
 from modelops_api.unlearn_request import DeletionReceipt, UnlearnRequestSpec
 from modelops_jobs import runner, tiny
-from modelops_jobs.algorithms import ssd, unlearn_job
+from modelops_jobs.algorithms import ssd, unlearn_ssd
 from modelops_jobs.context import RunContext
 from modelops_jobs.data import write_jsonl
 
@@ -250,8 +250,8 @@ def test_ssd_job_dampens_and_raises_forget_loss(lm_world: dict[str, Any], tmp_pa
     before = UnlearnRequestSpec.model_validate(
         ssd_spec(root, ssd={"alpha": 1e6})
     )  # selects nothing
-    baseline = unlearn_job.run(before, RunContext(output_dir=tmp_path / "baseline"))
-    outcome = unlearn_job.run(spec, RunContext(output_dir=tmp_path / "out"))
+    baseline = unlearn_ssd.run(before, RunContext(output_dir=tmp_path / "baseline"))
+    outcome = unlearn_ssd.run(spec, RunContext(output_dir=tmp_path / "out"))
     results = outcome.results
     assert baseline.results["dampened_parameters"] == 0
     assert results["deleted_samples"] == 6 and results["unknown_ids"] == 1
@@ -276,7 +276,7 @@ def test_forget_set_defaults_to_the_data_recorded_with_the_importance(
 ) -> None:
     spec = UnlearnRequestSpec.model_validate({**ssd_spec(lm_world["root"]), "evaluation": {}})
     assert spec.ssd.forget_data is None
-    assert unlearn_job.run(spec, RunContext(output_dir=tmp_path)).results["deleted_samples"] == 6
+    assert unlearn_ssd.run(spec, RunContext(output_dir=tmp_path)).results["deleted_samples"] == 6
 
 
 @pytest.mark.parametrize(

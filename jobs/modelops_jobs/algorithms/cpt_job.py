@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from modelops_api.model_adaptation import ModelAdaptationSpec
 from modelops_jobs.algorithms.lr_schedules import (
     ScheduleSettings,
     multiplier_function,
@@ -135,7 +136,7 @@ def prepare_data(spec: Any, ctx: RunContext, tokenizer: Any) -> CPTData:
 
 def parent_model(spec: Any, ctx: RunContext) -> tuple[str, Path]:
     """(URI, local path) of the model this run starts from: the previous version, if any."""
-    run_info = getattr(ctx, "run", None) or {}
+    run_info = ctx.run
     uri = run_info.get("parent") or str(spec.model.uri)
     return uri, ctx.resolve(uri)
 
@@ -211,7 +212,7 @@ def save_checkpoint(
 
 
 # -- the run ---------------------------------------------------------------------
-def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
+def run(spec: ModelAdaptationSpec, ctx: RunContext) -> AlgorithmResult:
     """One continual pre-training run: parent model + D1 (+ replayed D0) -> new version."""
     opt = spec.optimization
     cpt = spec.cpt
@@ -348,7 +349,7 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
         "schedule": cpt.schedule.to_wire(),
         "continuedFromPreAnneal": continued,
         "preAnneal": PRE_ANNEAL_DIR if pre_anneal is not None else None,
-        "run": (getattr(ctx, "run", None) or {}).get("number"),
+        "run": ctx.run.get("number"),
     }
     metrics = {"curve": state.curve, "trainLoss": state.train_loss, "preAnnealStep": pre_anneal}
     return AlgorithmResult(results=results, lineage=lineage, metrics=metrics)

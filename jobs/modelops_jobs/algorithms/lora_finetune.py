@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from modelops_api.model_adaptation import ModelAdaptationSpec
 from modelops_jobs.checkpoint import Checkpointer
 from modelops_jobs.context import AlgorithmResult, RunContext
 from modelops_jobs.data import field_values, read_records
@@ -301,7 +302,7 @@ def split_train_eval(n: int, seed: int) -> tuple[list[int], list[int]]:
 
 
 # -- the ModelAdaptation run -------------------------------------------------------
-def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
+def run(spec: ModelAdaptationSpec, ctx: RunContext) -> AlgorithmResult:
     """One LoRA fine-tune of `spec.model` on `spec.data` (+ discriminator and seeds)."""
     if spec.data is None:
         raise PermanentError(
@@ -342,7 +343,7 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
     lineage: dict[str, Any] = {
         "parent": str(spec.model.uri),
         "data": str(spec.data.uri),
-        "run": (getattr(ctx, "run", None) or {}).get("number"),
+        "run": ctx.run.get("number"),
         "transferReady": settings.transfer_ready,
     }
     metrics: dict[str, Any] = {}
@@ -375,7 +376,7 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
         translora.write_transfer_kit(ctx.output_dir, seeds, report)
     for name, value in results.items():
         ctx.reporter.metric(name, value)
-    number = int((getattr(ctx, "run", None) or {}).get("number", 1))
+    number = int(ctx.run.get("number", 1))
     return AlgorithmResult(
         results=results, lineage=lineage, metrics=metrics, version=f"run-{number:04d}"
     )

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from modelops_api.model_adaptation import ModelAdaptationSpec
 from modelops_jobs.algorithms import s3t, s3t_orders, s3t_store
 from modelops_jobs.context import AlgorithmResult, RunContext
 from modelops_jobs.data import read_records
@@ -45,7 +46,7 @@ def store_path_for(spec: Any, ctx: RunContext) -> Path:
     from modelops_api import kind_info
     from modelops_jobs.runner import output_location
 
-    run = getattr(ctx, "run", None) or {}
+    run = ctx.run
     uri = output_location(kind_info("ModelAdaptation"), spec, {"run": run})
     s3t_store.refuse_object_store(str(uri), "spec.output.uri")
     return ctx.resolve(str(uri), must_exist=False)
@@ -250,7 +251,7 @@ def train_shard(
     return True
 
 
-def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
+def run(spec: ModelAdaptationSpec, ctx: RunContext) -> AlgorithmResult:
     """Train this pod's shards into the run's store and seal it when all are present."""
     from modelops_jobs.modelio import load_tokenizer
 

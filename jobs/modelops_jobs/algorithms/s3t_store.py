@@ -1,6 +1,6 @@
 """The S3T model store on disk: layout, versions, the lock, and deletion arithmetic.
 
-Why a module of its own: training (s3t_job), deletion (unlearn_job) and serving
+Why a module of its own: training (s3t_job), deletion (unlearn_s3t) and serving
 (s3t.load) all read and write the same files, and the atomicity rules live here once.
 
 Layout (a directory; every JSON write is a tmp file + os.replace):

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from modelops_api.lora_transfer import LoRATransferSpec
 from modelops_jobs.algorithms import translora
 from modelops_jobs.algorithms.lora_finetune import (
     RunState,
@@ -183,7 +184,7 @@ def mmd_diagnostic(
     }
 
 
-def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
+def run(spec: LoRATransferSpec, ctx: RunContext) -> AlgorithmResult:
     """One Trans-LoRA transfer (see the module docstring for the order of work)."""
     state = RunState(ctx.checkpointer)
     adapter_uri = str(spec.source_adapter.uri)

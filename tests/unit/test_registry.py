@@ -1,0 +1,93 @@
+"""The method registry against the API: every method the API accepts has exactly one
+entry point, the method is read from the spec, and an unknown one is a clear error.
+
+The registry module must not import torch (the unit tier and `--help` stay light), so
+these tests run without it; tests/jobs/test_registry_entries.py imports every entry.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from modelops_api import KINDS, kind_info
+from modelops_jobs import registry
+from modelops_jobs.errors import PermanentError
+from modelops_jobs.registry import Method
+
+# What the API's literals say today, written out so that a vacuous methods() fails here.
+API_METHODS = [
+    ("PruneRetrain", ("perp",)),
+    ("UnlearnRequest", ("s3t", "ssd")),
+    ("LoRATransfer", ("translora",)),
+    ("ModelAdaptation", ("cpt", "s3t", "lora")),
+]
+
+
+def test_registry_keys_equal_the_api_methods_exactly() -> None:
+    assert set(registry.METHODS) == registry.api_methods()
+
+
+@pytest.mark.parametrize(("kind", "methods"), API_METHODS, ids=[k for k, _ in API_METHODS])
+def test_methods_are_read_from_the_spec_models(kind: str, methods: tuple[str, ...]) -> None:
+    assert kind_info(kind).methods() == methods
+
+
+def test_every_kind_is_covered() -> None:
+    assert {k.kind for k in KINDS} == {kind for kind, _ in API_METHODS}
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "expected"),
+    [
+        ("UnlearnRequest", {"method": "ssd"}, "ssd"),
+        ("UnlearnRequest", {"method": "s3t"}, "s3t"),
+        ("ModelAdaptation", {"strategy": "s3t"}, "s3t"),
+        ("ModelAdaptation", {"strategy": "lora"}, "lora"),
+        ("PruneRetrain", {}, "perp"),
+        ("LoRATransfer", {}, "translora"),
+    ],
+    ids=["unlearn-ssd", "unlearn-s3t", "adapt-s3t", "adapt-lora", "perp", "translora"],
+)
+def test_method_of_reads_the_method_field(kind: str, fields: dict, expected: str) -> None:
+    info = kind_info(kind)
+    key = registry.method_of(info, info.spec.model_construct(**fields))
+    assert key == Method(kind, expected) and key in registry.METHODS
+
+
+def test_same_method_name_in_two_kinds_runs_different_modules() -> None:
+    """s3t unlearning deactivates slices; s3t adaptation trains shards."""
+    unlearn = registry.METHODS[Method("UnlearnRequest", "s3t")]
+    adapt = registry.METHODS[Method("ModelAdaptation", "s3t")]
+    assert unlearn != adapt
+
+
+@pytest.mark.parametrize(
+    ("key", "choices"),
+    [
+        (Method("UnlearnRequest", "sisa"), "['s3t', 'ssd']"),
+        (Method("ModelAdaptation", "full"), "['cpt', 'lora', 's3t']"),
+        (Method("Nope", "perp"), "[]"),
+        (Method("PruneRetrain", ""), "['perp']"),
+    ],
+    ids=["unlearn-sisa", "adapt-full", "unknown-kind", "empty-method"],
+)
+def test_unknown_method_is_a_permanent_error_naming_the_choices(key: Method, choices: str) -> None:
+    with pytest.raises(PermanentError) as err:
+        registry.get(key)
+    assert err.value.reason == "UnknownMethod"
+    assert repr(key.method) in err.value.message and key.kind in err.value.message
+    assert err.value.message.endswith(f"expected one of {choices}")
+
+
+def test_registry_imports_no_torch() -> None:
+    code = (
+        "import sys, modelops_jobs.registry as r; r.api_methods();"
+        " print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
