@@ -57,7 +57,7 @@ lint: $(VENV)/.installed ## ruff lint + format check, and import boundaries (imp
 	$(VENV)/bin/ruff format --check operator jobs tests benchmarks dashboards
 	cd $(CURDIR) && $(VENV)/bin/lint-imports
 
-typecheck: $(VENV)/.installed ## mypy on the operator side
+typecheck: $(VENV)/.installed ## mypy on the operator side and the jobs (modelops_jobs)
 	$(PY) -m mypy
 
 test: install helm seaweedfs crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)

@@ -16,12 +16,15 @@ metadata). Secret values never appear in an error message: they are redacted.
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from modelops_api.storage import OBJECT_STORE_SCHEMES, parse_uri
 from modelops_jobs.errors import PermanentError, RetryableError
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, GCSConfig, S3Config
 
 SECRET_ENV = (
     "AWS_ACCESS_KEY_ID",
@@ -98,7 +101,9 @@ def _s3_store(bucket: str) -> Any:
         client["allow_http"] = True
     if "endpoint" in config:  # S3-compatible stores: path-style requests
         config["virtual_hosted_style_request"] = False
-    return S3Store(bucket, config=config, client_options=client)
+    return S3Store(
+        bucket, config=cast("S3Config", config), client_options=cast("ClientConfig", client)
+    )
 
 
 def _gcs_store(bucket: str) -> Any:
@@ -107,7 +112,7 @@ def _gcs_store(bucket: str) -> Any:
     config: dict[str, Any] = {}
     if os.environ.get("GOOGLE_SERVICE_ACCOUNT_KEY"):
         config["service_account_key"] = os.environ["GOOGLE_SERVICE_ACCOUNT_KEY"]
-    return GCSStore(bucket, config=config)
+    return GCSStore(bucket, config=cast("GCSConfig", config))
 
 
 def redact(text: str) -> str:
@@ -177,7 +182,7 @@ def list_objects(store: Any, loc: Location, prefix: str) -> list[dict[str, Any]]
     out: list[dict[str, Any]] = []
     with errors(loc, LISTING):
         for chunk in obstore.list(store, prefix=prefix or None):
-            out.extend(chunk)
+            out.extend(cast("Sequence[dict[str, Any]]", chunk))
     return out
 
 

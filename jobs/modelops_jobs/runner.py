@@ -97,17 +97,6 @@ def _text(raw: dict[str, Any], key: str) -> str:
     return str(raw[key])
 
 
-def output_location(info: Any, spec: Any, document: dict[str, Any]) -> str | None:
-    """The URI this run publishes to (ModelAdaptation runs get their own version dir)."""
-    output = getattr(spec, "output", None)
-    if output is None:
-        return None
-    if info.kind == "ModelAdaptation":
-        number = int(document.get("run", {}).get("number", 1))
-        return f"{output.uri.rstrip('/')}/run-{number:04d}"
-    return str(output.uri)
-
-
 def execute(
     document: dict[str, Any],
     reporter: Reporter | None = None,
@@ -131,7 +120,7 @@ def execute(
             device=default_device(),
             run=run_info(document),
         )
-        uri = output_location(info, spec, document)
+        uri = storage.output_location(info, spec, document)
         output: storage.Output | None = None
         ckpt_every = getattr(getattr(spec, "optimization", None), "checkpoint_every", 100)
         if uri is not None:

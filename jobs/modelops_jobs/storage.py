@@ -185,3 +185,14 @@ def publish(staging: Path, final: Path) -> None:
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final)
+
+
+def output_location(info: Any, spec: Any, document: dict[str, Any]) -> str | None:
+    """The URI this run publishes to (ModelAdaptation runs get their own version dir)."""
+    output = getattr(spec, "output", None)
+    if output is None:
+        return None
+    if info.kind == "ModelAdaptation":
+        number = int(document.get("run", {}).get("number", 1))
+        return f"{output.uri.rstrip('/')}/run-{number:04d}"
+    return str(output.uri)

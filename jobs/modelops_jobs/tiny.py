@@ -230,7 +230,7 @@ def tiny_causal_lm(
         )
         return OPTForCausalLM(config)
     if arch == "llama":
-        config = LlamaConfig(
+        llama = LlamaConfig(
             vocab_size=vocab_size,
             hidden_size=hidden,
             num_hidden_layers=layers,
@@ -243,7 +243,7 @@ def tiny_causal_lm(
             eos_token_id=2,
             tie_word_embeddings=False,
         )
-        return LlamaForCausalLM(config)
+        return LlamaForCausalLM(llama)
     raise ValueError(f"unknown tiny arch {arch!r}")
 
 

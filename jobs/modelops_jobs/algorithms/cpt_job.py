@@ -342,7 +342,7 @@ def run(spec: ModelAdaptationSpec, ctx: RunContext) -> AlgorithmResult:
     lineage = {
         "parent": parent_uri,
         "startedFrom": f"{parent_uri.rstrip('/')}/{PRE_ANNEAL_DIR}" if continued else parent_uri,
-        "data": str(spec.data.uri),
+        "data": str(spec.data.uri) if spec.data else None,
         "replayData": str(cpt.replay_data.uri) if cpt.replay_data else None,
         "validationOld": str(cpt.validation_old.uri) if cpt.validation_old else None,
         "validationNew": str(cpt.validation_new.uri) if cpt.validation_new else None,

@@ -44,7 +44,7 @@ DATA_LOCATION = ("data_uri", "data_max_samples")
 def store_path_for(spec: Any, ctx: RunContext) -> Path:
     """This run's store: the runner's output location for the run (<output>/run-NNNN)."""
     from modelops_api import kind_info
-    from modelops_jobs.runner import output_location
+    from modelops_jobs.storage import output_location
 
     run = ctx.run
     uri = output_location(kind_info("ModelAdaptation"), spec, {"run": run})
@@ -88,7 +88,7 @@ def slices_of(
     samples: dict[str, tuple[s3t.Sample, int, int]],
     shard: int,
     slices: int,
-    excluded: set[str] = frozenset(),
+    excluded: "set[str] | frozenset[str]" = frozenset(),
 ) -> list[list[s3t.Sample]]:  # type: ignore[assignment]
     """A shard's samples per slice, without `excluded` hashed IDs."""
     out: list[list[s3t.Sample]] = [[] for _ in range(slices)]

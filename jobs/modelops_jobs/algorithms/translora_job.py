@@ -240,7 +240,7 @@ def run(spec: LoRATransferSpec, ctx: RunContext) -> AlgorithmResult:
 
     ctx.reporter.phase("distill")
     examples = encode_pairs(target_tok, outcome.kept, labels, spec.optimization.sequence_length)
-    loss_fn = cross_entropy_loss
+    loss_fn: translora.LossFn = cross_entropy_loss
     if mode == "token":
         loss_fn = translora.token_kl_loss(teacher, len(source_tok))
     trained = train_adapter(

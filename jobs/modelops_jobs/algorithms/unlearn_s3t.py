@@ -175,13 +175,13 @@ def retrain_affected(
         shards = []
         for entry in latest["shards"]:
             fresh = {tuple(o["order"]): o for o in retrained.get(entry["shard"], [])}
-            orders = [
+            kept = [
                 {**fresh[tuple(o["order"])], "live": slices}
                 if tuple(o["order"]) in fresh and o["live"] < slices
                 else o
                 for o in entry["orders"]
             ]
-            shards.append({"shard": entry["shard"], "orders": orders})
+            shards.append({"shard": entry["shard"], "orders": kept})
         shards, _ = s3t_store.truncate_shards({"shards": shards}, s3t_store.hits_of(since, index))
         manifest = {
             "parent": latest["version"],
