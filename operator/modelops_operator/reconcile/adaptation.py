@@ -17,6 +17,8 @@ from modelops_api.kinds import KindInfo
 from modelops_api.meta import ANNOTATION_RUN_NOW
 from modelops_api.model_adaptation import ModelAdaptationSpec, parse_duration
 from modelops_api.status import Phase
+from modelops_api.times import parse_time
+from modelops_api.validation import spec_error_message
 from modelops_operator.build.jobs import build_configmap, build_job, spec_document
 from modelops_operator.build.names import job_name
 from modelops_operator.config import OperatorConfig
@@ -39,13 +41,9 @@ from modelops_operator.reconcile.conditions import (
 from modelops_operator.reconcile.drift_step import plan_drift, without_drift_conditions
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.observed import Observed
-from modelops_operator.reconcile.oneshot import identity, invalid_spec_plan, spec_error_message
+from modelops_operator.reconcile.oneshot import identity, invalid_spec_plan
 from modelops_operator.reconcile.policy import cleared_conditions, refusal, refused_conditions
 from modelops_operator.reconcile.status_patch import non_finite_as_text, status_patch
-
-
-def parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 def validate(spec_raw: dict[str, Any], now: datetime) -> ModelAdaptationSpec:

@@ -4,17 +4,9 @@ status did not change, so reconciling twice writes nothing new."""
 from datetime import datetime
 from typing import Any
 
+from modelops_api.times import iso, iso_precise
 
-def iso(t: datetime | None) -> str | None:
-    if t is None:
-        return None
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def iso_precise(t: datetime) -> str:
-    """RFC 3339 with microseconds when there are any: for times a decision compares
-    against (a cooldown end), where cutting to the second would shorten the wait."""
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if t.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+__all__ = ["get_condition", "iso", "iso_precise", "latest_run_conditions", "set_condition"]
 
 
 def set_condition(

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from modelops_api.kinds import KindInfo
 from modelops_api.status import Phase
 from modelops_api.unlearn_request import DeletionReceipt
+from modelops_api.validation import spec_error_message
 from modelops_operator.build.jobs import (
     ResourceIdentity,
     build_configmap,
@@ -57,14 +58,6 @@ def rounded(value: Any) -> Any:
     if isinstance(value, list):
         return [rounded(v) for v in value]
     return value
-
-
-def spec_error_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
-    return "; ".join(parts)
 
 
 def phase_conditions(
