@@ -12,7 +12,7 @@ KUBE_VERSION ?= 1.35.4
 PYTEST       := $(PY) -m pytest
 MODELOPS     := $(PY) -m modelops_cli.main
 
-.PHONY: help install system-deps control-plane seaweedfs crds crds-check lint typecheck test test-unit test-jobs \
+.PHONY: help install system-deps control-plane seaweedfs crds crds-check lint typecheck test test-unit test-chart test-jobs \
         test-integration test-e2e cluster-up cluster-down cluster-restart demo bench clean-venv dashboards
 
 help: ## list the targets
@@ -61,10 +61,13 @@ typecheck: $(VENV)/.installed ## mypy on the operator side and the jobs (modelop
 	$(PY) -m mypy
 
 test: install helm seaweedfs crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)
-	$(PYTEST) tests/unit tests/jobs tests/integration tests/e2e
+	$(PYTEST) tests/unit tests/chart tests/jobs tests/integration tests/e2e
 
-test-unit: $(VENV)/.installed ## unit tier: models, CRD generation, plan(), builders
+test-unit: $(VENV)/.installed ## unit tier: models, CRD generation, plan(), builders (no servers, no binaries)
 	$(PYTEST) tests/unit
+
+test-chart: $(VENV)/.installed helm ## chart tier: helm lint + template of every ci/ scenario (builds helm once, cached)
+	$(PYTEST) tests/chart
 
 test-jobs: $(VENV)/.installed seaweedfs ## jobs tier: each algorithm end to end on tiny models (CPU)
 	$(PYTEST) tests/jobs
@@ -103,4 +106,4 @@ helm: ## build helm from source through the Go module proxy (cached; version pin
 	@MODELOPS_CACHE=$(CACHE) hack/build-helm.sh >/dev/null
 
 helm-test: install helm ## the chart: lint + template every ci/ scenario, assertions, install + RBAC and security e2e
-	$(PYTEST) tests/unit/test_chart.py tests/unit/test_images.py tests/e2e/test_helm.py tests/e2e/test_security.py
+	$(PYTEST) tests/chart tests/unit/test_images.py tests/e2e/test_helm.py tests/e2e/test_security.py

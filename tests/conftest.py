@@ -1,9 +1,10 @@
-"""Fixtures for the integration tier: a real API server, a client for it, a namespace.
+"""Fixtures every tier may use, and none of which needs a cluster: polling with a
+deadline, and a real S3-compatible server (SeaweedFS).
 
-`control_plane` starts the local etcd + kube-apiserver + kube-controller-manager
-once per session (or connects to `$KUBECONFIG` with
-`MODELOPS_USE_EXISTING_CLUSTER=1`). Missing binaries or a failed start is an
-error of every test that uses it, never a skip.
+The cluster fixtures (`control_plane`, `kube_api`, `namespace`, `crds_installed`,
+`operator`) live in `tests/cluster_fixtures.py`, which imports the kubernetes client:
+it is loaded as a plugin only when the run includes a tier that needs a cluster
+(tests/integration, tests/e2e), so the unit, jobs and chart tiers never import it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,32 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
-
-from modelops_devcluster import ControlPlane, ExistingCluster, connect_or_start
 
 DEADLINE_S = 60.0
 T = TypeVar("T")
+TESTS = Path(__file__).resolve().parent
+CLUSTER_TIERS = (TESTS / "integration", TESTS / "e2e")
+CLUSTER_PLUGIN = "tests.cluster_fixtures"
+
+
+def needs_cluster(args: list[str], invocation_dir: Path) -> bool:
+    """Whether the paths pytest was given include a cluster tier (or a folder above one);
+    no paths means the testpaths, which do."""
+    if not args:
+        return True
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        path = (invocation_dir / arg.split("::")[0]).resolve()
+        for tier in CLUSTER_TIERS:
+            if path == tier or tier in path.parents or path in tier.parents:
+                return True
+    return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if needs_cluster(list(config.args), Path(config.invocation_params.dir)):
+        config.pluginmanager.import_plugin(CLUSTER_PLUGIN)
 
 
 def poll_until(what: str, probe: Callable[[], T | None], timeout: float = DEADLINE_S) -> T:
@@ -42,108 +62,6 @@ def poll_until(what: str, probe: Callable[[], T | None], timeout: float = DEADLI
 def wait_for() -> Callable[..., Any]:
     """`wait_for(what, probe, timeout=60)`: see `poll_until`."""
     return poll_until
-
-
-@pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane | ExistingCluster]:
-    cluster = connect_or_start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def kube_api(control_plane: ControlPlane | ExistingCluster) -> Iterator[client.ApiClient]:
-    api = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
-    try:
-        yield api
-    finally:
-        api.close()
-
-
-@pytest.fixture
-def namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace whose `default` ServiceAccount exists (so Pods can be
-    admitted at once); deleted afterwards without waiting."""
-    core = client.CoreV1Api(kube_api)
-    name = f"it-{uuid.uuid4().hex[:10]}"
-    core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(name=name, labels={"modelops.dev/test": "integration"})
-        )
-    )
-
-    def default_sa() -> bool | None:
-        try:
-            core.read_namespaced_service_account("default", name)
-            return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    try:
-        poll_until(f"ServiceAccount {name}/default", default_sa)
-        yield name
-    finally:
-        try:
-            core.delete_namespace(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-# -- modelops on the control plane --------------------------------------------------
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def crds_installed(
-    control_plane: ControlPlane | ExistingCluster, kube_api: client.ApiClient
-) -> list[str]:
-    """The generated CRDs (the four kinds and ModelOpsPolicy), applied and Established."""
-    from modelops_api.crdgen import crd_for, policy_crd
-    from modelops_api.kinds import KINDS
-
-    ext = client.ApiextensionsV1Api(kube_api)
-    names = []
-    for body in [*(crd_for(info) for info in KINDS), policy_crd()]:
-        name = body["metadata"]["name"]
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            current = ext.read_custom_resource_definition(name)
-            body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            ext.replace_custom_resource_definition(name, body)
-        names.append(name)
-
-    def established(name: str) -> bool | None:
-        crd = ext.read_custom_resource_definition(name)
-        conds = {c.type: c.status for c in (crd.status.conditions or [])}
-        return True if conds.get("Established") == "True" else None
-
-    for name in names:
-        poll_until(f"CRD {name} Established", lambda n=name: established(n))
-    return names
-
-
-@pytest.fixture
-def operator(
-    control_plane: ControlPlane | ExistingCluster, crds_installed: list[str], namespace: str
-) -> Iterator[Any]:
-    """The real operator, in-process, watching the test's namespace."""
-    from modelops_operator.config import OperatorConfig
-    from modelops_operator.main import run_in_thread
-
-    config = OperatorConfig(
-        namespaces=(namespace,), resync_seconds=5.0, jobs_image="modelops-jobs:test"
-    )
-    with run_in_thread(config, str(control_plane.kubeconfig), tick=0.2) as running:
-        yield running
 
 
 # -- a real S3-compatible server (SeaweedFS) ------------------------------------------

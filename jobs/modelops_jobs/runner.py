@@ -28,6 +28,7 @@ from modelops_api import kind_info
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, TERMINATION_MESSAGE_PATH
 from modelops_api.status import Artifact, JobResult
 from modelops_api.unlearn_request import DeletionReceipt
+from modelops_api.validation import spec_error_message
 from modelops_jobs import registry, storage
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
 from modelops_jobs.context import RunContext, RunInfo, default_device
@@ -48,15 +49,6 @@ def spec_digest(document: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
-def validation_message(exc: ValidationError) -> str:
-    """'spec.a.b: message' for each error: the field is always named."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
-    return "; ".join(parts)
-
-
 def parse_document(document: dict[str, Any]) -> tuple[Any, Any]:
     """(KindInfo, validated spec) or PermanentError(InvalidSpec) naming the field."""
     kind = document.get("kind")
@@ -67,7 +59,7 @@ def parse_document(document: dict[str, Any]) -> tuple[Any, Any]:
     try:
         spec = info.spec.model_validate(document.get("spec", {}))
     except ValidationError as exc:
-        raise PermanentError(validation_message(exc), "InvalidSpec") from exc
+        raise PermanentError(spec_error_message(exc), "InvalidSpec") from exc
     return info, spec
 
 

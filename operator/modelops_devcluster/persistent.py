@@ -156,40 +156,42 @@ def up(
 
 
 def install_crds(kubeconfig: Path, timeout: float = 60.0) -> list[str]:
-    """Create (or replace) the modelops CRDs and wait until they are Established."""
+    """Create (or replace) the modelops CRDs (the four kinds and ModelOpsPolicy) and
+    wait until they are Established. The test fixture `crds_installed` calls this too."""
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
 
-    from modelops_api.crdgen import crd_for
+    from modelops_api.crdgen import crd_for, policy_crd
     from modelops_api.kinds import KINDS
 
     api = config.new_client_from_config(config_file=str(kubeconfig))
     ext: Any = client.ApiextensionsV1Api(api)  # dict bodies, as the API server takes them
-    names = []
-    for info in KINDS:
-        body = crd_for(info)
-        name = body["metadata"]["name"]
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            body["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(
-                name
-            ).metadata.resource_version
-            ext.replace_custom_resource_definition(name, body)
-        names.append(name)
-    deadline = time.monotonic() + timeout
-    for name in names:
-        while True:
-            crd = ext.read_custom_resource_definition(name)
-            conds = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conds.get("Established") == "True":
-                break
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(f"CRD {name} not Established after {timeout:.0f}s")
-            time.sleep(0.2)
-    api.close()
+    try:
+        names = []
+        for body in [*(crd_for(info) for info in KINDS), policy_crd()]:
+            name = body["metadata"]["name"]
+            try:
+                ext.create_custom_resource_definition(body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                body["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(
+                    name
+                ).metadata.resource_version
+                ext.replace_custom_resource_definition(name, body)
+            names.append(name)
+        deadline = time.monotonic() + timeout
+        for name in names:
+            while True:
+                crd = ext.read_custom_resource_definition(name)
+                conds = {c.type: c.status for c in (crd.status.conditions or [])}
+                if conds.get("Established") == "True":
+                    break
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(f"CRD {name} not Established after {timeout:.0f}s")
+                time.sleep(0.2)
+    finally:
+        api.close()
     return names
 
 

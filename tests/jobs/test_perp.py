@@ -7,7 +7,6 @@ fixture), so that pruning measurably hurts and retraining measurably helps.
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,6 @@ SEQ = 32
 CRITERIA = ("magnitude", "wanda", "sparsegpt")
 PATTERNS = {"unstructured": None, "2:4": (2, 4)}
 VARIANTS = ("masklora", "scalelora", "lora_prune", "lora")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread for this module's tiny models, also inside the runner (restored)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MODELOPS_THREADS", "1")
-        yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,9 @@ bit-for-bit the prefix trained from scratch on the data without the deleted samp
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +46,6 @@ def majority_records(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread: the tiny models are faster so on a shared 2-core machine."""
-    threads, env = torch.get_num_threads(), os.environ.get("MODELOPS_THREADS")
-    torch.set_num_threads(1)
-    os.environ["MODELOPS_THREADS"] = "1"
-    yield
-    torch.set_num_threads(threads)
-    if env is None:
-        os.environ.pop("MODELOPS_THREADS", None)
-    else:
-        os.environ["MODELOPS_THREADS"] = env
 
 
 @pytest.fixture(scope="module")

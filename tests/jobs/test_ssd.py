@@ -2,9 +2,7 @@
 UnlearnRequest job on a tiny causal LM with stored full-data importance."""
 
 import copy
-import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +17,6 @@ from modelops_jobs.context import RunContext
 from modelops_jobs.data import write_jsonl
 
 CLASSES, DIM = 10, 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads, env = torch.get_num_threads(), os.environ.get("MODELOPS_THREADS")
-    torch.set_num_threads(1)
-    os.environ["MODELOPS_THREADS"] = "1"
-    yield
-    torch.set_num_threads(threads)
-    if env is None:
-        os.environ.pop("MODELOPS_THREADS", None)
-    else:
-        os.environ["MODELOPS_THREADS"] = env
 
 
 # -- the arithmetic -----------------------------------------------------------------------

@@ -4,17 +4,37 @@ status did not change, so reconciling twice writes nothing new."""
 from datetime import datetime
 from typing import Any
 
+from modelops_api.model_adaptation import RunRecord
+from modelops_api.status import Condition
+from modelops_api.times import iso, iso_precise
 
-def iso(t: datetime | None) -> str | None:
-    if t is None:
-        return None
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+__all__ = [
+    "condition",
+    "get_condition",
+    "iso",
+    "iso_precise",
+    "latest_run_conditions",
+    "set_condition",
+]
 
 
-def iso_precise(t: datetime) -> str:
-    """RFC 3339 with microseconds when there are any: for times a decision compares
-    against (a cooldown end), where cutting to the second would shorten the wait."""
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if t.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+def condition(
+    type_: str, status: str, reason: str, message: str, transition: datetime | str, generation: int
+) -> dict[str, Any]:
+    """One condition built through the API's `Condition` model (its names and limits),
+    in wire form. The transition time is kept to the second."""
+    if isinstance(transition, datetime):
+        transition = transition.replace(microsecond=0)
+    return Condition.model_validate(
+        {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message[:2048],
+            "lastTransitionTime": transition,
+            "observedGeneration": generation,
+        }
+    ).to_wire()
 
 
 def set_condition(
@@ -34,28 +54,10 @@ def set_condition(
             out.append(dict(cond))
             continue
         found = True
-        transition = cond.get("lastTransitionTime") if cond.get("status") == status else iso(now)
-        out.append(
-            {
-                "type": type_,
-                "status": status,
-                "reason": reason,
-                "message": message[:2048],
-                "lastTransitionTime": transition or iso(now),
-                "observedGeneration": generation,
-            }
-        )
+        kept = cond.get("lastTransitionTime") if cond.get("status") == status else None
+        out.append(condition(type_, status, reason, message, kept or now, generation))
     if not found:
-        out.append(
-            {
-                "type": type_,
-                "status": status,
-                "reason": reason,
-                "message": message[:2048],
-                "lastTransitionTime": iso(now),
-                "observedGeneration": generation,
-            }
-        )
+        out.append(condition(type_, status, reason, message, now, generation))
     return out
 
 
@@ -67,18 +69,18 @@ def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any
 
 
 def latest_run_conditions(
-    conditions: list[dict[str, Any]], runs: list[dict[str, Any]], now: datetime, generation: int
+    conditions: list[dict[str, Any]], runs: list[RunRecord], now: datetime, generation: int
 ) -> list[dict[str, Any]]:
     """ModelAdaptation: Succeeded and Failed describe its latest run, as they describe
     the one request of the other kinds (so the same `kubectl wait` works on every kind).
     While a run is active both are False (reason RunActive)."""
-    latest = max(runs, key=lambda r: int(r.get("run", 0)), default=None)
+    latest = max(runs, key=lambda r: r.run, default=None)
     if latest is None:
         reason, message, phase = "NoRun", "no run yet", ""
     else:
-        phase = str(latest.get("phase") or "")
+        phase = str(latest.phase)
         reason = {"Succeeded": "RunSucceeded", "Failed": "RunFailed"}.get(phase, "RunActive")
-        message = f"run {latest.get('run')}: {latest.get('message') or phase}"
+        message = f"run {latest.run}: {latest.message or phase}"
     for type_ in ("Succeeded", "Failed"):
         status = "True" if phase == type_ else "False"
         conditions = set_condition(conditions, type_, status, reason, message, now, generation)

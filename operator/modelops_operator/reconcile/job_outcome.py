@@ -5,6 +5,7 @@ newest termination message, parsed with the `JobResult` model, supplies the reas
 the message and the results. A message that does not parse is reported, not trusted.
 """
 
+import re
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -20,6 +21,18 @@ class JobOutcome:
     message: str
     result: JobResult | None
     retries: int
+
+
+REASON = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+def failure_reason(result: JobResult) -> tuple[str, str]:
+    """(reason, message) of a failed run as the Job reported it. The reason is the
+    tenant's text: one that is no CamelCase word (the Condition model and the CRD
+    refuse it) becomes JobFailed, and the text goes into the message."""
+    if REASON.match(result.reason):
+        return result.reason, result.message
+    return "JobFailed", f"{result.reason}: {result.message}"[:1024]
 
 
 def latest_result(job: JobView) -> JobResult | None:
@@ -46,7 +59,7 @@ def job_outcome(job: JobView) -> JobOutcome:
     if job.failed_terminally:
         cond = job.conditions.get("Failed") or job.conditions.get("FailureTarget") or ("", "", "")
         if result is not None and not result.ok:
-            reason, message = result.reason, result.message
+            reason, message = failure_reason(result)
         else:
             reason, message = cond[1] or "JobFailed", cond[2] or "the Job failed"
         return JobOutcome(Phase.FAILED, reason, message, result, max(job.failed - 1, 0))

@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelops_api.kinds import KindInfo
-from modelops_api.status import Phase
+from modelops_api.kinds import KindInfo, kind_info
+from modelops_api.status import JobResult, Phase
 from modelops_api.unlearn_request import DeletionReceipt
+from modelops_api.validation import spec_error_message
 from modelops_operator.build.jobs import (
     ResourceIdentity,
     build_configmap,
@@ -30,11 +31,11 @@ from modelops_operator.reconcile.actions import (
     RecordEvent,
 )
 from modelops_operator.reconcile.conditions import iso, set_condition
-from modelops_operator.reconcile.job_outcome import job_outcome
+from modelops_operator.reconcile.job_outcome import JobOutcome, job_outcome
 from modelops_operator.reconcile.observed import JobView, Observed, ResourceView
 from modelops_operator.reconcile.policy import cleared_conditions, refusal, refused_plan
 from modelops_operator.reconcile.serving import apply_serving
-from modelops_operator.reconcile.status_patch import status_patch
+from modelops_operator.reconcile.status_patch import desired_status, typed_status_patch
 
 TERMINAL = {Phase.SUCCEEDED.value, Phase.FAILED.value}
 
@@ -57,14 +58,6 @@ def rounded(value: Any) -> Any:
     if isinstance(value, list):
         return [rounded(v) for v in value]
     return value
-
-
-def spec_error_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
-    return "; ".join(parts)
 
 
 def phase_conditions(
@@ -111,31 +104,29 @@ def phase_conditions(
     return conds
 
 
+def failed_patch(
+    res: ResourceView, message: str, conds: list[dict[str, Any]], gen: int
+) -> PatchStatus:
+    """Phase Failed with `message`, built through the kind's status model."""
+    model = kind_info(res.kind).status
+    return PatchStatus(
+        desired_status(
+            model, phase="Failed", message=message, conditions=conds, observed_generation=gen
+        )
+    )
+
+
 def invalid_spec_plan(res: ResourceView, message: str, now: datetime) -> list[Action]:
     status = res.status
+    message = message[:2048]
     if status.get("phase") == "Failed" and status.get("message") == message:
         return []
+    gen = res.generation
     conds = set_condition(
-        status.get("conditions", []),
-        "SpecValid",
-        "False",
-        "InvalidSpec",
-        message,
-        now,
-        res.generation,
+        status.get("conditions", []), "SpecValid", "False", "InvalidSpec", message, now, gen
     )
-    conds = phase_conditions(conds, "Failed", "InvalidSpec", message, now, res.generation)
-    return [
-        PatchStatus(
-            {
-                "phase": "Failed",
-                "message": message,
-                "conditions": conds,
-                "observedGeneration": res.generation,
-            }
-        ),
-        RecordEvent("Warning", "InvalidSpec", message),
-    ]
+    conds = phase_conditions(conds, "Failed", "InvalidSpec", message, now, gen)
+    return [failed_patch(res, message, conds, gen), RecordEvent("Warning", "InvalidSpec", message)]
 
 
 def spec_changed_plan(res: ResourceView, job: JobView, now: datetime) -> list[Action] | None:
@@ -170,136 +161,96 @@ def spec_changed_plan(res: ResourceView, job: JobView, now: datetime) -> list[Ac
         res.generation,
     )
     conds = phase_conditions(conds, "Failed", "SpecChangedAfterStart", message, now, ran)
-    patch = {"phase": "Failed", "message": message, "conditions": conds, "observedGeneration": ran}
-    return [PatchStatus(patch), RecordEvent("Warning", "SpecChangedAfterStart", message)]
+    return [
+        failed_patch(res, message, conds, ran),
+        RecordEvent("Warning", "SpecChangedAfterStart", message),
+    ]
 
 
-def plan_oneshot(
-    obs: Observed, info: KindInfo, config: OperatorConfig, now: datetime
-) -> list[Action]:
-    res = obs.resource
+def job_deleted_plan(res: ResourceView, name: str, now: datetime) -> list[Action]:
+    """The Job is gone before the request finished: Failed, and never recreated."""
     status = res.status
-    if res.deleting:
+    if status.get("phase") in TERMINAL:
         return []
-    try:
-        spec = info.spec.model_validate(res.spec)
-    except ValidationError as exc:
-        return invalid_spec_plan(res, spec_error_message(exc), now)
-
-    name = job_name(res.kind, res.name)
-    job = obs.jobs.get(name)
-    ident = identity(res)
-
-    if job is None:
-        if status.get("jobRef"):
-            if status.get("phase") in TERMINAL:
-                return []
-            message = f"Job {name} was deleted before the request finished; not recreated"
-            conds = set_condition(
-                status.get("conditions", []),
-                "JobMissing",
-                "True",
-                "JobDeleted",
-                message,
-                now,
-                res.generation,
-            )
-            conds = phase_conditions(conds, "Failed", "JobDeleted", message, now, res.generation)
-            return [
-                PatchStatus({"phase": "Failed", "message": message, "conditions": conds}),
-                RecordEvent("Warning", "JobDeleted", message),
-            ]
-        refused = refusal(res.kind, spec, obs.gate)
-        if refused is not None:
-            return refused_plan(res, refused, now)
-        document = spec_document(ident, spec)  # type: ignore[arg-type]
-        cm = build_configmap(ident, document)
-        job_manifest = build_job(ident, spec, config, document)  # type: ignore[arg-type]
-        message = f"created Job {name}"
-        conds = set_condition(
-            cleared_conditions(status.get("conditions", []), now, res.generation),
-            "SpecValid",
-            "True",
-            "Valid",
-            "spec is valid",
-            now,
-            res.generation,
-        )
-        conds = set_condition(
-            conds, "JobCreated", "True", "JobCreated", message, now, res.generation
-        )
-        conds = phase_conditions(conds, "Pending", "Pending", message, now, res.generation)
-        return [
-            EnsureConfigMap(cm),
-            CreateJob(job_manifest),
-            PatchStatus(
-                {
-                    "phase": "Pending",
-                    "message": message,
-                    "jobRef": {"name": name, "namespace": res.namespace},
-                    "conditions": conds,
-                    "observedGeneration": res.generation,
-                }
-            ),
-            RecordEvent("Normal", "JobCreated", message),
-        ]
-
-    changed = spec_changed_plan(res, job, now)
-    if changed is not None:
-        return changed
-    outcome = job_outcome(job)
-    phase = outcome.phase.value
-    desired: dict[str, Any] = {
-        "phase": phase,
-        "message": outcome.message,
-        "jobRef": {
-            "name": name,
-            "namespace": res.namespace,
-            **({"uid": job.uid} if job.uid else {}),
-        },
-        "observedGeneration": res.generation,
-    }
-    # Every field this plan manages is in `desired`; None clears it (explicit null).
-    desired["startTime"] = iso(job.start_time) if job.start_time else status.get("startTime")
-    desired["retries"] = outcome.retries or None
-    desired["completionTime"] = (
-        (status.get("completionTime") or iso(job.completion_time or now))
-        if outcome.phase.terminal
-        else None
+    gen = res.generation
+    message = f"Job {name} was deleted before the request finished; not recreated"
+    conds = set_condition(
+        status.get("conditions", []), "JobMissing", "True", "JobDeleted", message, now, gen
     )
-    desired.update(results=None, artifact=None)
-    if res.kind == "UnlearnRequest":
-        desired["receipt"] = None
-    result = outcome.result
-    if result is not None and outcome.phase == Phase.SUCCEEDED:
-        if info.results is not None:
-            try:
-                parsed = info.results.model_validate(result.results).to_wire()
-                desired["results"] = rounded(parsed)
-            except ValidationError as exc:
-                desired["message"] = f"result did not parse: {spec_error_message(exc)}"
-        if result.artifact is not None:
-            desired["artifact"] = result.artifact.to_wire()
-        receipt = result.status.get("receipt") if result.status else None
-        if receipt is not None and res.kind == "UnlearnRequest":
-            desired["receipt"] = DeletionReceipt.model_validate(receipt).to_wire()
-    conds = list(status.get("conditions", []))
-    conds = phase_conditions(conds, phase, outcome.reason, outcome.message, now, res.generation)
+    conds = phase_conditions(conds, "Failed", "JobDeleted", message, now, gen)
+    model = kind_info(res.kind).status
+    patch = desired_status(model, phase="Failed", message=message, conditions=conds)
+    return [PatchStatus(patch), RecordEvent("Warning", "JobDeleted", message)]
+
+
+def create_plan(
+    res: ResourceView, spec: Any, config: OperatorConfig, name: str, now: datetime
+) -> list[Action]:
+    """The request's ConfigMap and Job, and status Pending with the Job's reference."""
+    ident = identity(res)
+    gen = res.generation
+    document = spec_document(ident, spec)
+    message = f"created Job {name}"
+    conds = set_condition(
+        cleared_conditions(res.status.get("conditions", []), now, gen),
+        "SpecValid",
+        "True",
+        "Valid",
+        "spec is valid",
+        now,
+        gen,
+    )
+    conds = set_condition(conds, "JobCreated", "True", "JobCreated", message, now, gen)
+    conds = phase_conditions(conds, "Pending", "Pending", message, now, gen)
+    patch = desired_status(
+        kind_info(res.kind).status,
+        phase="Pending",
+        message=message,
+        job_ref={"name": name, "namespace": res.namespace},
+        conditions=conds,
+        observed_generation=gen,
+    )
+    return [
+        EnsureConfigMap(build_configmap(ident, document)),
+        CreateJob(build_job(ident, spec, config, document)),
+        PatchStatus(patch),
+        RecordEvent("Normal", "JobCreated", message),
+    ]
+
+
+def result_fields(kind: str, info: KindInfo, result: JobResult) -> dict[str, Any]:
+    """A succeeded Job's results (rounded), artifact and receipt, as status fields;
+    results that do not parse become the message instead."""
+    fields: dict[str, Any] = {}
+    if info.results is not None:
+        try:
+            parsed = info.results.model_validate(result.results).to_wire()
+            fields["results"] = rounded(parsed)
+        except ValidationError as exc:
+            fields["message"] = f"result did not parse: {spec_error_message(exc)}"[:2048]
+    if result.artifact is not None:
+        fields["artifact"] = result.artifact
+    receipt = result.status.get("receipt") if result.status else None
+    if receipt is not None and kind == "UnlearnRequest":
+        fields["receipt"] = DeletionReceipt.model_validate(receipt)
+    return fields
+
+
+def outcome_conditions(
+    res: ResourceView, outcome: JobOutcome, results: dict[str, Any], now: datetime
+) -> tuple[list[dict[str, Any]], str | None, bool]:
+    """The conditions for the Job's outcome: the four phase conditions, Suspended,
+    Unfiltered (LoRATransfer) and Serving (UnlearnRequest); with the not-serving
+    message and whether to warn about it."""
+    gen = res.generation
+    phase = outcome.phase.value
+    conds = list(res.status.get("conditions", []))
+    conds = phase_conditions(conds, phase, outcome.reason, outcome.message, now, gen)
     if phase == "Suspended":
-        conds = set_condition(
-            conds, "Suspended", "True", "Suspended", outcome.message, now, res.generation
-        )
+        conds = set_condition(conds, "Suspended", "True", "Suspended", outcome.message, now, gen)
     elif any(c.get("type") == "Suspended" for c in conds):
-        conds = set_condition(
-            conds,
-            "Suspended",
-            "False",
-            "Resumed",
-            "the Job is no longer suspended",
-            now,
-            res.generation,
-        )
-    results = desired.get("results") or {}
+        message = "the Job is no longer suspended"
+        conds = set_condition(conds, "Suspended", "False", "Resumed", message, now, gen)
     if res.kind == "LoRATransfer" and results.get("filtered") is False:
         conds = set_condition(
             conds,
@@ -308,15 +259,49 @@ def plan_oneshot(
             "NoDiscriminator",
             "synthetic data was not filtered (no discriminator stored with the source adapter)",
             now,
-            res.generation,
+            gen,
         )
-    not_serving, warn = None, False
     if res.kind == "UnlearnRequest" and phase == "Succeeded":
-        conds, not_serving, warn = apply_serving(conds, results, now, res.generation)
-        if not_serving:
-            desired["message"] = f"{desired['message']}; {not_serving}".lstrip("; ")
-    desired["conditions"] = conds
-    patch = status_patch(status, desired)
+        return apply_serving(conds, results, now, gen)
+    return conds, None, False
+
+
+def follow_plan(
+    res: ResourceView, info: KindInfo, job: JobView, name: str, now: datetime
+) -> list[Action]:
+    """Status follows the Job: phase, times, retries, results, conditions, Events."""
+    status = res.status
+    outcome = job_outcome(job)
+    phase = outcome.phase.value
+    # Every field this plan manages is here; None clears it (explicit null).
+    fields: dict[str, Any] = {
+        "phase": phase,
+        "message": outcome.message[:2048],
+        "job_ref": {
+            "name": name,
+            "namespace": res.namespace,
+            **({"uid": job.uid} if job.uid else {}),
+        },
+        "observed_generation": res.generation,
+        "start_time": iso(job.start_time) if job.start_time else status.get("startTime"),
+        "retries": outcome.retries or None,
+        "completion_time": (
+            (status.get("completionTime") or iso(job.completion_time or now))
+            if outcome.phase.terminal
+            else None
+        ),
+        "results": None,
+        "artifact": None,
+    }
+    if res.kind == "UnlearnRequest":
+        fields["receipt"] = None
+    if outcome.result is not None and outcome.phase == Phase.SUCCEEDED:
+        fields.update(result_fields(res.kind, info, outcome.result))
+    conds, not_serving, warn = outcome_conditions(res, outcome, fields["results"] or {}, now)
+    if not_serving:
+        fields["message"] = f"{fields['message']}; {not_serving}".lstrip("; ")[:2048]
+    fields["conditions"] = conds
+    patch = typed_status_patch(info.status, status, **fields)
     if not patch:
         return []
     actions: list[Action] = [PatchStatus(patch)]
@@ -326,3 +311,29 @@ def plan_oneshot(
     if not_serving and warn:
         actions.append(RecordEvent("Warning", "ShardsOutOfService", not_serving))
     return actions
+
+
+def plan_oneshot(
+    obs: Observed, info: KindInfo, config: OperatorConfig, now: datetime
+) -> list[Action]:
+    """Validate the spec; then create the Job, report its loss, or follow it."""
+    res = obs.resource
+    if res.deleting:
+        return []
+    try:
+        spec = info.spec.model_validate(res.spec)
+    except ValidationError as exc:
+        return invalid_spec_plan(res, spec_error_message(exc), now)
+    name = job_name(res.kind, res.name)
+    job = obs.jobs.get(name)
+    if job is None:
+        if res.status.get("jobRef"):
+            return job_deleted_plan(res, name, now)
+        refused = refusal(res.kind, spec, obs.gate)
+        if refused is not None:
+            return refused_plan(res, refused, now)
+        return create_plan(res, spec, config, name, now)
+    changed = spec_changed_plan(res, job, now)
+    if changed is not None:
+        return changed
+    return follow_plan(res, info, job, name, now)

@@ -27,6 +27,7 @@ from modelops_api.policy import (
 )
 from modelops_operator.reconcile.actions import Action, PatchStatus, RecordEvent
 from modelops_operator.reconcile.conditions import get_condition, set_condition
+from modelops_operator.reconcile.status_patch import desired_status
 
 if TYPE_CHECKING:
     from modelops_operator.reconcile.observed import ResourceView
@@ -159,14 +160,11 @@ def refused_plan(res: "ResourceView", refused: Refusal, now: datetime) -> list[A
     conds = set_condition(
         conds, "Failed", "True", refused.reason, refused.message, now, res.generation
     )
-    return [
-        PatchStatus(
-            {
-                "phase": "Failed",
-                "message": refused.message,
-                "conditions": conds,
-                "observedGeneration": res.generation,
-            }
-        ),
-        RecordEvent("Warning", refused.reason, refused.message),
-    ]
+    patch = desired_status(
+        kind_info(res.kind).status,
+        phase="Failed",
+        message=refused.message,
+        conditions=conds,
+        observed_generation=res.generation,
+    )
+    return [PatchStatus(patch), RecordEvent("Warning", refused.reason, refused.message)]

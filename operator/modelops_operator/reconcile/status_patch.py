@@ -8,10 +8,16 @@ None means "remove", and a sub-object is the whole new object, so a key it no lo
 has is sent as null. Lists are replaced whole (merge patches cannot address items),
 with no nulls inside them. `apply_merge_patch` is the server's side, for the
 operator's own bookkeeping and for tests.
+
+Every status the plans write is built here through the kind's pydantic status model
+(`desired_status`): the one definition of its fields, names and limits, validated in
+production before anything is sent, and serialised to the wire form once.
 """
 
 import math
 from typing import Any
+
+from pydantic import BaseModel
 
 
 def _finite(value: Any) -> bool:
@@ -65,6 +71,27 @@ def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
     plan does not manage (absent from `desired`) are left alone."""
     managed = {key: current[key] for key in desired if key in current}
     return _diff_object(managed, desired)
+
+
+def desired_status(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
+    """The managed status fields, by their Python names, built and validated through
+    `model` (the kind's status model) and serialised once to the wire form (camelCase,
+    RFC 3339 times). A field given as None is kept as an explicit None: the plan clears
+    it. Raises `pydantic.ValidationError` naming the field if the plan would write a
+    status the model (and so the CRD) refuses."""
+    built = model.model_validate(fields)
+    wire = built.model_dump(mode="json", by_alias=True, exclude_none=True, include=set(fields))
+    for name, value in fields.items():
+        if value is None:
+            wire[model.model_fields[name].alias or name] = None
+    return wire
+
+
+def typed_status_patch(
+    model: type[BaseModel], current: dict[str, Any], **fields: Any
+) -> dict[str, Any]:
+    """`status_patch` of the stored status against `desired_status(model, **fields)`."""
+    return status_patch(current, desired_status(model, **fields))
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:
