@@ -21,6 +21,7 @@ from modelops_operator.config import OperatorConfig
 from modelops_operator.drift import prometheus
 from modelops_operator.drift.state import QueryOutcome, backoff_seconds, state_from_status
 from modelops_operator.k8s.apply import Applier
+from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.k8s.observe import Observer, resource_view
 from modelops_operator.k8s.policy import PolicyReader, observe_gate
 from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
@@ -65,8 +66,9 @@ class Tracked:
 class Reconciler:
     def __init__(self, api: client.ApiClient, config: OperatorConfig) -> None:
         self.config = config
-        self.observer = Observer(api)
-        self.applier = Applier(api)
+        self.cache = InformerCache()
+        self.observer = Observer(api, self.cache)
+        self.applier = Applier(api, self.cache)
         self.secrets = SecretReader(api)
         self.policies = PolicyReader(api, config.policy_name, config.policy_namespace)
         self._locks: dict[Key, asyncio.Lock] = {}
@@ -78,9 +80,12 @@ class Reconciler:
         self._failure_log = failures.FailureLog(log)
 
     # -- the index ---------------------------------------------------------------
-    def track(self, body: dict[str, Any]) -> None:
+    def track(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Keep a watched (or just written) body in the cache and the resync index;
+        return the newest body held (a queued older event never replaces a newer one)."""
         meta = body["metadata"]
         key = (body["kind"], meta.get("namespace", "default"), meta["name"])
+        body = self.cache.put_resource(key, body)
         entry = self.index.get(key)
         now = time.monotonic()
         interval = self._drift_interval(body)
@@ -98,10 +103,12 @@ class Reconciler:
                 # New, or the interval was shortened: do not wait out the old one.
                 entry.next_drift = now if entry.next_drift is None else now + interval
                 self._wake.set()
+        return body
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)
         self.index.pop(key, None)
+        self.cache.drop_resource(key)
         self._locks.pop(key, None)
         self._phases.pop(key, None)
         metrics.forget_resource(namespace, name, kind)
@@ -129,7 +136,8 @@ class Reconciler:
         body: dict[str, Any] | None = None,
     ) -> list[Action]:
         """Observe, plan and apply for one resource. `body` is the resource as a watch
-        event just delivered it (saves a GET); without it the resource is read."""
+        event just delivered it; without it the informer cache's copy is used, and only
+        a resource the cache never saw is read."""
         key = (kind, namespace, name)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -137,18 +145,20 @@ class Reconciler:
             metrics.RECONCILES.labels(kind).inc()
             try:
                 if body is None:
+                    body = self.cache.resource(key)
+                if body is None:
                     body = await self.observer.get_resource(kind, namespace, name)
                 if body is None:
                     self.forget(kind, namespace, name)
                     return []
                 body.setdefault("kind", kind)
-                self.track(body)
+                body = self.track(body)
                 gate = await observe_gate(
                     self.policies, self.secrets, kind, namespace, body.get("spec")
                 )
                 drift = await self._query_drift(body, gate) if with_drift else None
-                observed = replace(await self.observer.observe(body, drift), gate=gate)
-                actions = plan(observed, self.config, datetime.now(UTC))
+                observed = replace(await self.observer.observe(body), gate=gate)
+                actions = plan(observed, self.config, datetime.now(UTC), drift=drift)
                 await self.applier.apply(observed.resource, actions)
                 self._record(observed.resource, actions, drift)
                 if self._failures.pop(key, 0):
@@ -366,12 +376,12 @@ class Reconciler:
             error_reason="EvaluationFailed",
         )
         try:
-            body = await self.observer.get_resource(kind, ns, name)
+            body = self.cache.resource(key) or await self.observer.get_resource(kind, ns, name)
             if body is None:
                 return
             body.setdefault("kind", kind)
-            observed = await self.observer.observe(body, outcome)
-            actions = plan(observed, self.config, datetime.now(UTC))
+            observed = await self.observer.observe(body)
+            actions = plan(observed, self.config, datetime.now(UTC), drift=outcome)
             await self.applier.apply(observed.resource, actions)
         except Exception as again:
             log.warning("could not report the drift failure on %s %s/%s: %s", kind, ns, name, again)
