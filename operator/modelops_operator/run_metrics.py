@@ -77,9 +77,9 @@ class RunMetrics:
         return errors
 
     def _phase(self, key: Key, before: BaseModel, after: BaseModel) -> None:
-        phase: Phase | None = getattr(after, "phase", None)
-        if phase is None:
+        if getattr(after, "phase", None) is None:
             return
+        phase = Phase(after.phase)  # type: ignore[attr-defined]
         old = self.phases.get(key)
         self.phases[key] = phase
         metrics.set_phase(key[1], key[2], key[0], phase.value)
@@ -99,10 +99,11 @@ class RunMetrics:
         runs = getattr(after, "runs", None)
         if runs is None:
             return
-        seen = {r.run: r.phase for r in getattr(before, "runs", [])}
+        seen = {r.run: Phase(r.phase) for r in getattr(before, "runs", [])}
         for run in runs:
-            if run.phase.terminal and seen.get(run.run) != run.phase:
-                _count_finished(kind, run.phase, _seconds(run.start_time, run.completion_time))
+            phase = Phase(run.phase)
+            if phase.terminal and seen.get(run.run) != phase:
+                _count_finished(kind, phase, _seconds(run.start_time, run.completion_time))
 
     @staticmethod
     def _results(res: ResourceView, after: BaseModel) -> None:
@@ -110,7 +111,7 @@ class RunMetrics:
         if started > 0:
             metrics.TRIGGERS.labels(res.namespace, res.name, res.kind).inc(started)
         results = getattr(after, "results", None)
-        if getattr(after, "phase", None) == Phase.SUCCEEDED and hasattr(results, "shards"):
+        if getattr(after, "phase", None) == Phase.SUCCEEDED.value and hasattr(results, "shards"):
             wire = after.model_dump(mode="json", by_alias=True, exclude_none=True)
             metrics.record_store_serving(res.namespace, res.spec, wire)
 
