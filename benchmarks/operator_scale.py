@@ -79,6 +79,24 @@ def request_counts(cp: ControlPlane) -> Any:
     return requests_by_verb(str(body))
 
 
+def wait_quiet(cp: ControlPlane, quiet: float = 3.0, limit: float = 120.0) -> None:
+    """Until the API server has seen no write for `quiet` seconds: the operator's later
+    status writes (a Job's start time) are counted too."""
+    deadline, last, since = time.monotonic() + limit, None, time.monotonic()
+    while time.monotonic() < deadline:
+        counts = request_counts(cp)
+        writes = sum(
+            n
+            for (verb, res), n in counts.items()
+            if verb in ("POST", "PUT", "PATCH") and res != "leases"  # leader-election renewals
+        )
+        if writes != last:
+            last, since = writes, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.5)
+
+
 def client_creates(count: int) -> dict[tuple[str, str], int]:
     """The benchmark's own creates of custom resources (the kinds in turn)."""
     out: dict[tuple[str, str], int] = {}
@@ -233,6 +251,7 @@ def operator_run(
         if pending == 0:
             break
         time.sleep(0.5)
+    wait_quiet(cp)
     rss, cpu = proc_stats(proc.pid)
     ours = client_creates(count)  # and the polling lists just above
     ours.update({("LIST", info.plural): polls for info in KINDS})
@@ -391,9 +410,11 @@ Floor (the raw client creating the same ConfigMaps + Jobs, {CLIENT_THREADS} thre
         if prof:
             shares = ", ".join(f"{k} {v}%" for k, v in prof["by_package_percent"].items())
             top = "; ".join(f"`{f}` {v}%" for f, v in prof["top_functions_percent"][:6])
+            within = ", ".join(f"{k} {v}%" for k, v in prof.get("inclusive_percent", {}).items())
             text += (
-                f"\nProfile {label} (py-spy, {prof['samples']} samples during the burst, by"
-                f" innermost frame): {shares}. Top functions: {top}.\n"
+                f"\nProfile {label} (py-spy --gil, {prof['samples']} samples at 100 Hz during"
+                f" the burst). By package of the innermost frame: {shares}. Inclusive: {within}."
+                f" Top functions: {top}.\n"
             )
     fa = run.get("fault")
     if fa:

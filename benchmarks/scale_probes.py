@@ -65,7 +65,9 @@ def request_summary(
 
 class Profiler:
     """py-spy attached to a running process (sampling, no instrumentation overhead
-    in the process itself); `stop()` returns the summary, or None without py-spy."""
+    in the process itself), sampling only the thread that holds the GIL: that is the
+    CPU the operator's Python spends (threads blocked on a socket are not counted).
+    `stop()` returns the summary, or None without py-spy."""
 
     def __init__(self, pid: int, out: Path, py_spy: str | None = None) -> None:
         self.out = out
@@ -101,23 +103,36 @@ class Profiler:
 
 
 _BUCKETS = (
-    ("kopf", "/kopf/"),
-    ("aiohttp (kopf's watches)", "/aiohttp/"),
-    ("kubernetes client", "/kubernetes/"),
-    ("urllib3 / http.client", "/urllib3/"),
-    ("urllib3 / http.client", "/http/client"),
-    ("ssl", "/ssl.py"),
-    ("pydantic", "/pydantic"),
-    ("json", "/json/"),
-    ("asyncio", "/asyncio/"),
-    ("threads (executor)", "/concurrent/"),
-    ("threads (executor)", "/threading.py"),
-    ("modelops_operator (reconcile, build)", "modelops_operator/reconcile"),
-    ("modelops_operator (reconcile, build)", "modelops_operator/build"),
+    ("kopf", "(kopf/"),
+    ("aiohttp (kopf's watches)", "(aiohttp/"),
+    ("aiohttp (kopf's watches)", "(yarl/"),
+    ("kubernetes client", "(kubernetes/"),
+    ("urllib3 / http.client", "(urllib3/"),
+    ("urllib3 / http.client", "(http/"),
+    ("ssl (TLS)", "(ssl.py"),
+    ("pydantic", "(pydantic"),
+    ("json", "(json/"),
+    ("asyncio", "(asyncio/"),
+    ("threads (executor)", "(concurrent/"),
+    ("threads (executor)", "(threading.py"),
+    ("threads (executor)", "(queue.py"),
+    ("modelops_operator (reconcile, build)", "modelops_operator/reconcile/"),
+    ("modelops_operator (reconcile, build)", "modelops_operator/build/"),
     ("modelops_operator (runtime)", "modelops_operator/"),
     ("modelops_api", "modelops_api/"),
-    ("prometheus_client", "/prometheus_client/"),
-    ("logging", "/logging/"),
+    ("prometheus_client", "(prometheus_client/"),
+    ("logging", "(logging/"),
+    ("copy (deepcopy)", "(copy.py"),
+)
+
+
+_INCLUSIVE = (
+    ("kubernetes client calls (threads)", "(kubernetes/client/"),
+    ("kopf watch streams", "(kopf/_cogs/clients/watching.py"),
+    ("kopf event processing (our handlers included)", "(kopf/_core/reactor/processing.py"),
+    ("Reconciler.reconcile", "(modelops_operator/service.py"),
+    ("plan()", "(modelops_operator/reconcile/"),
+    ("metrics recording", "(modelops_operator/run_metrics.py"),
 )
 
 
@@ -125,7 +140,7 @@ def _bucket(frame: str) -> str:
     for name, needle in _BUCKETS:
         if needle in frame:
             return name
-    return "other (interpreter, stdlib)"
+    return "other (stdlib)"
 
 
 def summarise(raw: str, top: int = 12) -> dict[str, Any]:
@@ -134,6 +149,7 @@ def summarise(raw: str, top: int = 12) -> dict[str, Any]:
     by own samples."""
     by_bucket: Counter[str] = Counter()
     by_function: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, n_text = line.rpartition(" ")
@@ -148,8 +164,19 @@ def summarise(raw: str, top: int = 12) -> dict[str, Any]:
         total += n
         by_function[frames[-1]] += n
         by_bucket[_bucket(frames[-1])] += n
+        for name, needle in _INCLUSIVE:
+            if any(needle in f for f in frames):
+                inclusive[name] += n
     share = {k: round(100 * v / total, 1) for k, v in by_bucket.most_common()} if total else {}
     functions = (
         [(f, round(100 * v / total, 1)) for f, v in by_function.most_common(top)] if total else []
     )
-    return {"samples": total, "by_package_percent": share, "top_functions_percent": functions}
+    within = (
+        {name: round(100 * inclusive[name] / total, 1) for name, _ in _INCLUSIVE} if total else {}
+    )
+    return {
+        "samples": total,
+        "by_package_percent": share,
+        "inclusive_percent": within,
+        "top_functions_percent": functions,
+    }

@@ -80,6 +80,8 @@ class Applier:
             if exc.status != 409:
                 raise
             return None
+        # Reading the body to its end returns the connection to the pool (an unread
+        # response kept it, and the next request paid a new TLS handshake).
         created: dict[str, Any] = json.loads(response.data)
         return created
 
@@ -140,9 +142,10 @@ class Applier:
         }
         self.api_calls += 1
         try:
-            await asyncio.to_thread(
+            response = await asyncio.to_thread(
                 self.core.create_namespaced_event, res.namespace, body, _preload_content=False
             )
+            _ = response.data  # read to the end: the connection goes back to the pool
         except ApiException as exc:  # events are best effort
             log.warning(
                 "could not record event %s on %s/%s: %s",
