@@ -142,7 +142,7 @@ class Applier:
         }
         self.api_calls += 1
         try:
-            response = await asyncio.to_thread(
+            response: Any = await asyncio.to_thread(
                 self.core.create_namespaced_event, res.namespace, body, _preload_content=False
             )
             _ = response.data  # read to the end: the connection goes back to the pool
