@@ -1,10 +1,14 @@
-"""The operator under a burst: 500 resources at once against the local control plane.
+"""The operator under a burst: 500 (and 2,000) resources at once against the local
+control plane.
 
 Measures, in one run on one machine:
 - the operator: time from each resource's create to its Job existing (p50/p95/p99),
   time until all Jobs exist, the operator process's peak RSS and CPU seconds, and the
-  API requests it made (from the API server's apiserver_request_total, less the
-  benchmark client's own creates);
+  API requests it made by verb and resource (from the API server's
+  apiserver_request_total, less the benchmark client's own creates): writes per
+  resource, list and get calls; with --profile, a py-spy profile of the burst;
+- with --baseline-src, the same for an older operator (a source tree, e.g. from
+  `git archive`), in the same control plane just before, for old-beside-new figures;
 - the floor: the plain Python Kubernetes client creating the same number of
   ConfigMaps + Jobs directly, with the same client concurrency;
 - a fault run: SIGKILL the operator mid-burst, restart it, and check exactly one Job
@@ -12,7 +16,8 @@ Measures, in one run on one machine:
 
 Writes docs/benchmarks/operator_scale.{json,md}.
 
-    PYTHONPATH=operator:jobs python benchmarks/operator_scale.py [--count 500]
+    PYTHONPATH=operator:jobs python benchmarks/operator_scale.py [--count 500 --count 2000]
+        [--baseline-src DIR] [--profile] [--no-fault]
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ from modelops_api.meta import GROUP, VERSION
 from modelops_devcluster import ControlPlane
 from modelops_operator.build.jobs import ResourceIdentity, build_configmap, build_job, spec_document
 from modelops_operator.config import OperatorConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale_probes import Profiler, request_summary, requests_by_verb
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"
@@ -66,13 +74,36 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def request_total(cp: ControlPlane) -> float:
+def request_counts(cp: ControlPlane) -> Any:
     _status, body = cp.api_get("/metrics", timeout=10)
-    total = 0.0
-    for line in str(body).splitlines():
-        if line.startswith("apiserver_request_total{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return requests_by_verb(str(body))
+
+
+def wait_quiet(cp: ControlPlane, quiet: float = 3.0, limit: float = 120.0) -> None:
+    """Until the API server has seen no write for `quiet` seconds: the operator's later
+    status writes (a Job's start time) are counted too."""
+    deadline, last, since = time.monotonic() + limit, None, time.monotonic()
+    while time.monotonic() < deadline:
+        counts = request_counts(cp)
+        writes = sum(
+            n
+            for (verb, res), n in counts.items()
+            if verb in ("POST", "PUT", "PATCH") and res != "leases"  # leader-election renewals
+        )
+        if writes != last:
+            last, since = writes, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.5)
+
+
+def client_creates(count: int) -> dict[tuple[str, str], int]:
+    """The benchmark's own creates of custom resources (the kinds in turn)."""
+    out: dict[tuple[str, str], int] = {}
+    for i in range(count):
+        key = ("POST", kind_info(KIND_ORDER[i % 4]).plural)
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 def proc_stats(pid: int) -> tuple[int, float]:
@@ -86,11 +117,13 @@ def proc_stats(pid: int) -> tuple[int, float]:
     return rss, (int(fields[11]) + int(fields[12])) / ticks
 
 
-def start_operator(kubeconfig: Path, namespace: str, log_path: Path) -> subprocess.Popen[bytes]:
+def start_operator(
+    kubeconfig: Path, namespace: str, log_path: Path, src: Path = ROOT
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
-        "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT / 'jobs'}",
+        "PYTHONPATH": f"{src / 'operator'}:{src / 'jobs'}",
         "MODELOPS_NAMESPACES": namespace,
         "MODELOPS_METRICS_PORT": "0",
         "MODELOPS_HEALTH_PORT": "0",
@@ -177,17 +210,25 @@ def job_of(name: str, i: int) -> str:
 
 
 def operator_run(
-    cp: ControlPlane, api: client.ApiClient, count: int, workdir: Path
+    cp: ControlPlane,
+    api: client.ApiClient,
+    count: int,
+    workdir: Path,
+    name: str = "operator",
+    src: Path = ROOT,
+    profile: bool = False,
 ) -> dict[str, Any]:
-    ns = make_namespace(api, "scale-operator")
+    ns = make_namespace(api, f"scale-{name}-{count}")
     watcher = JobWatcher(api, ns).start()
-    proc = start_operator(cp.kubeconfig, ns, workdir / "operator.log")
+    proc = start_operator(cp.kubeconfig, ns, workdir / f"{name}-{count}.log", src)
     time.sleep(3)  # let the operator finish its initial listing before the burst starts
-    requests_before = request_total(cp)
+    requests_before = request_counts(cp)
+    profiler = Profiler(proc.pid, workdir / f"{name}-{count}.pyspy") if profile else None
     t0 = time.monotonic()
     created = burst(api, ns, count)
     ok = watcher.wait_for(count, timeout=600)
     t_all = max(watcher.seen.values()) - t0 if ok else float("nan")
+    profiled = profiler.stop() if profiler else None
     latencies = [
         watcher.seen[job_of(n, int(n[1:]))] - t
         for n, t in created.items()
@@ -196,7 +237,9 @@ def operator_run(
     # Let status writes finish before reading the request count.
     deadline = time.monotonic() + 120
     custom: Any = client.CustomObjectsApi(api)
+    polls = 0
     while time.monotonic() < deadline:
+        polls += 1
         pending = sum(
             1
             for info in KINDS
@@ -208,12 +251,16 @@ def operator_run(
         if pending == 0:
             break
         time.sleep(0.5)
+    wait_quiet(cp)
     rss, cpu = proc_stats(proc.pid)
-    requests = request_total(cp) - requests_before
+    ours = client_creates(count)  # and the polling lists just above
+    ours.update({("LIST", info.plural): polls for info in KINDS})
+    requests = request_summary(requests_before, request_counts(cp), count, ours)
     proc.terminate()
     proc.wait(30)
     watcher.stop()
     return {
+        "source": str(src),
         "resources": count,
         "all_jobs_seconds": round(t_all, 3),
         "latency_p50_s": round(pct(latencies, 50), 3),
@@ -222,13 +269,13 @@ def operator_run(
         "latency_max_s": round(max(latencies), 3),
         "operator_peak_rss_mb": round(rss / 2**20, 1),
         "operator_cpu_seconds": round(cpu, 2),
-        "api_requests_total": int(requests),
-        "api_requests_by_operator_est": int(requests - count),
+        "api_requests": requests,
+        "profile": profiled,
     }
 
 
-def floor_run(api: client.ApiClient, count: int) -> dict[str, Any]:
-    ns = make_namespace(api, "scale-floor")
+def floor_run(api: client.ApiClient, count: int, namespace: str) -> dict[str, Any]:
+    ns = make_namespace(api, namespace)
     core: Any = client.CoreV1Api(api)
     batch: Any = client.BatchV1Api(api)
     cfg = OperatorConfig()
@@ -261,7 +308,7 @@ def floor_run(api: client.ApiClient, count: int) -> dict[str, Any]:
 
 
 def fault_run(cp: ControlPlane, api: client.ApiClient, count: int, workdir: Path) -> dict[str, Any]:
-    ns = make_namespace(api, "scale-fault")
+    ns = make_namespace(api, f"scale-fault-{count}")
     watcher = JobWatcher(api, ns).start()
     proc = start_operator(cp.kubeconfig, ns, workdir / "fault-1.log")
     time.sleep(3)
@@ -302,34 +349,97 @@ def fault_run(cp: ControlPlane, api: client.ApiClient, count: int, workdir: Path
     }
 
 
-def write(results: dict[str, Any], command: str) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "operator_scale.json").write_text(json.dumps(results, indent=2) + "\n")
-    op, fl, fa = results["operator"], results["floor"], results["fault"]
-    ratio = (
-        op["all_jobs_seconds"] / fl["all_jobs_seconds"] if fl["all_jobs_seconds"] else float("nan")
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def _writes(op: dict[str, Any]) -> str:
+    req = op["api_requests"]
+    return (
+        f"{req['writes_per_resource']} ({req['writes_per_resource_without_events']} without Events)"
     )
-    md = f"""## Operator at scale: {op["resources"]} resources at once
 
-Machine: {results["machine"]}. Command: `{command}`. Local control plane (kube-apiserver,
-etcd, kube-controller-manager v1.35.4) on the same 2 cores as the operator and the client.
 
-| measure | operator | floor (raw client: ConfigMap + Job) | goal |
+def _lists(op: dict[str, Any]) -> str:
+    req = op["api_requests"]
+    return f"{sum(req['lists'].values())} lists, {req['gets']} gets"
+
+
+def _row(label: str, old: dict[str, Any] | None, new: dict[str, Any], fmt: Any, goal: str) -> str:
+    before = fmt(old) if old else ""
+    return f"| {label} | {before} | {fmt(new)} | {goal} |"
+
+
+def section(run: dict[str, Any]) -> str:
+    op, old, fl = run["operator"], run.get("baseline"), run["floor"]
+    floor_s = fl["all_jobs_seconds"]
+    rows = [
+        _row("time until all Jobs exist", old, op, lambda o: f"{o['all_jobs_seconds']} s", ""),
+        _row(
+            "ratio to the floor",
+            old,
+            op,
+            lambda o: f"**{_ratio(o['all_jobs_seconds'], floor_s)}**",
+            "<= 1.5x",
+        ),
+        _row("create -> Job p50", old, op, lambda o: f"{o['latency_p50_s']} s", ""),
+        _row("create -> Job p95", old, op, lambda o: f"{o['latency_p95_s']} s", ""),
+        _row("create -> Job p99", old, op, lambda o: f"**{o['latency_p99_s']} s**", "< 1 s"),
+        _row("operator peak RSS", old, op, lambda o: f"{o['operator_peak_rss_mb']} MB", "< 150 MB"),
+        _row("operator CPU", old, op, lambda o: f"{o['operator_cpu_seconds']} s", ""),
+        _row("API writes per resource", old, op, _writes, "<= 3"),
+        _row("list / get calls (operator)", old, op, _lists, "no list per reconcile"),
+    ]
+    head = f"""### {op["resources"]} resources
+
+Floor (the raw client creating the same ConfigMaps + Jobs, {CLIENT_THREADS} threads):
+{floor_s} s for {fl["objects"]} objects, create-call p50 {fl["latency_p50_s"]} s, p99 {fl["latency_p99_s"]} s.
+
+| measure | before (issue 16) | now | goal |
 |---|---|---|---|
-| time until all Jobs exist | {op["all_jobs_seconds"]} s | {fl["all_jobs_seconds"]} s | within 1.5x the floor |
-| ratio operator / floor | **{ratio:.2f}x** | 1.00x | <= 1.5x |
-| create -> Job latency p50 | {op["latency_p50_s"]} s | {fl["latency_p50_s"]} s (create calls) | |
-| create -> Job latency p95 | {op["latency_p95_s"]} s | | |
-| create -> Job latency p99 | {op["latency_p99_s"]} s | {fl["latency_p99_s"]} s (create calls) | < 1 s |
-| operator peak RSS | {op["operator_peak_rss_mb"]} MB | | < 150 MB |
-| operator CPU | {op["operator_cpu_seconds"]} s | | |
-| API requests (all clients, less the {op["resources"]} creates) | {op["api_requests_by_operator_est"]} | {fl["objects"]} | |
-
+"""
+    text = head + "\n".join(rows) + "\n"
+    for label, o in (("before", old), ("now", op)):
+        if o:
+            writes = ", ".join(f"{k}: {v}" for k, v in o["api_requests"]["writes"].items())
+            lists = ", ".join(f"{k}: {v}" for k, v in o["api_requests"]["lists"].items())
+            text += f"\nWrites {label}: {writes}. Lists {label}: {lists or 'none'}."
+    text += "\n"
+    for label, o in (("before", old), ("now", op)):
+        prof = (o or {}).get("profile")
+        if prof:
+            shares = ", ".join(f"{k} {v}%" for k, v in prof["by_package_percent"].items())
+            top = "; ".join(f"`{f}` {v}%" for f, v in prof["top_functions_percent"][:6])
+            within = ", ".join(f"{k} {v}%" for k, v in prof.get("inclusive_percent", {}).items())
+            text += (
+                f"\nProfile {label} (py-spy --gil, {prof['samples']} samples at 100 Hz during"
+                f" the burst). By package of the innermost frame: {shares}. Inclusive: {within}."
+                f" Top functions: {top}.\n"
+            )
+    fa = run.get("fault")
+    if fa:
+        text += f"""
 Fault run: SIGKILL of the operator after {fa["jobs_when_killed"]} of {fa["resources"]} Jobs existed,
 then a restart: {fa["jobs_after_restart"]} Jobs, {fa["duplicate_jobs"]} duplicates, exactly one Job per
 resource: **{fa["exactly_one_job_per_resource"]}**; every status converged: **{fa["statuses_converged"]}**
 ({fa["convergence_seconds_after_restart"]} s after the restart).
 """
+    return text
+
+
+def write(results: dict[str, Any], command: str) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "operator_scale.json").write_text(json.dumps(results, indent=2) + "\n")
+    counts = " and ".join(f"{r['operator']['resources']:,}" for r in results["runs"])
+    md = f"""## Operator at scale: {counts} resources at once
+
+Machine: {results["machine"]}. Command: `{command}`. Local control plane (kube-apiserver,
+etcd, kube-controller-manager v1.35.4) on the same cores as the operator and the client.
+"Before" is the operator as issue 16 found it ({results.get("baseline_label") or "not run"}),
+run in the same control plane just before "now"; the floor is measured in the same run.
+
+"""
+    md += "\n".join(section(r) for r in results["runs"])
     if results.get("notes"):
         md += "\n" + results["notes"] + "\n"
     (OUT / "operator_scale.md").write_text(md)
@@ -337,11 +447,17 @@ resource: **{fa["exactly_one_job_per_resource"]}**; every status converged: **{f
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--count", type=int, action="append", help="resources (repeatable)")
+    parser.add_argument("--baseline-src", type=Path, help="source tree of the older operator")
+    parser.add_argument("--baseline-label", default="", help="what the baseline is (a commit)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the operators' bursts")
+    parser.add_argument("--no-fault", action="store_true", help="skip the SIGKILL run")
     parser.add_argument("--notes", default="", help="text appended to the Markdown section")
     args = parser.parse_args()
+    counts = args.count or [500]
     workdir = Path("/tmp/modelops-scale")
     workdir.mkdir(exist_ok=True)
+    runs = []
     with ControlPlane() as cp:
         api = config.new_client_from_config(config_file=str(cp.kubeconfig))
         api.configuration.connection_pool_maxsize = CLIENT_THREADS * 2
@@ -349,19 +465,31 @@ def main() -> int:
         for info in KINDS:
             ext.create_custom_resource_definition(crd_for(info))
         time.sleep(2)
-        results = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-            "floor": floor_run(api, args.count),
-            "operator": operator_run(cp, api, args.count, workdir),
-            "fault": fault_run(cp, api, args.count, workdir),
-            "notes": args.notes,
-        }
+        for i, count in enumerate(counts):
+            run: dict[str, Any] = {"floor": floor_run(api, count, f"scale-floor-{count}")}
+            if args.baseline_src:
+                run["baseline"] = operator_run(
+                    cp, api, count, workdir, "baseline", args.baseline_src, args.profile
+                )
+            run["operator"] = operator_run(cp, api, count, workdir, profile=args.profile)
+            if i == 0 and not args.no_fault:
+                run["fault"] = fault_run(cp, api, count, workdir)
+            runs.append(run)
+    results = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "baseline_label": args.baseline_label,
+        "runs": runs,
+        "notes": args.notes,
+    }
     print(json.dumps(results, indent=2))
-    write(
-        results,
-        "PYTHONPATH=operator:jobs python benchmarks/operator_scale.py"
-        + (f" --count {args.count}" if args.count != 500 else ""),
-    )
+    extra = "".join(f" --count {c}" for c in counts)
+    if args.baseline_src:
+        extra += " --baseline-src DIR"
+    if args.profile:
+        extra += " --profile"
+    if args.no_fault:
+        extra += " --no-fault"
+    write(results, f"PYTHONPATH=operator:jobs python benchmarks/operator_scale.py{extra}")
     return 0
 
 

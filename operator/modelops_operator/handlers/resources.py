@@ -2,7 +2,9 @@
 
 `on.event` handlers only: kopf stores no progress or diff-base annotations and adds no
 finalizer (deletion needs no handler: the Job and ConfigMap are garbage-collected
-through their owner references). Every event triggers a full level-based reconcile.
+through their owner references). Every event updates the informer cache
+(`k8s/informer.py`) and triggers a full level-based reconcile, except the operator's
+own status writes.
 """
 
 from typing import Any, cast
@@ -35,12 +37,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
             if event.get("type") == "DELETED":
                 reconciler.forget(kind, namespace, name)
                 return
-            if event.get("type") == "MODIFIED" and _status_only(body):
+            # The cache keeps the newest copy by resourceVersion: a queued older event
+            # never replaces a status this operator has since written.
+            fresh = reconciler.track({**body, "kind": kind})
+            if event.get("type") == "MODIFIED" and _status_only(fresh):
                 return  # our own status write: nothing new to act on (resync still runs)
-            # A just-created resource (or the initial listing) is as fresh as a GET;
-            # for later events read it again, so a queued older event never acts on
-            # a status this operator has since changed.
-            fresh = dict(body) if event.get("type") in (None, "ADDED") else None
             await reconciler.reconcile(kind, namespace, name, body=fresh)
 
         kopf.on.event(

@@ -2,10 +2,13 @@
 
 Creating what already exists is success (deterministic names make creation
 idempotent); deleting what is gone is success; a status patch for a resource that
-was deleted meanwhile is dropped.
+was deleted meanwhile is dropped. What the API server answers to a Job create and a
+status patch is written through to the informer cache (`k8s/informer.py`), so the next
+reconcile sees the operator's own writes before their watch events arrive.
 """
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelops_api.kinds import kind_info
 from modelops_api.meta import API_VERSION, GROUP, VERSION
+from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.reconcile.actions import (
     Action,
     CreateJob,
@@ -32,10 +36,11 @@ COMPONENT = "modelops-operator"
 class Applier:
     """Applies actions for one resource."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, cache: InformerCache) -> None:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.cache = cache
         self.api_calls = 0
 
     async def apply(self, res: ResourceView, actions: list[Action]) -> None:
@@ -53,7 +58,11 @@ class Applier:
                 self.core.create_namespaced_config_map, res.namespace, action.manifest
             )
         elif isinstance(action, CreateJob):
-            await self._create(self.batch.create_namespaced_job, res.namespace, action.manifest)
+            created = await self._create(
+                self.batch.create_namespaced_job, res.namespace, action.manifest
+            )
+            if created is not None:
+                self.cache.put_job(created)
         elif isinstance(action, DeleteJob):
             await self._delete_job(action.namespace, action.name)
         elif isinstance(action, PatchStatus):
@@ -61,14 +70,20 @@ class Applier:
         elif isinstance(action, RecordEvent):
             await self._event(res, action)
 
-    async def _create(self, fn: Any, namespace: str, body: dict[str, Any]) -> None:
+    async def _create(self, fn: Any, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The created object as plain JSON (the client's models are slow to build), or
+        None when it existed already."""
         self.api_calls += 1
         try:
-            # The created object is not needed: skip deserialising the response.
-            await asyncio.to_thread(fn, namespace, body, _preload_content=False)
+            response = await asyncio.to_thread(fn, namespace, body, _preload_content=False)
         except ApiException as exc:
             if exc.status != 409:
                 raise
+            return None
+        # Reading the body to its end returns the connection to the pool (an unread
+        # response kept it, and the next request paid a new TLS handshake).
+        created: dict[str, Any] = json.loads(response.data)
+        return created
 
     async def _delete_job(self, namespace: str, name: str) -> None:
         self.api_calls += 1
@@ -84,7 +99,7 @@ class Applier:
         info = kind_info(res.kind)
         self.api_calls += 1
         try:
-            await asyncio.to_thread(
+            response: Any = await asyncio.to_thread(
                 self.custom.patch_namespaced_custom_object_status,
                 GROUP,
                 VERSION,
@@ -92,10 +107,15 @@ class Applier:
                 info.plural,
                 res.name,
                 {"status": patch},
+                _preload_content=False,
             )
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            return
+        body: dict[str, Any] = json.loads(response.data)
+        body.setdefault("kind", res.kind)
+        self.cache.put_resource((res.kind, res.namespace, res.name), body)
 
     async def _event(self, res: ResourceView, action: RecordEvent) -> None:
         now = datetime.now(UTC)
@@ -122,9 +142,10 @@ class Applier:
         }
         self.api_calls += 1
         try:
-            await asyncio.to_thread(
+            response: Any = await asyncio.to_thread(
                 self.core.create_namespaced_event, res.namespace, body, _preload_content=False
             )
+            _ = response.data  # read to the end: the connection goes back to the pool
         except ApiException as exc:  # events are best effort
             log.warning(
                 "could not record event %s on %s/%s: %s",

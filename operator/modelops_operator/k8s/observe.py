@@ -1,10 +1,12 @@
 """Read the world into `reconcile.observed` snapshots: the resource, its Jobs and the
-termination messages of their pods. Two list calls per reconcile, both by label."""
+termination messages of their pods. The resource and its Jobs come from the informer
+cache (`k8s/informer.py`); the only list call is of a finished Job's pods, once per
+Job version."""
 
 import asyncio
 import json
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -19,6 +21,7 @@ from modelops_api.meta import (
     VERSION,
 )
 from modelops_operator.build.names import label_value
+from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.reconcile.observed import JobView, Observed, PodTermination, ResourceView
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
@@ -110,73 +113,61 @@ async def _raw_list(fn: Any, namespace: str, selector: str) -> list[dict[str, An
 
 
 class Observer:
-    """Reads resources and the Jobs they own."""
+    """Builds snapshots from the informer cache; lists pods only for finished Jobs."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, cache: InformerCache) -> None:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.cache = cache
 
     async def get_resource(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A GET of the resource: only where no watch event delivered it (a drift
+        failure report after the cache dropped it)."""
         info = kind_info(kind)
         try:
-            body: Any = await asyncio.to_thread(
+            response: Any = await asyncio.to_thread(
                 self.custom.get_namespaced_custom_object,
                 GROUP,
                 VERSION,
                 namespace,
                 info.plural,
                 name,
+                _preload_content=False,
             )
-            return body
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
+        body: dict[str, Any] = json.loads(response.data)
+        return body
 
-    async def list_resources(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        info = kind_info(kind)
-        if namespace:
-            result: Any = await asyncio.to_thread(
-                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, info.plural
-            )
-        else:
-            result = await asyncio.to_thread(
-                self.custom.list_cluster_custom_object, GROUP, VERSION, info.plural
-            )
-        items: list[dict[str, Any]] = cast(Any, result).get("items", [])
-        for item in items:
-            item.setdefault("kind", info.kind)
-        return items
-
-    async def observe(self, body: dict[str, Any], drift: Any = None) -> Observed:
+    async def observe(self, body: dict[str, Any]) -> Observed:
+        """The resource and its Jobs as the cache holds them. Termination messages matter
+        only once a Job has finished: its pods are listed then, once per Job version."""
         res = resource_view(body)
-        selector = f"{LABEL_KIND}={res.kind},{LABEL_NAME}={label_value(res.name)}"
-        jobs = await _raw_list(self.batch.list_namespaced_job, res.namespace, selector)
-        # Termination messages matter only once a pod has finished: skip the pod list
-        # (the common case while a Job is pending or running).
-        finished = any(
-            (st := j.get("status") or {}).get("succeeded")
-            or st.get("failed")
-            or st.get("conditions")
-            for j in jobs
-        )
-        pods = (
-            await _raw_list(self.core.list_namespaced_pod, res.namespace, selector)
-            if finished
-            else []
-        )
-        by_job: dict[str, list[dict[str, Any]]] = {}
-        for pod in pods:
-            labels = pod["metadata"].get("labels") or {}
-            owner = next((labels[k] for k in JOB_NAME_LABELS if k in labels), None)
-            if owner:
-                by_job.setdefault(owner, []).append(pod)
+        jobs = self.cache.jobs_of((res.kind, res.namespace, res.name))
         views = {}
         for job in jobs:
             refs = job["metadata"].get("ownerReferences") or []
             if res.uid and not any(r.get("uid") == res.uid for r in refs):
                 continue  # a Job of an earlier resource with the same name
-            name = job["metadata"]["name"]
-            views[name] = job_view(job, by_job.get(name, []))
-        return Observed(resource=res, jobs=views, drift=drift)
+            views[job["metadata"]["name"]] = job_view(job, await self._pods(res, job))
+        return Observed(resource=res, jobs=views)
+
+    async def _pods(self, res: ResourceView, job: dict[str, Any]) -> list[dict[str, Any]]:
+        st = job.get("status") or {}
+        if not (st.get("succeeded") or st.get("failed") or st.get("conditions")):
+            return []
+        held = self.cache.pods_for(job)
+        if held is not None:
+            return held
+        name = job["metadata"]["name"]
+        selector = f"{LABEL_KIND}={res.kind},{LABEL_NAME}={label_value(res.name)}"
+        pods = [
+            pod
+            for pod in await _raw_list(self.core.list_namespaced_pod, res.namespace, selector)
+            if any(((pod["metadata"].get("labels") or {}).get(k)) == name for k in JOB_NAME_LABELS)
+        ]
+        self.cache.keep_pods(job, pods)
+        return pods

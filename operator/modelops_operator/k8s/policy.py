@@ -59,13 +59,20 @@ class PolicyReader:
         self.default_namespace = default_namespace or "default"
         self.ttl = ttl
         self._cache: dict[str, tuple[float, PolicyView | None]] = {}
+        self._reading: dict[str, asyncio.Task[PolicyView | None]] = {}
 
     async def view(self, namespace: str) -> PolicyView | None:
-        """The policy in force for `namespace`; None when no policy applies."""
+        """The policy in force for `namespace`; None when no policy applies. Reconciles
+        that miss the cache together share one read (a burst in one namespace made one
+        read per reconcile each time the entry expired)."""
         hit = self._cache.get(namespace)
         if hit is not None and time.monotonic() < hit[0]:
             return hit[1]
-        result = await self._read(namespace)
+        task = self._reading.get(namespace)
+        if task is None:
+            task = self._reading[namespace] = asyncio.ensure_future(self._read(namespace))
+            task.add_done_callback(lambda _: self._reading.pop(namespace, None))
+        result = await asyncio.shield(task)
         self._cache[namespace] = (time.monotonic() + self.ttl, result)
         return result
 

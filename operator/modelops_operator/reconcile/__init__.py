@@ -4,17 +4,28 @@
 observed state always yields the same plan.
 """
 
+from dataclasses import replace
 from datetime import datetime
 
 from modelops_api.kinds import kind_info
 from modelops_operator.config import OperatorConfig
+from modelops_operator.drift.state import QueryOutcome
 from modelops_operator.reconcile.actions import Action
 from modelops_operator.reconcile.adaptation import plan_adaptation
 from modelops_operator.reconcile.observed import Observed
 from modelops_operator.reconcile.oneshot import plan_oneshot
 
 
-def plan(observed: Observed, config: OperatorConfig, now: datetime) -> list[Action]:
+def plan(
+    observed: Observed,
+    config: OperatorConfig,
+    now: datetime,
+    drift: QueryOutcome | None = None,
+) -> list[Action]:
+    """`drift`: a ModelAdaptation's drift query outcome when this reconcile queried
+    Prometheus (the service passes it here; `k8s/` never sees it)."""
+    if drift is not None:
+        observed = replace(observed, drift=drift)
     info = kind_info(observed.resource.kind)
     if info.kind == "ModelAdaptation":
         return plan_adaptation(observed, info, config, now)
