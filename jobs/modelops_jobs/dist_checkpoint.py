@@ -90,7 +90,7 @@ def load(
 
     assert checkpointer.directory is not None and state is not None
     model_state, optim_state = get_state_dict(model, optimizer)
-    loaded = {"model": model_state, "optimizer": optim_state}
+    loaded: dict[str, Any] = {"model": model_state, "optimizer": optim_state}
     dcp.load(loaded, checkpoint_id=checkpointer.directory / DCP_DIR / name)
     set_state_dict(
         model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"]

@@ -210,8 +210,8 @@ def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     blocks = [m for m in model.modules() if type(m).__name__ in names]
     if blocks:
         return blocks
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-    return list(max(lists, key=len)) if lists else []
+    lists = [list(m) for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    return max(lists, key=len) if lists else []
 
 
 def wrap(model: torch.nn.Module, strategy: Strategy, world: World) -> torch.nn.Module:
@@ -285,7 +285,7 @@ def full_model_state(model: torch.nn.Module, world: World) -> dict[str, torch.Te
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        state = get_model_state_dict(model, options=options)
+        state: dict[str, Any] = get_model_state_dict(model, options=options)
         if not world.is_main:
             return None
         # tied weights (an LM head sharing the embedding) are stored once, as one process
@@ -308,7 +308,7 @@ def full_optimizer_state(
     )
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    by_name = get_optimizer_state_dict(model, optimizer, options=options)
+    by_name: dict[str, Any] = get_optimizer_state_dict(model, optimizer, options=options)
     if not world.is_main:
         return None
     index = 0

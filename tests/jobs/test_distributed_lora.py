@@ -78,7 +78,7 @@ def finetune(root: Path, out: str, strategy: str = "auto", steps: int = 8) -> di
     }
 
 
-def transfer(root: Path, adapter: Path, out: str, steps: int = 8, every: int = 1000) -> dict:
+def transfer(root: Path, adapter: Path, out: str, steps: int = 40, every: int = 4) -> dict:
     return {
         "apiVersion": "modelops.dev/v1alpha1",
         "kind": "LoRATransfer",
@@ -142,12 +142,25 @@ def single_transfer(world: dict[str, Any], single_finetune: dict[str, Any]) -> d
     return run.result
 
 
+@pytest.fixture(scope="module")
+def transfer_pods(world: dict[str, Any], single_finetune: dict[str, Any]) -> Any:
+    done: dict[str, Any] = {}
+
+    def get(out: str) -> Any:
+        if out not in done:
+            root = world["root"]
+            adapter = root / "ft-single" / "run-0001"
+            done[out] = run_pod(transfer(root, adapter, out), root / f"pod-{out}", nproc=2)
+        return done[out]
+
+    return get
+
+
 def test_translora_distillation_on_two_processes_matches_one(
-    world: dict[str, Any], single_transfer: dict[str, Any]
+    world: dict[str, Any], single_transfer: dict[str, Any], transfer_pods: Any
 ) -> None:
     root = world["root"]
-    adapter = root / "ft-single" / "run-0001"
-    run = run_pod(transfer(root, adapter, "tl-ddp"), root / "pod-tl-ddp", nproc=2)
+    run = transfer_pods("tl-ddp")
     assert run.exit_code == 0, run.stderr[-3000:]
     difference = max_difference(
         weights(root / "tl-single", ADAPTER), weights(root / "tl-ddp", ADAPTER)
@@ -163,15 +176,13 @@ def test_translora_distillation_on_two_processes_matches_one(
 
 
 def test_translora_sigterm_to_one_rank_then_resume_ends_where_the_uninterrupted_run_ends(
-    world: dict[str, Any], single_finetune: dict[str, Any]
+    world: dict[str, Any], single_finetune: dict[str, Any], transfer_pods: Any
 ) -> None:
     root = world["root"]
     adapter = root / "ft-single" / "run-0001"
-    straight = run_pod(
-        transfer(root, adapter, "tl-straight", steps=40, every=4), root / "pod-tl-st", nproc=2
-    )
+    straight = transfer_pods("tl-ddp")
     assert straight.exit_code == 0, straight.stderr[-3000:]
-    doc = transfer(root, adapter, "tl-resumed", steps=40, every=4)
+    doc = transfer(root, adapter, "tl-resumed")
     ckpt = root / "ckpt-tl"
     proc, termination = start_pod(doc, root / "pod-tl-first", 2, ckpt)
     wait_for_probe(lambda: _train_step(ckpt) >= 4)  # distillation is under way
@@ -182,7 +193,7 @@ def test_translora_sigterm_to_one_rank_then_resume_ends_where_the_uninterrupted_
     assert stopped[0] == stopped[1] and 4 <= stopped[0] < 40, stopped
     retry = run_pod(doc, root / "pod-tl-retry", 2, ckpt)
     assert retry.exit_code == 0, retry.stderr[-3000:]
-    a = weights(root / "tl-straight", ADAPTER)
+    a = weights(root / "tl-ddp", ADAPTER)
     b = weights(root / "tl-resumed", ADAPTER)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
