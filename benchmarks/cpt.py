@@ -62,7 +62,7 @@ QUICK = Setup(steps=80, batch=8, seq=32, hidden=32, layers=2, heads=2, ffn=64, v
 
 # -- data and the initial model -----------------------------------------------------
 def corpus(name: str, n: int) -> list[str]:
-    from modelops_jobs import tiny
+    from modelops_jobs.testing import tiny
 
     if name == "d0":
         return tiny.grammar_corpus(n, seed=0, variant=0)
@@ -73,8 +73,8 @@ def corpus(name: str, n: int) -> list[str]:
 
 def build_world(root: Path, setup: Setup) -> dict[str, Any]:
     """JSONL files with enough tokens for one pass per run, the tokenizer and the init."""
-    from modelops_jobs import tiny
     from modelops_jobs.data import token_stream, write_jsonl
+    from modelops_jobs.testing import tiny
 
     tokenizer = tiny.train_tokenizer(corpus("d0", 20_000), vocab_size=setup.vocab)
     need = setup.steps * setup.batch * setup.seq  # tokens one run of `steps` consumes

@@ -47,8 +47,8 @@ MODEL = {"hidden": 128, "layers": 4, "heads": 4, "ffn": 512}
 
 
 def build_world(root: Path, vocab: int = 256, model: dict[str, int] = MODEL) -> None:
-    from modelops_jobs import tiny
     from modelops_jobs.data import write_jsonl
+    from modelops_jobs.testing import tiny
 
     texts = tiny.grammar_corpus(3000, seed=0)
     write_jsonl(root / "d1.jsonl", [{"text": t} for t in texts[:2800]])
@@ -207,8 +207,8 @@ GPU_SEQ, GPU_BATCH, GPU_STEPS = 1024, 8, 30
 
 
 def gpu_mode(root: Path, peak_tflops: float) -> dict[str, Any]:
-    from modelops_jobs import tiny
     from modelops_jobs.modelio import count_parameters
+    from modelops_jobs.testing import tiny
 
     texts = tiny.grammar_corpus(2000, seed=0)
     tokenizer = tiny.train_tokenizer(texts, vocab_size=1000)

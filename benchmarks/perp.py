@@ -34,11 +34,12 @@ import torch
 
 from modelops_api.common import LoRAConfig, Optimization
 from modelops_api.prune_retrain import PruneRetrainSpec, pattern_nm
-from modelops_jobs import data, tiny
+from modelops_jobs import data
 from modelops_jobs.algorithms import perp_job, perp_peft, pruning
 from modelops_jobs.checkpoint import seed_everything
 from modelops_jobs.context import RunContext
 from modelops_jobs.reporting import ProgressEvent, Reporter
+from modelops_jobs.testing import tiny
 
 FULL = {
     "vocab": 768,

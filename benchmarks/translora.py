@@ -83,9 +83,9 @@ QUICK = Setup(
 )
 
 
-# -- the tiny world (modelops_jobs.shift_task, shared with the example fixtures) ----
+# -- the tiny world (modelops_jobs.testing.shift_task, shared with the example fixtures) ----
 def build_world(root: Path, setup: Setup) -> dict[str, Any]:
-    from modelops_jobs import shift_task
+    from modelops_jobs.testing import shift_task
 
     info = shift_task.build_bases(root / "source", root / "target", setup.pretrain_steps)
     shift_task.write_task_data(
@@ -330,7 +330,7 @@ def main() -> None:
     os.environ.setdefault("MODELOPS_THREADS", "1")  # tiny models: threads only add overhead
     torch.set_num_threads(int(os.environ["MODELOPS_THREADS"]))
     started, cpu_started = time.time(), time.process_time()
-    from modelops_jobs import tiny
+    from modelops_jobs.testing import tiny
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)

@@ -46,10 +46,11 @@ import torch
 from torch import nn
 
 from modelops_api.unlearn_request import UnlearnRequestSpec
-from modelops_jobs import runner, tiny, unlearn_eval
+from modelops_jobs import runner, unlearn_eval
 from modelops_jobs.algorithms import s3t, s3t_orders, s3t_store, ssd, unlearn_s3t
 from modelops_jobs.context import RunContext
 from modelops_jobs.data import write_jsonl
+from modelops_jobs.testing import tiny
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "benchmarks"

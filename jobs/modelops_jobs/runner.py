@@ -67,7 +67,9 @@ def parse_document(document: dict[str, Any]) -> tuple[Any, Any]:
 
 def run_info(document: dict[str, Any]) -> RunInfo:
     """The document's `run` (ModelAdaptation), checked; PermanentError naming the field."""
-    raw = document.get("run") or {}
+    raw = document.get("run")
+    if raw is None:
+        return RunInfo()
     if not isinstance(raw, dict):
         raise PermanentError("run: expected an object", "InvalidSpec")
     info = RunInfo()

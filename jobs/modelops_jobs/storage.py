@@ -224,6 +224,6 @@ def output_location(info: Any, spec: Any, document: dict[str, Any]) -> str | Non
     if output is None:
         return None
     if info.kind == "ModelAdaptation":
-        number = int(document.get("run", {}).get("number", 1))
+        number = int((document.get("run") or {}).get("number", 1))
         return f"{output.uri.rstrip('/')}/run-{number:04d}"
     return str(output.uri)

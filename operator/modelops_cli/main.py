@@ -121,7 +121,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def cmd_fixtures(args: argparse.Namespace) -> int:
     """Create the tiny models and data the examples and the demo refer to."""
-    from modelops_jobs.fixtures import build_example_fixtures
+    from modelops_jobs.testing.fixtures import build_example_fixtures
 
     for path in build_example_fixtures(Path(args.root), force=args.force):
         print(path)

@@ -159,7 +159,7 @@ def main() -> int:
     from modelops_api.crdgen import crd_for
     from modelops_api.kinds import KINDS
     from modelops_devcluster import ControlPlane
-    from modelops_jobs.fixtures import build_example_fixtures
+    from modelops_jobs.testing.fixtures import build_example_fixtures
 
     say("creating tiny models and data under /tmp/modelops (first run only)")
     build_example_fixtures(FIXTURES)

@@ -15,7 +15,7 @@ from kubernetes import client
 
 from modelops_api.meta import GROUP, VERSION
 from modelops_devcluster.demo import run_examples
-from modelops_jobs.fixtures import build_example_fixtures
+from modelops_jobs.testing.fixtures import build_example_fixtures
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,10 @@ from tests.conftest import poll_until
 from tests.e2e.test_security import debug_logs, everything_written, leaks
 
 from modelops_api.meta import GROUP, VERSION
-from modelops_jobs import storage, tiny, transfer
+from modelops_jobs import storage, transfer
 from modelops_jobs.algorithms import ssd
 from modelops_jobs.data import write_jsonl
+from modelops_jobs.testing import tiny
 
 STORAGE = {
     "secretName": "object-store",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelops_jobs.fixtures import build_example_fixtures
+from modelops_jobs.testing.fixtures import build_example_fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT / 'jobs'}", "MODELOPS_THREADS": "2"}

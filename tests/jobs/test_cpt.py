@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from safetensors.torch import load_file
 
 from modelops_api.model_adaptation import ModelAdaptationSpec
-from modelops_jobs import runner, tiny
+from modelops_jobs import runner
 from modelops_jobs.algorithms import cpt_job
 from modelops_jobs.algorithms.lr_schedules import (
     ScheduleSettings,
@@ -33,6 +33,7 @@ from modelops_jobs.context import RunContext
 from modelops_jobs.data import write_jsonl
 from modelops_jobs.errors import PermanentError, Preempted
 from modelops_jobs.reporting import ProgressEvent, Reporter
+from modelops_jobs.testing import tiny
 from modelops_jobs.training_metrics import serve_training_metrics
 
 SEQ = 32

@@ -27,8 +27,8 @@ from tests.jobs.distributed_harness import (
 )
 
 from modelops_api.meta import EXIT_RETRYABLE
-from modelops_jobs import tiny
 from modelops_jobs.data import write_jsonl
+from modelops_jobs.testing import tiny
 
 WEIGHT_TOL = 1e-5
 """Largest |w_2proc - w_1proc| after STEPS AdamW steps (measured: about 1e-7)."""

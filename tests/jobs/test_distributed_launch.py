@@ -178,7 +178,7 @@ def test_training_bytes_count_weights_grads_and_adamw_state_of_the_trainable_par
 
 
 def test_fsdp_shards_each_transformer_block() -> None:
-    from modelops_jobs import tiny
+    from modelops_jobs.testing import tiny
 
     model = tiny.tiny_causal_lm(64, hidden=16, layers=3, heads=2, ffn=32)
     assert [type(b).__name__ for b in transformer_blocks(model)] == ["OPTDecoderLayer"] * 3

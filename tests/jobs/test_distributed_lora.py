@@ -25,8 +25,8 @@ from tests.jobs.distributed_harness import (
 )
 
 from modelops_api.meta import EXIT_PERMANENT, EXIT_RETRYABLE
-from modelops_jobs import tiny
 from modelops_jobs.data import write_jsonl
+from modelops_jobs.testing import tiny
 
 ADAPTER_TOL = 1e-5
 """Largest |a_2proc - a_1proc| of the adapter weights after the run (measured: ~1e-7)."""

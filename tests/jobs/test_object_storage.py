@@ -18,10 +18,11 @@ import pytest
 import torch
 
 from modelops_api.meta import EXIT_PERMANENT
-from modelops_jobs import objectstore, runner, storage, tiny, transfer
+from modelops_jobs import objectstore, runner, storage, transfer
 from modelops_jobs.errors import PermanentError
-from modelops_jobs.fixtures import reversal_task
 from modelops_jobs.reporting import ProgressEvent, Reporter
+from modelops_jobs.testing import tiny
+from modelops_jobs.testing.fixtures import reversal_task
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 from modelops_api.common import LoRAConfig
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT
 from modelops_api.prune_retrain import PruneRetrainResults, PruneRetrainSpec
-from modelops_jobs import data, tiny
+from modelops_jobs import data
 from modelops_jobs.algorithms import perp_job, perp_peft, pruning
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
 from modelops_jobs.context import RunContext
@@ -26,6 +26,7 @@ from modelops_jobs.errors import Preempted
 from modelops_jobs.reporting import ProgressEvent, Reporter
 from modelops_jobs.runner import execute
 from modelops_jobs.storage import MANIFEST
+from modelops_jobs.testing import tiny
 
 SEQ = 32
 CRITERIA = ("magnitude", "wanda", "sparsegpt")

@@ -5,6 +5,8 @@ import types
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelops_api import LoRATransferSpec, ModelAdaptationSpec, UnlearnRequestSpec
 from modelops_jobs import registry, runner
@@ -120,6 +122,8 @@ RUNS = [
     ("parent-number", {"number": 1, "parent": 7}, "run.parent: 7"),
     ("trigger-list", {"trigger": ["x"]}, "run.trigger: ['x']"),
     ("not-object", ["number"], "run: expected an object"),
+    ("empty-list", [], "run: expected an object"),
+    ("zero", 0, "run: expected an object"),
 ]
 
 
@@ -132,3 +136,33 @@ def test_run_info_is_a_declared_checked_field(run: Any, expected: Any) -> None:
         assert err.value.reason == "InvalidSpec" and err.value.message.startswith(expected)
     else:
         assert runner.run_info(document) == (run if expected is None else expected)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+RUN_VALUES = st.one_of(
+    JSON,
+    st.dictionaries(st.sampled_from(["number", "trigger", "parent", "other"]), JSON),
+    st.fixed_dictionaries(
+        {"number": st.integers(min_value=-(2**70), max_value=2**70)},
+        optional={"trigger": st.text(max_size=300), "parent": st.text(max_size=300)},
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(run=RUN_VALUES)
+def test_run_info_accepts_or_names_the_field_never_crashes(run: Any) -> None:
+    """Any JSON for `run`: a RunInfo holding only checked values, or InvalidSpec naming it."""
+    try:
+        info = runner.run_info({"run": run})
+    except PermanentError as exc:
+        assert exc.reason == "InvalidSpec" and exc.message.startswith("run")
+        return
+    assert run is None or isinstance(run, dict), "a run that is no object is refused"
+    assert set(info) <= {"number", "trigger", "parent"}
+    assert "number" not in info or (type(info["number"]) is int and info["number"] >= 1)
+    assert all(isinstance(info[k], str) for k in ("trigger", "parent") if k in info)  # type: ignore[literal-required]

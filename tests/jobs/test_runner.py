@@ -12,9 +12,10 @@ import pytest
 
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT
 from modelops_api.status import JobResult
-from modelops_jobs import runner, tiny
+from modelops_jobs import runner
 from modelops_jobs.data import write_jsonl
-from modelops_jobs.fixtures import reversal_task
+from modelops_jobs.testing import tiny
+from modelops_jobs.testing.fixtures import reversal_task
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT / 'jobs'}", "MODELOPS_THREADS": "1"}

@@ -20,11 +20,12 @@ import torch
 from safetensors.torch import load_file
 
 from modelops_api.unlearn_request import DeletionReceipt, UnlearnRequestSpec, UnlearnResults
-from modelops_jobs import deletion, runner, tiny
+from modelops_jobs import deletion, runner
 from modelops_jobs.algorithms import s3t, s3t_job, s3t_orders, s3t_store, unlearn_s3t
 from modelops_jobs.context import RunContext
 from modelops_jobs.data import write_jsonl
 from modelops_jobs.errors import PermanentError
+from modelops_jobs.testing import tiny
 
 LETTERS = "abc"
 SHARDS, SLICES, ORDERS = 2, 3, 3

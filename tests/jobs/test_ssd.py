@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from modelops_api.unlearn_request import DeletionReceipt, UnlearnRequestSpec
-from modelops_jobs import runner, tiny
+from modelops_jobs import runner
 from modelops_jobs.algorithms import ssd, unlearn_ssd
 from modelops_jobs.context import RunContext
 from modelops_jobs.data import write_jsonl
+from modelops_jobs.testing import tiny
 
 CLASSES, DIM = 10, 16
 

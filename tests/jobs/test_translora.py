@@ -22,13 +22,13 @@ from safetensors.torch import load_file
 
 from modelops_api.lora_transfer import LoRATransferResults, LoRATransferSpec
 from modelops_api.model_adaptation import ModelAdaptationSpec
-from modelops_jobs import tiny
 from modelops_jobs.algorithms import lora_finetune, lora_training, translora, translora_job
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
 from modelops_jobs.context import RunContext
 from modelops_jobs.errors import PermanentError, Preempted
 from modelops_jobs.modelio import load_causal_lm, load_tokenizer
 from modelops_jobs.reporting import ProgressEvent, Reporter
+from modelops_jobs.testing import tiny
 
 TASK = "abcdefgh"
 OTHER = "ijklmnopqrstuvwxyz"

@@ -5,9 +5,11 @@ The registry module must not import torch (the unit tier and `--help` stay light
 these tests run without it; tests/jobs/test_registry_entries.py imports every entry.
 """
 
+import ast
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +81,23 @@ def test_unknown_method_is_a_permanent_error_naming_the_choices(key: Method, cho
     assert err.value.reason == "UnknownMethod"
     assert repr(key.method) in err.value.message and key.kind in err.value.message
     assert err.value.message.endswith(f"expected one of {choices}")
+
+
+def test_nothing_but_the_registry_reads_a_method_field() -> None:
+    """Dispatch happens once, by key: no `if spec.method == ...` / `spec.strategy` in the jobs."""
+    fields = {k.method_field for k in KINDS if k.method_field}
+    assert fields == {"method", "strategy"}
+    jobs = Path(registry.__file__).parent
+    reads = [
+        f"{path.relative_to(jobs)}:{node.lineno}"
+        for path in sorted(jobs.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and node.attr in fields
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "spec"
+    ]
+    assert reads == []
 
 
 def test_registry_imports_no_torch() -> None:

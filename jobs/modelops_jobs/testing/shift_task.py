@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from modelops_jobs import tiny
+from modelops_jobs.testing import tiny
 
 TASK_LETTERS = "abcdefgh"
 OTHER_LETTERS = "ijklmnopqrstuvwxyz"

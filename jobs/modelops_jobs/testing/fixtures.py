@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from modelops_jobs import tiny
 from modelops_jobs.data import token_stream, write_jsonl
+from modelops_jobs.testing import tiny
 
 LETTERS = "abcdefgh"
 SHIFT_PRETRAIN_STEPS = 400
@@ -163,7 +163,7 @@ def build_example_fixtures(root: Path, force: bool = False, steps: int = 150) ->
 
 
 def _shift_fixtures(root: Path, force: bool) -> list[Path]:
-    from modelops_jobs import shift_task
+    from modelops_jobs.testing import shift_task
 
     source, target = root / "models" / "shift-source", root / "models" / "shift-target"
     train, heldout = root / "data" / "shift-train.jsonl", root / "data" / "shift-eval.jsonl"
