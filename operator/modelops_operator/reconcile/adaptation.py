@@ -44,6 +44,9 @@ from modelops_operator.reconcile.runs import (
 from modelops_operator.reconcile.status_patch import typed_status_patch
 from modelops_operator.reconcile.triggers import drift_decision, timed_decision
 
+MESSAGE_MAX = 2048
+"""status.message's length: a message made of a Job's or a user's text is cut to it."""
+
 
 def validate(spec_raw: dict[str, Any], now: datetime) -> ModelAdaptationSpec:
     """Parse the spec and check what the schema cannot (the cron expression)."""
@@ -197,6 +200,8 @@ def plan_adaptation(
         phase = Phase.IDLE.value
     if refused is not None and runs.active is None:
         phase = Phase.FAILED.value
+    if fields.get("message"):
+        fields["message"] = fields["message"][:MESSAGE_MAX]
     fields.update(runs=kept, run_count=runs.count, phase=phase, active_run=runs.active)
     fields["conditions"] = summary_conditions(
         conds, kept, phase, runs.active, fields.get("message"), drift.failure, now, gen
