@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kubernetes import client
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from tests.drift_cases import drift_adaptation, drift_trigger
 from tests.e2e.conftest import free_port
 from tests.integration.kube_helpers import condition, create, get
 
@@ -86,23 +87,13 @@ def test_drift_fires_once_cools_down_rearms_and_survives_prometheus_loss(
         "Prometheus scraped the gauge",
         lambda: True if prom.query("model_input_drift_score")["data"]["result"] else None,
     )
-    spec = {
-        "model": {"uri": "pvc://m/base"},
-        "data": {"uri": "pvc://d/new"},
-        "output": {"uri": "pvc://m/versions"},
-        "trigger": {
-            "type": "drift",
-            "drift": {
-                "prometheusUrl": prom.url,
-                "query": 'max(model_input_drift_score{model="tiny"})',
-                "fireThreshold": 0.5,
-                "clearThreshold": 0.3,
-                "for": "3s",
-                "interval": "1s",
-                "cooldown": "1h",
-            },
-        },
-    }
+    spec = drift_adaptation(
+        drift_trigger(
+            prom.url,
+            'max(model_input_drift_score{model="tiny"})',
+            **{"for": "3s", "interval": "1s", "cooldown": "1h"},
+        )
+    )
     create(
         kube_api,
         namespace,
@@ -192,20 +183,14 @@ def test_bad_drift_queries_set_a_condition_and_start_nothing(
             ),
         )
         drift = {
-            "prometheusUrl": prom.url,
-            "query": 'max(model_input_drift_score{model="a"})',
-            "fireThreshold": 0.5,
-            "clearThreshold": 0.3,
-            "for": "1s",
-            "interval": "1s",
+            **drift_trigger(
+                prom.url,
+                'max(model_input_drift_score{model="a"})',
+                **{"for": "1s", "interval": "1s"},
+            ),
             **drift_patch,
         }
-        spec = {
-            "model": {"uri": "pvc://m/base"},
-            "data": {"uri": "pvc://d/new"},
-            "output": {"uri": "pvc://m/versions"},
-            "trigger": {"type": "drift", "drift": drift},
-        }
+        spec = drift_adaptation(drift)
         create(
             kube_api,
             namespace,
@@ -234,24 +219,12 @@ def test_bad_drift_queries_set_a_condition_and_start_nothing(
 
 
 def drift_spec(prom_url, **drift):
-    return {
-        "model": {"uri": "pvc://m/base"},
-        "data": {"uri": "pvc://d/new"},
-        "output": {"uri": "pvc://m/versions"},
-        "successfulRunsHistoryLimit": 100,
-        "trigger": {
-            "type": "drift",
-            "drift": {
-                "prometheusUrl": prom_url,
-                "query": 'max(model_input_drift_score{model="tiny"})',
-                "fireThreshold": 0.5,
-                "clearThreshold": 0.3,
-                "interval": "1s",
-                "timeout": "1s",
-                **drift,
-            },
-        },
-    }
+    trigger = drift_trigger(
+        prom_url,
+        'max(model_input_drift_score{model="tiny"})',
+        **{"interval": "1s", "timeout": "1s", **drift},
+    )
+    return drift_adaptation(trigger, successfulRunsHistoryLimit=100)
 
 
 def create_drifty(api, ns, spec):

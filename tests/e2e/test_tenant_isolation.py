@@ -31,20 +31,27 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from tests.conftest import poll_until
-from tests.e2e.test_security import (
+from tests.e2e.tenancy import (
+    CPU_ONLY,
+    TENANT_RULES,
     StubPrometheus,
     debug_logs,
+    drift_spec,
     everything_written,
+    grant_role,
     impersonating,
     leaks,
+    operator_in_thread,
+    resource,
 )
+from tests.e2e.tenancy import create_as as create_body
 from tests.integration.kube_helpers import condition, get
 
 from modelops_api.admission import bindings, validating_admission_policy
@@ -54,39 +61,7 @@ from modelops_operator import metrics
 from modelops_operator.build.names import job_name
 
 pytestmark = pytest.mark.timeout(300)
-PLURALS = {
-    "PruneRetrain": "pruneretrains",
-    "ModelAdaptation": "modeladaptations",
-    "UnlearnRequest": "unlearnrequests",
-}
 JOBS_IMAGE = "registry.example/modelops-jobs"
-
-
-def grant_modelops_only(kube_api, namespace: str, user: str) -> None:
-    """create/get/list on the four kinds: no Secrets, no pods, no policies."""
-    rbac = client.RbacAuthorizationV1Api(kube_api)
-    plurals = ["pruneretrains", "unlearnrequests", "loratransfers", "modeladaptations"]
-    rbac.create_namespaced_role(
-        namespace,
-        {
-            "metadata": {"name": "modelops-tenant"},
-            "rules": [
-                {"apiGroups": [GROUP], "resources": plurals, "verbs": ["create", "get", "list"]}
-            ],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "modelops-tenant"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "modelops-tenant",
-            },
-            "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
-        },
-    )
 
 
 def policy_body(prom_url: str, images: list[str]) -> dict[str, Any]:
@@ -132,15 +107,7 @@ def platform_policy(kube_api, tenant_ns: str, prom_url: str) -> Iterator[str]:
 
 
 def create_as(api: client.ApiClient, ns: str, kind: str, name: str, spec: dict[str, Any]) -> Any:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": kind,
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    return client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, ns, PLURALS[kind], body
-    )
+    return create_body(api, ns, resource(kind, name, spec))
 
 
 def refusal_of(api: client.ApiClient, ns: str, kind: str, name: str, spec: dict[str, Any]) -> str:
@@ -154,31 +121,13 @@ def prune(**extra: Any) -> dict[str, Any]:
     return {
         "model": {"uri": "pvc://models/base"},
         "output": {"uri": "pvc://out/x"},
-        "resources": {"gpu": {"count": 0}, "cpu": "1", "memory": "1Gi"},
+        "resources": CPU_ONLY,
         **extra,
     }
 
 
 def drift(url: str, secret_name: str) -> dict[str, Any]:
-    return {
-        "model": {"uri": "pvc://models/base"},
-        "data": {"uri": "pvc://data/new"},
-        "output": {"uri": "pvc://models/versions"},
-        "resources": {"gpu": {"count": 0}, "cpu": "1", "memory": "1Gi"},
-        "trigger": {
-            "type": "drift",
-            "drift": {
-                "prometheusUrl": url,
-                "query": "max(drift_score)",
-                "fireThreshold": 0.5,
-                "clearThreshold": 0.2,
-                "for": "0s",
-                "interval": "1s",
-                "timeout": "2s",
-                "bearerTokenSecretRef": {"name": secret_name, "key": "token"},
-            },
-        },
-    }
+    return {**drift_spec(url, secret_name), "resources": CPU_ONLY}
 
 
 def wait_refused(kube_api, ns: str, kind: str, name: str, reason: str) -> dict[str, Any]:
@@ -194,20 +143,15 @@ def no_jobs(kube_api, ns: str) -> list[str]:
     return [j.metadata.name for j in client.BatchV1Api(kube_api).list_namespaced_job(ns).items]
 
 
-@contextmanager
-def operator_with_policy(control_plane, ns: str, platform: str) -> Iterator[None]:
-    from modelops_operator.config import OperatorConfig
-    from modelops_operator.main import run_in_thread
-
-    cfg = OperatorConfig(
-        namespaces=(ns,),
+def operator_with_policy(control_plane, ns: str, platform: str) -> AbstractContextManager[None]:
+    return operator_in_thread(
+        control_plane,
+        (ns,),
         resync_seconds=1.0,
         jobs_image=f"{JOBS_IMAGE}:test",
         policy_name="default",
         policy_namespace=platform,
     )
-    with run_in_thread(cfg, str(control_plane.kubeconfig), tick=0.2):
-        yield
 
 
 def test_a_tenant_cannot_make_the_operator_hand_over_a_secret(
@@ -215,7 +159,7 @@ def test_a_tenant_cannot_make_the_operator_hand_over_a_secret(
 ):
     ns = namespace
     core = client.CoreV1Api(kube_api)
-    grant_modelops_only(kube_api, ns, "mallory")
+    grant_role(kube_api, ns, "mallory", "modelops-tenant", TENANT_RULES)
     mallory = impersonating(kube_api, control_plane, "mallory")
     value = f"s3cr3t-{secrets.token_hex(16)}"
     core.create_namespaced_secret(

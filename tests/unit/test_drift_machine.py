@@ -22,6 +22,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from tests.drift_cases import drift_adaptation, drift_trigger
 
 from modelops_api.model_adaptation import ModelAdaptationStatus, parse_duration
 from modelops_operator.config import OperatorConfig
@@ -118,25 +119,19 @@ class DriftMachine(RuleBasedStateMachine):
     )
     def setup(self, direction, for_, cooldown, no_data):
         fire, clear = (FIRE, CLEAR) if direction == "above" else (CLEAR, FIRE)
-        self.spec = {
-            "model": {"uri": "pvc://m/base"},
-            "data": {"uri": "pvc://d/new"},
-            "output": {"uri": "pvc://m/versions"},
-            "trigger": {
-                "type": "drift",
-                "drift": {
-                    "prometheusUrl": "http://p:9090",
-                    "query": "max(x)",
-                    "fireThreshold": fire,
-                    "clearThreshold": clear,
-                    "direction": direction,
-                    "for": for_,
-                    "interval": "1s",
-                    "cooldown": cooldown,
-                    "noData": no_data,
-                },
-            },
-        }
+        self.spec = drift_adaptation(
+            drift_trigger(
+                "http://p:9090",
+                "max(x)",
+                fireThreshold=fire,
+                clearThreshold=clear,
+                direction=direction,
+                interval="1s",
+                cooldown=cooldown,
+                noData=no_data,
+                **{"for": for_},
+            )
+        )
         self.direction = direction
         self.for_s = parse_duration(for_)
         self.cooldown_s = parse_duration(cooldown)

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
+from tests.drift_cases import ADAPTATION, UNIT_DRIFT
 
 from modelops_api.kinds import kind_info
+from modelops_api.meta import ANNOTATION_RUN_NOW
 from modelops_api.model_adaptation import ModelAdaptationSpec, RunRecord
 from modelops_api.status import JobResult
 from modelops_operator.build.jobs import ResourceIdentity
@@ -42,20 +44,8 @@ from modelops_operator.reconcile.triggers import (
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 CONFIG = OperatorConfig()
 KIND, NAME, NS = "ModelAdaptation", "m", "ns"
-BASE = {
-    "model": {"uri": "pvc://m/base"},
-    "data": {"uri": "pvc://d/new"},
-    "output": {"uri": "pvc://m/versions"},
-}
-DRIFT = {
-    "prometheusUrl": "http://p:9090",
-    "query": "max(x)",
-    "fireThreshold": 0.5,
-    "clearThreshold": 0.3,
-    "for": "10s",
-    "interval": "1s",
-    "cooldown": "30s",
-}
+BASE = ADAPTATION
+DRIFT = UNIT_DRIFT
 
 
 def spec(**trigger) -> ModelAdaptationSpec:
@@ -603,3 +593,21 @@ def test_a_hostile_job_reason_cannot_break_the_status_write():
     assert failed_cond["reason"] == "JobFailed"
     assert "no such thing!" in failed_cond["message"]
     assert all(e.reason == "JobFailed" for e in actions if isinstance(e, RecordEvent))
+
+
+def test_a_run_now_value_longer_than_the_status_field_starts_one_run_only():
+    """The run-now annotation is the user's text (up to 256 KiB); status.lastRunNow holds
+    256 characters. A long value is remembered by its digest: it starts one run, the
+    status write validates, and the next reconcile starts nothing."""
+    annotation = "x" * 5000
+    spec_ = {**BASE, "trigger": {"type": "manual", "runOnCreate": False}}
+    res = ResourceView(KIND, NAME, NS, "uid-1", 1, spec_, {}, {ANNOTATION_RUN_NOW: annotation}, NOW)
+    first = plan(Observed(res), CONFIG, NOW)
+    assert sum(isinstance(a, CreateJob) for a in first) == 1
+    patch = next(a for a in first if isinstance(a, PatchStatus)).patch
+    stored = apply_merge_patch({}, patch)
+    kind_info(KIND).status.model_validate(stored)
+    assert len(stored["lastRunNow"]) <= 256 and len(stored["message"]) <= 2048
+    again = ResourceView(**{**res.__dict__, "status": stored})
+    jobs = {jname(1): job(1, active=1)}
+    assert not any(isinstance(a, CreateJob) for a in plan(Observed(again, jobs=jobs), CONFIG, NOW))

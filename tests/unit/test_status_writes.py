@@ -10,6 +10,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tests.drift_cases import UNIT_DRIFT, drift_adaptation
 
 from modelops_api.kinds import kind_info
 from modelops_operator.config import OperatorConfig
@@ -21,21 +22,8 @@ from modelops_operator.reconcile.status_patch import apply_merge_patch, status_p
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 CONFIG = OperatorConfig()
-DRIFT = {
-    "prometheusUrl": "http://p:9090",
-    "query": "max(x)",
-    "fireThreshold": 0.5,
-    "clearThreshold": 0.3,
-    "for": "10s",
-    "interval": "1s",
-    "cooldown": "30s",
-}
-SPEC = {
-    "model": {"uri": "pvc://m/base"},
-    "data": {"uri": "pvc://d/new"},
-    "output": {"uri": "pvc://m/versions"},
-    "trigger": {"type": "drift", "drift": DRIFT},
-}
+DRIFT = UNIT_DRIFT
+SPEC = drift_adaptation(DRIFT)
 
 # RFC 7386 appendix A, as (target, patch, result).
 RFC_CASES = [

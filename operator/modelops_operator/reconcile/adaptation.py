@@ -7,6 +7,7 @@ found without a status record is adopted, so a restart never starts a run twice.
 Finished runs are kept up to the history limits; older runs' Jobs are deleted.
 """
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from modelops_operator.reconcile.conditions import (
     latest_run_conditions,
     set_condition,
 )
-from modelops_operator.reconcile.observed import Observed, ResourceView
+from modelops_operator.reconcile.observed import JobView, Observed, ResourceView
 from modelops_operator.reconcile.oneshot import identity, invalid_spec_plan
 from modelops_operator.reconcile.policy import (
     Refusal,
@@ -42,7 +43,10 @@ from modelops_operator.reconcile.runs import (
     trim_history,
 )
 from modelops_operator.reconcile.status_patch import typed_status_patch
-from modelops_operator.reconcile.triggers import drift_decision, timed_decision
+from modelops_operator.reconcile.triggers import DriftDecisionStep, drift_decision, timed_decision
+
+MESSAGE_MAX = 2048
+"""status.message's length: a message made of a Job's or a user's text is cut to it."""
 
 
 def validate(spec_raw: dict[str, Any], now: datetime) -> ModelAdaptationSpec:
@@ -109,11 +113,128 @@ def summary_conditions(
     )
 
 
+@dataclass
+class Draft:
+    """The plan being drawn up for one reconcile: the status fields (by the model's
+    Python names), conditions, actions and Events so far. Local to one `plan()` call."""
+
+    res: ResourceView
+    now: datetime
+    runs: Runs
+    phase: str
+    conds: list[dict[str, Any]]
+    fields: dict[str, Any] = field(default_factory=dict)
+    actions: list[Action] = field(default_factory=list)
+    events: list[RecordEvent] = field(default_factory=list)
+
+    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.conds = set_condition(
+            self.conds, type_, status, reason, message, self.now, self.res.generation
+        )
+
+
+def follow_step(d: Draft, jobs: dict[str, JobView]) -> None:
+    """Follow the active run (adopting a Job started just before a restart)."""
+    res = d.res
+    runs = adopt_orphan(d.runs, jobs, res.kind, res.name, res.namespace)
+    followed = follow_active_run(runs, jobs, res.kind, res.name, res.namespace, d.now)
+    d.runs = followed.runs
+    d.phase = followed.phase or d.phase
+    if followed.job_missing:
+        d.condition("JobMissing", "True", "JobDeleted", followed.job_missing)
+    if followed.message:
+        d.fields["message"] = followed.message
+    if followed.artifact is not None:
+        d.fields["artifact"] = followed.artifact
+        d.fields["current_version"] = followed.current_version
+    d.events.extend(followed.events)
+
+
+def decide_step(
+    d: Draft, spec: ModelAdaptationSpec, obs: Observed
+) -> tuple[str | None, DriftDecisionStep, Refusal | None]:
+    """Whether to start a run (run-now, manual, cron, then drift; none while a run is
+    active, while suspended or refused by policy), the drift decision and the refusal."""
+    status, now = d.res.status, d.now
+    allowed_at = parse_time(status.get("nextRunAllowedTime"))
+    cooling = allowed_at is not None and now < allowed_at
+    run_now = d.res.annotations.get(ANNOTATION_RUN_NOW)
+    timed = timed_decision(spec, status, run_now, d.runs.count, d.res.creation_time, now)
+    d.fields.update(timed.fields)
+    run_allowed = d.runs.active is None and not cooling and not spec.suspend
+    gen = d.res.generation
+    drift = drift_decision(spec, status.get("drift"), obs.drift, d.conds, run_allowed, now, gen)
+    d.conds = drift.conditions
+    d.events.extend(drift.events)
+    d.fields["drift"] = drift.state
+    if spec.trigger.type != "schedule":
+        d.fields["next_schedule_time"] = None
+    if not cooling:
+        d.fields["next_run_allowed_time"] = None
+    reason = timed.reason or drift.fire_reason
+    if d.runs.active is not None or spec.suspend:
+        reason = None  # one run at a time; suspended resources start nothing
+    refused = refusal(d.res.kind, spec, obs.gate)
+    d.conds, policy_events = policy_step(d.res, refused, d.conds, now)
+    d.events.extend(policy_events)
+    if refused is not None:
+        reason = None  # the policy or a Secret's opt-in forbids acting on it
+        if d.runs.active is None:
+            d.fields["message"] = refused.message
+    return reason, drift, refused
+
+
+def start_step(d: Draft, spec: ModelAdaptationSpec, config: OperatorConfig, reason: str) -> None:
+    """Start run `runCount + 1`: its ConfigMap and Job, its record, the cooldown."""
+    d.runs, started = start_run(d.runs, identity(d.res), spec, config, reason, d.now)
+    d.actions.extend(started)
+    if spec.trigger.type == "drift" and spec.trigger.drift is not None:
+        cooldown = timedelta(seconds=parse_duration(spec.trigger.drift.cooldown))
+        d.fields["next_run_allowed_time"] = iso_precise(d.now + cooldown)
+    d.phase = Phase.PENDING.value
+    d.fields["message"] = f"run {d.runs.active} started: {reason}"
+    if any(c.get("type") == "JobMissing" and c.get("status") == "True" for c in d.conds):
+        d.condition("JobMissing", "False", "NewRun", f"run {d.runs.active} has its Job")
+    d.events.append(RecordEvent("Normal", "RunStarted", f"run {d.runs.active}: {reason}"))
+
+
+def finish_step(
+    d: Draft,
+    spec: ModelAdaptationSpec,
+    jobs: dict[str, JobView],
+    drift_failure: str | None,
+    refused: bool,
+) -> None:
+    """Trim the history (deleting old runs' Jobs) and summarise phase and conditions."""
+    kept, dropped = trim_history(d.runs.records, spec)
+    for old in dropped:
+        if old.job_ref is not None and old.job_ref.name in jobs:
+            d.actions.append(DeleteJob(old.job_ref.name, d.res.namespace))
+    active = d.runs.active
+    if d.runs.count == 0 and active is None:
+        d.phase = Phase.IDLE.value
+    if refused and active is None:
+        d.phase = Phase.FAILED.value
+    if d.fields.get("message"):
+        d.fields["message"] = d.fields["message"][:MESSAGE_MAX]
+    d.fields.update(runs=kept, run_count=d.runs.count, phase=d.phase, active_run=active)
+    d.fields["conditions"] = summary_conditions(
+        d.conds,
+        kept,
+        d.phase,
+        active,
+        d.fields.get("message"),
+        drift_failure,
+        d.now,
+        d.res.generation,
+    )
+
+
 def plan_adaptation(
     obs: Observed, info: KindInfo, config: OperatorConfig, now: datetime
 ) -> list[Action]:
+    """Validate; follow the active run; decide whether to start; start; trim; write."""
     res = obs.resource
-    status = res.status
     if res.deleting:
         return []
     try:
@@ -122,87 +243,17 @@ def plan_adaptation(
         return invalid_spec_plan(res, spec_error_message(exc), now)
     except ValueError as exc:
         return invalid_spec_plan(res, str(exc), now)
-
-    gen = res.generation
-    fields: dict[str, Any] = {"observed_generation": gen}
-    conds = set_condition(
-        status.get("conditions", []), "SpecValid", "True", "Valid", "spec is valid", now, gen
-    )
-    actions: list[Action] = []
-    events: list[RecordEvent] = []
-
-    # Follow the active run (adopting a Job started just before a restart).
-    runs = adopt_orphan(stored_runs(status), obs.jobs, res.kind, res.name, res.namespace)
-    followed = follow_active_run(runs, obs.jobs, res.kind, res.name, res.namespace, now)
-    runs = followed.runs
-    phase = followed.phase or status.get("phase") or Phase.IDLE.value
-    if followed.job_missing:
-        conds = set_condition(
-            conds, "JobMissing", "True", "JobDeleted", followed.job_missing, now, gen
-        )
-    if followed.message:
-        fields["message"] = followed.message
-    if followed.artifact is not None:
-        fields["artifact"] = followed.artifact
-        fields["current_version"] = followed.current_version
-    events.extend(followed.events)
-
-    # Decide whether to start: run-now, manual, cron; then drift.
-    allowed_at = parse_time(status.get("nextRunAllowedTime"))
-    cooling = allowed_at is not None and now < allowed_at
-    timed = timed_decision(
-        spec, status, res.annotations.get(ANNOTATION_RUN_NOW), runs.count, res.creation_time, now
-    )
-    fields.update(timed.fields)
-    run_allowed = runs.active is None and not cooling and not spec.suspend
-    drift = drift_decision(spec, status.get("drift"), obs.drift, conds, run_allowed, now, gen)
-    conds = drift.conditions
-    events.extend(drift.events)
-    fields["drift"] = drift.state
-    if spec.trigger.type != "schedule":
-        fields["next_schedule_time"] = None
-    if not cooling:
-        fields["next_run_allowed_time"] = None
-    reason = timed.reason or drift.fire_reason
-    if runs.active is not None or spec.suspend:
-        reason = None  # one run at a time; suspended resources start nothing
-    refused = refusal(res.kind, spec, obs.gate)
-    conds, policy_events = policy_step(res, refused, conds, now)
-    events.extend(policy_events)
-    if refused is not None:
-        reason = None  # the policy or a Secret's opt-in forbids acting on it
-        if runs.active is None:
-            fields["message"] = refused.message
-
-    # Start.
+    status = res.status
+    d = Draft(res, now, stored_runs(status), status.get("phase") or Phase.IDLE.value, [])
+    d.fields["observed_generation"] = res.generation
+    d.conds = status.get("conditions", [])
+    d.condition("SpecValid", "True", "Valid", "spec is valid")
+    follow_step(d, obs.jobs)
+    reason, drift, refused = decide_step(d, spec, obs)
     if reason is not None:
-        runs, started = start_run(runs, identity(res), spec, config, reason, now)
-        actions.extend(started)
-        if spec.trigger.type == "drift" and spec.trigger.drift is not None:
-            cooldown = timedelta(seconds=parse_duration(spec.trigger.drift.cooldown))
-            fields["next_run_allowed_time"] = iso_precise(now + cooldown)
-        phase = Phase.PENDING.value
-        fields["message"] = f"run {runs.active} started: {reason}"
-        if any(c.get("type") == "JobMissing" and c.get("status") == "True" for c in conds):
-            message = f"run {runs.active} has its Job"
-            conds = set_condition(conds, "JobMissing", "False", "NewRun", message, now, gen)
-        events.append(RecordEvent("Normal", "RunStarted", f"run {runs.active}: {reason}"))
-
-    # Trim the history; summarise.
-    kept, dropped = trim_history(runs.records, spec)
-    for old in dropped:
-        if old.job_ref is not None and old.job_ref.name in obs.jobs:
-            actions.append(DeleteJob(old.job_ref.name, res.namespace))
-    if runs.count == 0 and runs.active is None:
-        phase = Phase.IDLE.value
-    if refused is not None and runs.active is None:
-        phase = Phase.FAILED.value
-    fields.update(runs=kept, run_count=runs.count, phase=phase, active_run=runs.active)
-    fields["conditions"] = summary_conditions(
-        conds, kept, phase, runs.active, fields.get("message"), drift.failure, now, gen
-    )
-    patch = typed_status_patch(info.status, status, **fields)
+        start_step(d, spec, config, reason)
+    finish_step(d, spec, obs.jobs, drift.failure, refused is not None)
+    patch = typed_status_patch(info.status, status, **d.fields)
     if patch:
-        actions.append(PatchStatus(patch))
-    actions.extend(events)
-    return actions
+        d.actions.append(PatchStatus(patch))
+    return [*d.actions, *d.events]

@@ -7,6 +7,7 @@ fields each decision manages (`lastRunNow`, `nextScheduleTime`, `drift`) come ba
 with it, typed, to be written through the status model.
 """
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,11 +28,28 @@ class StartDecision:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+RUN_NOW_KEPT = 256
+"""status.lastRunNow's length; a longer annotation value is remembered by its digest."""
+RUN_NOW_SHOWN = 64
+
+
+def remembered_run_now(annotation: str) -> str:
+    """The annotation value as status.lastRunNow holds it: itself, or when longer than
+    the field its sha256 (so a long value still starts exactly one run)."""
+    if len(annotation) <= RUN_NOW_KEPT:
+        return annotation
+    return "sha256:" + hashlib.sha256(annotation.encode()).hexdigest()
+
+
 def run_now_decision(annotation: str | None, last_run_now: str | None) -> StartDecision | None:
     """A new value of the run-now annotation starts one run (and is remembered)."""
-    if not annotation or annotation == last_run_now:
+    if not annotation:
         return None
-    return StartDecision(f"run-now annotation {annotation!r}", {"last_run_now": annotation})
+    remembered = remembered_run_now(annotation)
+    if remembered == last_run_now:
+        return None
+    shown = annotation if len(annotation) <= RUN_NOW_SHOWN else annotation[:RUN_NOW_SHOWN] + "..."
+    return StartDecision(f"run-now annotation {shown!r}", {"last_run_now": remembered})
 
 
 def manual_decision(spec: ModelAdaptationSpec, run_count: int) -> StartDecision | None:
