@@ -66,8 +66,8 @@ def register(
 
     @kopf.on.startup(registry=registry)
     async def widen_executor(**_: Any) -> None:
-        # API calls run in threads (asyncio.to_thread); the default pool has only
-        # cpu_count + 4 workers, which caps the requests in flight during a burst.
+        # Drift queries run in threads (asyncio.to_thread); the default pool has only
+        # cpu_count + 4 workers, which caps the queries in flight at once.
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=EXECUTOR_WORKERS)
         )
@@ -81,3 +81,4 @@ def register(
         task = memo.get("resync")
         if task is not None:
             task.cancel()
+        await reconciler.api.close()
