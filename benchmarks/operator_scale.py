@@ -97,6 +97,18 @@ def wait_quiet(cp: ControlPlane, quiet: float = 3.0, limit: float = 120.0) -> No
         time.sleep(0.5)
 
 
+def operator_events(api: client.ApiClient, namespace: str) -> int:
+    """Events the operator (not kube-controller-manager) posted in the namespace."""
+    core: Any = client.CoreV1Api(api)
+    items = core.list_namespaced_event(namespace, _preload_content=False)
+    return sum(
+        1
+        for e in json.loads(items.data)["items"]
+        if e.get("reportingComponent") == "modelops-operator"
+        or (e.get("source") or {}).get("component") == "modelops-operator"
+    )
+
+
 def client_creates(count: int) -> dict[tuple[str, str], int]:
     """The benchmark's own creates of custom resources (the kinds in turn)."""
     out: dict[tuple[str, str], int] = {}
@@ -255,7 +267,9 @@ def operator_run(
     rss, cpu = proc_stats(proc.pid)
     ours = client_creates(count)  # and the polling lists just above
     ours.update({("LIST", info.plural): polls for info in KINDS})
-    requests = request_summary(requests_before, request_counts(cp), count, ours)
+    requests = request_summary(
+        requests_before, request_counts(cp), count, ours, operator_events(api, ns)
+    )
     proc.terminate()
     proc.wait(30)
     watcher.stop()

@@ -33,33 +33,41 @@ def requests_by_verb(metrics_text: str) -> Counter[tuple[str, str]]:
     return out
 
 
+OTHER_WRITERS = ("pods", "jobs/status", "leases", "events")
+"""Written by kube-controller-manager (the Job controller's pods, Job status and
+Events; leader-election leases), not by the operator: the operator's Events are counted
+from the namespace's Events by their reporting component instead."""
+
+
 def request_summary(
     before: Counter[tuple[str, str]],
     after: Counter[tuple[str, str]],
     count: int,
-    client_creates: dict[tuple[str, str], int],
+    client_requests: dict[tuple[str, str], int],
+    operator_events: int,
 ) -> dict[str, Any]:
-    """Requests between two readings, less the benchmark client's own creates:
-    writes per resource by verb+resource, and the list and get calls made."""
+    """The operator's requests between two readings: the API server's counts less the
+    benchmark client's own requests and other writers' writes; writes per resource by
+    verb+resource, and the list and get calls made."""
     delta = after.copy()
     delta.subtract(before)
-    for key, n in client_creates.items():
+    for key, n in client_requests.items():
         delta[key] -= n
     writes = {
-        f"{verb} {res}": n for (verb, res), n in sorted(delta.items()) if verb in WRITE_VERBS and n
+        f"{verb} {res}": n
+        for (verb, res), n in sorted(delta.items())
+        if verb in WRITE_VERBS and n > 0 and res not in OTHER_WRITERS
     }
+    objects = sum(writes.values())
+    if operator_events:
+        writes["POST events (the operator's)"] = operator_events
     lists = {f"LIST {res}": n for (verb, res), n in sorted(delta.items()) if verb == "LIST" and n}
-    gets = sum(n for (verb, _), n in delta.items() if verb == "GET")
-    total_writes = sum(writes.values())
     return {
         "writes": writes,
-        "writes_per_resource": round(total_writes / count, 2),
-        "writes_per_resource_without_events": round(
-            sum(n for k, n in writes.items() if not k.endswith(" events")) / count, 2
-        ),
+        "writes_per_resource": round((objects + operator_events) / count, 2),
+        "writes_per_resource_without_events": round(objects / count, 2),
         "lists": lists,
-        "gets": gets,
-        "requests": sum(n for n in delta.values() if n > 0),
+        "gets": sum(n for (verb, _), n in delta.items() if verb == "GET"),
     }
 
 

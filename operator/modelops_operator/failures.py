@@ -48,9 +48,10 @@ def classify(exc: BaseException) -> str:
         return API_UNAVAILABLE if status == 0 or status >= 500 else API_REJECTED
     if isinstance(exc, OSError | TimeoutError | ConnectionError):
         return API_UNAVAILABLE
-    # urllib3's MaxRetryError / ProtocolError / NewConnectionError, without importing it.
+    # urllib3's MaxRetryError / ProtocolError / NewConnectionError and aiohttp's
+    # ServerDisconnectedError / ClientPayloadError (k8s/api.py), without importing them.
     module = type(exc).__module__
-    if module.startswith(("urllib3", "http.client")):
+    if module.startswith(("urllib3", "http.client", "aiohttp")):
         return API_UNAVAILABLE
     return INTERNAL
 

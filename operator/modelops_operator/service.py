@@ -25,6 +25,7 @@ from modelops_operator import trigger_schedule as schedule
 from modelops_operator.config import OperatorConfig
 from modelops_operator.drift import prometheus
 from modelops_operator.drift.state import QueryOutcome
+from modelops_operator.k8s.api import ApiSession
 from modelops_operator.k8s.apply import Applier
 from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.k8s.observe import Observer, resource_view
@@ -43,12 +44,15 @@ Key = tuple[str, str, str]  # kind, namespace, name
 
 class Reconciler:
     def __init__(self, api: client.ApiClient, config: OperatorConfig) -> None:
+        """`api`: where the kubeconfig led (its configuration only: requests go through
+        `k8s/api.py`'s asynchronous session)."""
         self.config = config
+        self.api = ApiSession(api.configuration)
         self.cache = InformerCache()
-        self.observer = Observer(api, self.cache)
-        self.applier = Applier(api, self.cache)
-        self.secrets = SecretReader(api)
-        self.policies = PolicyReader(api, config.policy_name, config.policy_namespace)
+        self.observer = Observer(self.api, self.cache)
+        self.applier = Applier(self.api, self.cache)
+        self.secrets = SecretReader(self.api)
+        self.policies = PolicyReader(self.api, config.policy_name, config.policy_namespace)
         self._locks: dict[Key, asyncio.Lock] = {}
         self.index: dict[Key, schedule.Tracked] = {}
         self.run_metrics = RunMetrics()

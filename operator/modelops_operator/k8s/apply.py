@@ -8,16 +8,15 @@ reconcile sees the operator's own writes before their watch events arrive.
 """
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelops_api.kinds import kind_info
 from modelops_api.meta import API_VERSION, GROUP, VERSION
+from modelops_operator.k8s.api import MERGE_PATCH, ApiSession, core_path, group_path
 from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.reconcile.actions import (
     Action,
@@ -36,10 +35,8 @@ COMPONENT = "modelops-operator"
 class Applier:
     """Applies actions for one resource."""
 
-    def __init__(self, api: client.ApiClient, cache: InformerCache) -> None:
-        self.batch = client.BatchV1Api(api)
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+    def __init__(self, api: ApiSession, cache: InformerCache) -> None:
+        self.api = api
         self.cache = cache
         self.api_calls = 0
 
@@ -53,14 +50,12 @@ class Applier:
         await asyncio.gather(*(self._one(res, a) for a in last))
 
     async def _one(self, res: ResourceView, action: Action) -> None:
+        self.api_calls += 1
         if isinstance(action, EnsureConfigMap):
-            await self._create(
-                self.core.create_namespaced_config_map, res.namespace, action.manifest
-            )
+            await self.api.create(core_path(res.namespace, "configmaps"), action.manifest)
         elif isinstance(action, CreateJob):
-            created = await self._create(
-                self.batch.create_namespaced_job, res.namespace, action.manifest
-            )
+            path = group_path("batch/v1", res.namespace, "jobs")
+            created = await self.api.create(path, action.manifest)
             if created is not None:
                 self.cache.put_job(created)
         elif isinstance(action, DeleteJob):
@@ -70,50 +65,29 @@ class Applier:
         elif isinstance(action, RecordEvent):
             await self._event(res, action)
 
-    async def _create(self, fn: Any, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """The created object as plain JSON (the client's models are slow to build), or
-        None when it existed already."""
-        self.api_calls += 1
-        try:
-            response = await asyncio.to_thread(fn, namespace, body, _preload_content=False)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            return None
-        # Reading the body to its end returns the connection to the pool (an unread
-        # response kept it, and the next request paid a new TLS handshake).
-        created: dict[str, Any] = json.loads(response.data)
-        return created
-
     async def _delete_job(self, namespace: str, name: str) -> None:
-        self.api_calls += 1
         try:
-            await asyncio.to_thread(
-                self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
+            await self.api.request(
+                "DELETE",
+                group_path("batch/v1", namespace, "jobs", name),
+                {"propagationPolicy": "Background"},
             )
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
     async def _patch_status(self, res: ResourceView, patch: dict[str, Any]) -> None:
-        info = kind_info(res.kind)
-        self.api_calls += 1
+        path = group_path(
+            f"{GROUP}/{VERSION}", res.namespace, kind_info(res.kind).plural, res.name, "status"
+        )
         try:
-            response: Any = await asyncio.to_thread(
-                self.custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                res.namespace,
-                info.plural,
-                res.name,
-                {"status": patch},
-                _preload_content=False,
+            body = await self.api.request(
+                "PATCH", path, {"status": patch}, content_type=MERGE_PATCH
             )
         except ApiException as exc:
             if exc.status != 404:
                 raise
             return
-        body: dict[str, Any] = json.loads(response.data)
         body.setdefault("kind", res.kind)
         self.cache.put_resource((res.kind, res.namespace, res.name), body)
 
@@ -140,12 +114,8 @@ class Applier:
             "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "count": 1,
         }
-        self.api_calls += 1
         try:
-            response: Any = await asyncio.to_thread(
-                self.core.create_namespaced_event, res.namespace, body, _preload_content=False
-            )
-            _ = response.data  # read to the end: the connection goes back to the pool
+            await self.api.request("POST", core_path(res.namespace, "events"), body)
         except ApiException as exc:  # events are best effort
             log.warning(
                 "could not record event %s on %s/%s: %s",

@@ -1,15 +1,16 @@
-"""Building the Kubernetes API client: in-cluster credentials, else the kubeconfig.
+"""Reading the credentials: in-cluster (the ServiceAccount), else the kubeconfig.
 
-The connection pool is sized to the executor that runs the API calls: a smaller pool
-logs `Connection pool is full, discarding connection` for every call over its size
-(by thousands during an API-server outage, issue 12)."""
+The operator's own requests go through `k8s/api.py` (aiohttp) with this configuration;
+the kubernetes package's client is kept for tools and tests. Its connection pool is
+sized so that it never logs `Connection pool is full, discarding connection` for
+calls over its size (by thousands during an API-server outage, issue 12)."""
 
 import os
 
 from kubernetes import client, config
 
 EXECUTOR_WORKERS = 32
-"""Threads that run API calls (asyncio.to_thread): see handlers/lifecycle.py."""
+"""Threads that run blocking calls (drift queries): see handlers/lifecycle.py."""
 POOL_SIZE = 2 * EXECUTOR_WORKERS
 """Room for the executor and the few calls made outside it (secrets, start-up)."""
 

@@ -3,13 +3,8 @@ termination messages of their pods. The resource and its Jobs come from the info
 cache (`k8s/informer.py`); the only list call is of a finished Job's pods, once per
 Job version."""
 
-import asyncio
-import json
 from datetime import UTC, datetime
 from typing import Any
-
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from modelops_api.kinds import kind_info
 from modelops_api.meta import (
@@ -21,6 +16,7 @@ from modelops_api.meta import (
     VERSION,
 )
 from modelops_operator.build.names import label_value
+from modelops_operator.k8s.api import ApiSession, core_path, group_path
 from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.reconcile.observed import JobView, Observed, PodTermination, ResourceView
 
@@ -102,44 +98,20 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
     )
 
 
-async def _raw_list(fn: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
-    """A list call returning plain JSON: the client's model deserialisation is the
-    most expensive part of a reconcile, and the reconciler needs a few fields only."""
-    response = await asyncio.to_thread(
-        fn, namespace, label_selector=selector, _preload_content=False
-    )
-    items: list[dict[str, Any]] = json.loads(response.data)["items"]
-    return items
-
-
 class Observer:
     """Builds snapshots from the informer cache; lists pods only for finished Jobs."""
 
-    def __init__(self, api: client.ApiClient, cache: InformerCache) -> None:
-        self.batch = client.BatchV1Api(api)
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+    def __init__(self, api: ApiSession, cache: InformerCache) -> None:
+        self.api = api
         self.cache = cache
 
     async def get_resource(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A GET of the resource: only where no watch event delivered it (a drift
         failure report after the cache dropped it)."""
-        info = kind_info(kind)
-        try:
-            response: Any = await asyncio.to_thread(
-                self.custom.get_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                info.plural,
-                name,
-                _preload_content=False,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        body: dict[str, Any] = json.loads(response.data)
+        plural = kind_info(kind).plural
+        body = await self.api.get(group_path(f"{GROUP}/{VERSION}", namespace, plural, name))
+        if body is not None:
+            body.setdefault("kind", kind)
         return body
 
     async def observe(self, body: dict[str, Any]) -> Observed:
@@ -166,7 +138,7 @@ class Observer:
         selector = f"{LABEL_KIND}={res.kind},{LABEL_NAME}={label_value(res.name)}"
         pods = [
             pod
-            for pod in await _raw_list(self.core.list_namespaced_pod, res.namespace, selector)
+            for pod in await self.api.list(core_path(res.namespace, "pods"), selector)
             if any(((pod["metadata"].get("labels") or {}).get(k)) == name for k in JOB_NAME_LABELS)
         ]
         self.cache.keep_pods(job, pods)

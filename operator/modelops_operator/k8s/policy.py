@@ -13,7 +13,6 @@ import asyncio
 import time
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
@@ -27,6 +26,7 @@ from modelops_api.policy import (
     ModelOpsPolicySpec,
     secret_refs,
 )
+from modelops_operator.k8s.api import ApiSession, group_path
 from modelops_operator.k8s.secrets import SecretReader
 from modelops_operator.reconcile.policy import Gate, PolicyView
 
@@ -48,13 +48,12 @@ def _parse(objects: list[dict[str, Any]], where: str) -> PolicyView:
 class PolicyReader:
     def __init__(
         self,
-        api: client.ApiClient,
+        api: ApiSession,
         default_name: str | None,
         default_namespace: str | None,
         ttl: float = 2.0,
     ) -> None:
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+        self.api = api
         self.default_name = default_name
         self.default_namespace = default_namespace or "default"
         self.ttl = ttl
@@ -78,36 +77,32 @@ class PolicyReader:
 
     async def _namespace_scoped(self, namespace: str) -> bool:
         try:
-            ns = await asyncio.to_thread(self.core.read_namespace, namespace)
+            ns = await self.api.get(f"/api/v1/namespaces/{namespace}")
         except ApiException as exc:
-            if exc.status in (403, 404):
+            if exc.status == 403:
                 return False
             raise
-        labels = (ns.metadata.labels if ns.metadata else None) or {}
-        return labels.get(LABEL_POLICY_SCOPE) == POLICY_SCOPE_NAMESPACE
+        labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
+        return bool(labels.get(LABEL_POLICY_SCOPE) == POLICY_SCOPE_NAMESPACE)
 
     async def _read(self, namespace: str) -> PolicyView | None:
+        api_version = f"{GROUP}/{VERSION}"
         if await self._namespace_scoped(namespace):
-            listing: Any = await asyncio.to_thread(
-                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, POLICY_PLURAL
-            )
-            return _parse(listing.get("items", []), f"namespace {namespace}")
+            items = await self.api.list(group_path(api_version, namespace, POLICY_PLURAL))
+            return _parse(items, f"namespace {namespace}")
         if not self.default_name:
             return None
         where = f"{self.default_namespace}/{self.default_name}"
         try:
-            obj: Any = await asyncio.to_thread(
-                self.custom.get_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.default_namespace,
-                POLICY_PLURAL,
-                self.default_name,
+            obj = await self.api.get(
+                group_path(api_version, self.default_namespace, POLICY_PLURAL, self.default_name)
             )
         except ApiException as exc:
-            if exc.status in (403, 404):
-                return PolicyView(missing=f"the installation's {POLICY_KIND} {where} is missing")
-            raise
+            if exc.status != 403:
+                raise
+            obj = None
+        if obj is None:
+            return PolicyView(missing=f"the installation's {POLICY_KIND} {where} is missing")
         return _parse([obj], where)
 
 

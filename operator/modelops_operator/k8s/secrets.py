@@ -11,18 +11,16 @@ reference is used anywhere (`states`, used by plan()), and again before a value 
 read (`read`). `require_usable(namespace, ref)` is the one check for any new reference.
 """
 
-import asyncio
 import base64
-import json
-from typing import Any, cast
+from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelops_api.common import SecretKeyRef
 from modelops_api.model_adaptation import DriftTrigger
 from modelops_api.policy import LABEL_SECRET_USABLE
 from modelops_operator.credentials import Credentials
+from modelops_operator.k8s.api import JSON, ApiSession, core_path
 from modelops_operator.reconcile.policy import SecretState
 
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
@@ -37,32 +35,25 @@ class SecretNotUsable(SecretNotFound):
 
 
 class SecretReader:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: ApiSession) -> None:
         self.api = api
-        self.core = client.CoreV1Api(api)
+
+    async def _get(self, namespace: str, name: str, accept: str = JSON) -> dict[str, Any] | None:
+        """The Secret (or its metadata), or None when it does not exist or is not ours
+        to read (403)."""
+        try:
+            return await self.api.get(core_path(namespace, "secrets", name), accept)
+        except ApiException as exc:
+            if exc.status == 403:
+                return None
+            raise
 
     async def _labels(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's labels (metadata only), or None when it does not exist."""
-
-        def call() -> Any:
-            api = cast(Any, self.api)
-            request = api.param_serialize(
-                "GET",
-                "/api/v1/namespaces/{namespace}/secrets/{name}",
-                path_params={"namespace": namespace, "name": name},
-                header_params={"Accept": _METADATA_ONLY},
-                auth_settings=["BearerToken"],
-            )
-            response = api.call_api(*request)
-            response.read()
-            return response
-
-        response = await asyncio.to_thread(call)
-        if response.status in (403, 404):
+        meta = await self._get(namespace, name, _METADATA_ONLY)
+        if meta is None:
             return None
-        if response.status >= 400:
-            raise ApiException(status=response.status, reason=response.reason)
-        labels: dict[str, str] = json.loads(response.data)["metadata"].get("labels") or {}
+        labels: dict[str, str] = (meta.get("metadata") or {}).get("labels") or {}
         return labels
 
     async def state(self, namespace: str, name: str) -> SecretState:
@@ -89,18 +80,13 @@ class SecretReader:
 
     async def read(self, namespace: str, ref: SecretKeyRef) -> str:
         await self.require_usable(namespace, ref)
-        try:
-            secret = await asyncio.to_thread(self.core.read_namespaced_secret, ref.name, namespace)
-        except ApiException as exc:
-            if exc.status in (403, 404):
-                raise SecretNotFound(
-                    f"Secret {namespace}/{ref.name} not found or not readable"
-                ) from exc
-            raise
-        labels = (secret.metadata.labels if secret.metadata else None) or {}
+        secret = await self._get(namespace, ref.name)
+        if secret is None:
+            raise SecretNotFound(f"Secret {namespace}/{ref.name} not found or not readable")
+        labels = (secret.get("metadata") or {}).get("labels") or {}
         if labels.get(LABEL_SECRET_USABLE) != "true":
             raise SecretNotUsable(f"Secret {namespace}/{ref.name} is no longer labelled usable")
-        data = secret.data or {}
+        data = secret.get("data") or {}
         if ref.key not in data:
             raise SecretNotFound(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
         return base64.b64decode(data[ref.key]).decode()
