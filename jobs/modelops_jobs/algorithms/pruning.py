@@ -26,6 +26,7 @@ checkpoint's full-precision weights are supplied, pruned in full precision; eith
 the pruned matrix is re-quantized into the layer.
 """
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modelops_jobs import offload
 from modelops_jobs.errors import PermanentError, Preempted
 
 ROUTER_NAMES = ("gate", "router")
@@ -65,6 +67,9 @@ class PruneConfig:
     """For a quantized base: the checkpoint's weights by layer name. Pruning reads these
     instead of the dequantized ones and replaces them with the pruned values (the merge
     target), then re-quantizes the layer for retraining."""
+    placement: offload.Placement | None = None
+    """Set for a model larger than the device: blocks offloaded, one at a time on the
+    execution device (None: the model is where it is, all in memory)."""
 
 
 class _Captured(Exception):
@@ -322,7 +327,7 @@ def capture_block_inputs(
 ) -> list[tuple[torch.Tensor, dict[str, Any]]]:
     """(hidden states, keyword args) entering block 0, one pair per calibration mini-batch."""
     blocks = find_blocks(model)
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device
     captured: list[tuple[torch.Tensor, dict[str, Any]]] = []
 
     def stop(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -429,33 +434,58 @@ def prune_model(
     if calibrated and calibration is None:
         raise PermanentError(f"{config.criterion} needs calibration data", "DataMissing")
     blocks = find_blocks(model)
-    inputs = capture_block_inputs(model, calibration, config.batch_size) if calibrated else []
-    for index, block in enumerate(blocks):
-        block_layers = [layer for layer in layers if layer.block_index == index]
-        stats: dict[str, torch.Tensor] = {}
-        if calibrated:
-            stats = _collect_statistics(
-                block, block_layers, inputs, hessian=config.criterion == "sparsegpt"
-            )
-        for layer in block_layers:
-            masks[layer.name] = prune_layer(layer, config, stats.get(layer.name))
-        if calibrated:
-            with torch.no_grad():
-                inputs = [(run_block(block, h, kw), kw) for h, kw in inputs]
-        if on_block is not None:
-            on_block(index + 1, len(blocks))
-        if config.should_stop():
-            raise Preempted("stopped while pruning; the retried run prunes again from the start")
-    outside = PruneConfig(
-        criterion="magnitude",
-        sparsity=config.sparsity,
-        nm=config.nm,
-        full_precision=config.full_precision,
-    )
-    for layer in layers:
-        if layer.block_index < 0:
-            masks[layer.name] = prune_layer(layer, outside, None)
+    placement = config.placement
+    scope = offload.offloaded(model, blocks, placement) if placement else contextlib.nullcontext()
+    with scope:
+        inputs = capture_block_inputs(model, calibration, config.batch_size) if calibrated else []
+        for index, block in enumerate(blocks):
+            with offload.block_on(block, placement) if placement else contextlib.nullcontext():
+                inputs = _prune_block(block, index, layers, config, inputs, masks)
+            if on_block is not None:
+                on_block(index + 1, len(blocks))
+            if config.should_stop():
+                raise Preempted(
+                    "stopped while pruning; the retried run prunes again from the start"
+                )
+        outside = PruneConfig(
+            criterion="magnitude",
+            sparsity=config.sparsity,
+            nm=config.nm,
+            full_precision=config.full_precision,
+        )
+        for layer in layers:
+            if layer.block_index < 0:
+                masks[layer.name] = _offloaded_mask(prune_layer(layer, outside, None), placement)
     return masks
+
+
+def _prune_block(
+    block: nn.Module,
+    index: int,
+    layers: list[PrunableLayer],
+    config: PruneConfig,
+    inputs: list[tuple[torch.Tensor, dict[str, Any]]],
+    masks: dict[str, torch.Tensor],
+) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+    """Calibrate and prune one block (masks filled in); return the next block's inputs."""
+    block_layers = [layer for layer in layers if layer.block_index == index]
+    stats: dict[str, torch.Tensor] = {}
+    if inputs:
+        stats = _collect_statistics(
+            block, block_layers, inputs, hessian=config.criterion == "sparsegpt"
+        )
+    for layer in block_layers:
+        keep = prune_layer(layer, config, stats.get(layer.name))
+        masks[layer.name] = _offloaded_mask(keep, config.placement)
+    if not inputs:
+        return inputs
+    with torch.no_grad():
+        return [(run_block(block, h, kw), kw) for h, kw in inputs]
+
+
+def _offloaded_mask(keep: torch.Tensor, placement: offload.Placement | None) -> torch.Tensor:
+    """A keep mask lives where its weights wait: the offload device when offloaded."""
+    return keep if placement is None else keep.to(placement.offload)
 
 
 # -- measuring ----------------------------------------------------------------------
