@@ -58,6 +58,7 @@ def load_causal_lm(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
+        # the local rank's GPU (cuda:LOCAL_RANK under torchrun), GPU 0 on one process
         kwargs["device_map"] = quantized_device_map(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
