@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelops_jobs import offload
+from modelops_jobs import distributed, offload
 from modelops_jobs.algorithms import pruning
 
 
@@ -30,28 +30,40 @@ def perplexity(
     batch_size: int,
     amp: torch.dtype | None = None,
     placement: offload.Placement | None = None,
+    world: distributed.World | None = None,
 ) -> float:
     """exp(mean next-token NLL) over non-overlapping windows.
 
     With a placement, the blocks wait on the offload device and visit the execution
-    device one at a time during each batch's forward.
+    device one at a time during each batch's forward. With several processes (`world`)
+    each rank measures its contiguous part of the windows and the NLL sums are added up
+    (float64); every rank returns the same value.
     """
+    world = world or distributed.World()
+    if world.distributed and windows.shape[0] >= world.world_size:
+        windows = windows[distributed.shard_slice(windows.shape[0], world)]
+    elif world.distributed:
+        windows = windows[:0] if world.rank else windows
     if placement is None:
-        return _perplexity(
-            model, windows, batch_size, amp, model.get_input_embeddings().weight.device
-        )
-    blocks = pruning.find_blocks(model)
-    with offload.streamed_blocks(model, blocks, placement):
-        return _perplexity(model, windows, batch_size, amp, placement.execution)
+        device = model.get_input_embeddings().weight.device
+        nll, count = _nll(model, windows, batch_size, amp, device)
+    else:
+        blocks = pruning.find_blocks(model)
+        with offload.streamed_blocks(model, blocks, placement):
+            nll, count = _nll(model, windows, batch_size, amp, placement.execution)
+    if world.distributed:
+        nll, count = distributed.sum_over_ranks([nll, count], world)
+    return math.exp(nll / count)
 
 
-def _perplexity(
+def _nll(
     model: nn.Module,
     windows: torch.Tensor,
     batch_size: int,
     amp: torch.dtype | None,
     device: torch.device,
-) -> float:
+) -> tuple[float, float]:
+    """(summed next-token NLL, token count) over the windows."""
     was_training = model.training
     model.eval()
     nll = 0.0
@@ -69,4 +81,4 @@ def _perplexity(
             )
             count += batch[:, 1:].numel()
     model.train(was_training)
-    return math.exp(nll / count)
+    return nll, float(count)

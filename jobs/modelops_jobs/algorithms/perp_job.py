@@ -26,11 +26,13 @@ import torch
 from torch import nn
 
 from modelops_api.prune_retrain import PruneRetrainSpec, pattern_nm
-from modelops_jobs import data, modelio, offload
-from modelops_jobs.algorithms import perp_peft, perp_state, perp_train, pruning
+from modelops_jobs import data, distributed, modelio, offload
+from modelops_jobs.algorithms import perp_peft, perp_ranks, perp_state, perp_train, pruning
 from modelops_jobs.algorithms.perp_eval import perplexity
 from modelops_jobs.context import AlgorithmResult, RunContext
 from modelops_jobs.errors import PermanentError
+
+BATCH_FIELD = "retrain.optimization.batchSize"
 
 
 def run(spec: PruneRetrainSpec, ctx: RunContext) -> AlgorithmResult:
@@ -38,6 +40,7 @@ def run(spec: PruneRetrainSpec, ctx: RunContext) -> AlgorithmResult:
     opt = spec.retrain.optimization
     ctx.checkpointer.every = opt.checkpoint_every
     _validate(spec)
+    perp_ranks.batch_rows(opt.batch_size, ctx.world, BATCH_FIELD)  # before any loading
     ctx.reporter.phase("load")
     model_dir = ctx.resolve(spec.model.uri, must_exist=False)
     placement = _placement(spec, model_dir, ctx.device)
@@ -58,7 +61,7 @@ def run(spec: PruneRetrainSpec, ctx: RunContext) -> AlgorithmResult:
     masks, dense_ppl, pruned_ppl = _prune_or_reuse(job)
     masks = _alias_tied_head(model, masks)
     plan, trainable, total = _select_subset(job, masks)
-    seconds, peak = _retrain(job, plan, masks, dense_blocks)
+    seconds, peak, last_loss = _retrain(job, plan, masks, dense_blocks)
     unmerged_ppl = job.perplexity("unmerged")
 
     ctx.reporter.phase("merge")
@@ -69,9 +72,12 @@ def run(spec: PruneRetrainSpec, ctx: RunContext) -> AlgorithmResult:
     retrained_ppl = job.perplexity("retrained")
 
     ctx.reporter.phase("save")
-    model.save_pretrained(ctx.output_dir)
-    tokenizer.save_pretrained(ctx.output_dir)
-    perp_state.remove_pruned(ctx)
+    if ctx.world.is_main:  # rank 0 alone publishes
+        model.save_pretrained(ctx.output_dir)
+        tokenizer.save_pretrained(ctx.output_dir)
+    distributed.barrier(ctx.world)  # every rank is done with pruned.pt before it goes
+    if ctx.world.local_rank == 0:
+        perp_state.remove_pruned(ctx)
     gap, better = gap_recovered(dense_ppl, pruned_ppl, retrained_ppl)
     results = {
         "sparsity": report.sparsity,
@@ -99,6 +105,7 @@ def run(spec: PruneRetrainSpec, ctx: RunContext) -> AlgorithmResult:
             "unmergedPerplexity": unmerged_ppl,
             "sequenceLength": job.seq_len,
             "offloaded": placement is not None,
+            "retrainLoss": last_loss,
         },
     )
 
@@ -133,7 +140,7 @@ class _Job:
         if windows is None:
             return None
         batch = self.spec.retrain.optimization.batch_size
-        value = perplexity(self.model, windows, batch, self.amp, self.placement)
+        value = perplexity(self.model, windows, batch, self.amp, self.placement, self.ctx.world)
         self.ctx.reporter.metric(f"{label}_perplexity", value)
         return value
 
@@ -183,7 +190,7 @@ def _prune_or_reuse(
         sparsegpt_block_size=spec.pruning.sparsegpt_block_size,
         sparsegpt_damping=spec.pruning.sparsegpt_damping,
         batch_size=spec.retrain.optimization.batch_size,
-        should_stop=ctx.checkpointer.should_stop,
+        should_stop=lambda: distributed.any_rank(ctx.checkpointer.should_stop(), ctx.world),
         full_precision=job.full_precision,
         placement=job.placement,
     )
@@ -194,10 +201,12 @@ def _prune_or_reuse(
         job.windows.get("calibration"),
         on_block=lambda done, total: ctx.reporter.step(done, total),
     )
+    perp_ranks.agree_on_pruning(job.layers, masks, job.full_precision, ctx.world)
     pruned_ppl = job.perplexity("pruned")
-    perp_state.save_pruned(
-        ctx, digest, job.layers, masks, job.full_precision, dense_ppl, pruned_ppl
-    )
+    if ctx.world.local_rank == 0:  # one file per node's checkpoint directory
+        perp_state.save_pruned(
+            ctx, digest, job.layers, masks, job.full_precision, dense_ppl, pruned_ppl
+        )
     return masks, dense_ppl, pruned_ppl
 
 
@@ -230,8 +239,8 @@ def _retrain(
     plan: perp_peft.RetrainPlan,
     masks: dict[str, torch.Tensor],
     dense_blocks: list[nn.Module | None],
-) -> tuple[float, int]:
-    """Run (or resume) retraining; (retraining seconds over all attempts, peak memory)."""
+) -> tuple[float, int, float | None]:
+    """Run (or resume) retraining: (seconds over all attempts, peak memory, last loss)."""
     spec, ctx, model, device = job.spec, job.ctx, job.model, job.device
     ctx.reporter.phase("retrain")
     if device.type == "cuda":
@@ -241,6 +250,7 @@ def _retrain(
         state = None
     seconds = state.get("retrain_seconds", 0.0) if state else 0.0
     started = time.monotonic()
+    last_loss = None
     if _reconstructs(spec):
         perp_train.train_reconstruction(
             model,
@@ -253,11 +263,11 @@ def _retrain(
             job.placement,
         )
     else:
-        perp_train.train_causal_lm(
+        last_loss = perp_train.train_causal_lm(
             model, plan, job.layers, masks, job.windows["retrain"], spec, ctx, state, job.amp
         )
     seconds += time.monotonic() - started
-    return seconds, modelio.peak_memory_bytes(device)
+    return seconds, modelio.peak_memory_bytes(device), last_loss
 
 
 # -- inputs ---------------------------------------------------------------------------

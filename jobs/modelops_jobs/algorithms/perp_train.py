@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from modelops_api.prune_retrain import PruneRetrainSpec
-from modelops_jobs import offload
-from modelops_jobs.algorithms import perp_peft, pruning
+from modelops_jobs import distributed, offload
+from modelops_jobs.algorithms import perp_peft, perp_ranks, pruning
 from modelops_jobs.algorithms.perp_eval import autocast
 from modelops_jobs.algorithms.perp_state import spec_digest
 from modelops_jobs.context import RunContext
@@ -119,7 +119,7 @@ def _after_step(
     extra: dict[str, Any],
 ) -> None:
     """Checkpoint when due or asked to stop; raise Preempted after a stop request."""
-    stop = ctx.checkpointer.should_stop()
+    stop = distributed.any_rank(ctx.checkpointer.should_stop(), ctx.world)
     if stop or ctx.checkpointer.due(step):
         ctx.checkpointer.save(
             {
@@ -145,26 +145,37 @@ def train_causal_lm(
     ctx: RunContext,
     state: dict[str, Any] | None = None,
     amp: torch.dtype | None = None,
-) -> None:
-    """Next-token loss on the retraining windows; AdamW, warmup then linear decay."""
-    opt = spec.retrain.optimization
+) -> float | None:
+    """Next-token loss on the retraining windows; AdamW, warmup then linear decay.
+
+    On several processes (ctx.world) DDP averages the gradients of the trainable subset;
+    each rank trains on its rows of the same global batches (`perp_ranks`). Returns the
+    last step's loss over the global batch (None when no step ran).
+    """
+    opt, world = spec.retrain.optimization, ctx.world
     device = next(model.parameters()).device
     params = [p for _, p in perp_peft.trainable_parameters(model)]
     optimizer, schedule = _optimizer(params, spec)
+    rows = perp_ranks.batch_rows(opt.batch_size, world, "retrain.optimization.batchSize")
+    local = rows.stop - rows.start
+    scale = distributed.loss_scale(local, opt.batch_size, world) / opt.gradient_accumulation
+    wrapped = perp_ranks.wrap(model, spec, world)
     per_step = opt.batch_size * opt.gradient_accumulation
     point = resume(model, state)
     start = point.load_optimizer(optimizer, schedule)
     order = _skip(sample_order(windows.shape[0], spec.seed), start * per_step)
     started = time.monotonic()
-    model.train()
+    step_loss: float | None = None
+    wrapped.train()
     for step in range(start, opt.steps):
         total_loss = 0.0
-        for _ in range(opt.gradient_accumulation):
-            ids = torch.tensor([next(order) for _ in range(opt.batch_size)])
+        for micro in range(opt.gradient_accumulation):
+            ids = torch.tensor([next(order) for _ in range(opt.batch_size)])[rows]
             batch = windows[ids].to(device)
-            with autocast(device, amp):
-                loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-            (loss / opt.gradient_accumulation).backward()
+            with distributed.gradient_sync(wrapped, micro == opt.gradient_accumulation - 1):
+                with autocast(device, amp):
+                    loss = wrapped(input_ids=batch, labels=batch, use_cache=False).loss
+                (loss * scale).backward()
             total_loss += loss.item() / opt.gradient_accumulation
         torch.nn.utils.clip_grad_norm_(params, opt.max_grad_norm)
         optimizer.step()
@@ -173,8 +184,9 @@ def train_causal_lm(
         if plan.full_finetune:
             perp_peft.apply_masks(layers, masks)
         done = step + 1
+        step_loss = perp_ranks.global_mean(total_loss, local, opt.batch_size, world)
         ctx.reporter.step(
-            done, opt.steps, loss=total_loss, tokens=(done - start) * per_step * windows.shape[1]
+            done, opt.steps, loss=step_loss, tokens=(done - start) * per_step * windows.shape[1]
         )
         extra = {
             "digest": spec_digest(spec),
@@ -183,6 +195,7 @@ def train_causal_lm(
         }
         _after_step(done, opt.steps, model, optimizer, schedule, ctx, extra)
     model.eval()
+    return step_loss
 
 
 def train_reconstruction(
