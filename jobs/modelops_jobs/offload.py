@@ -24,6 +24,7 @@ and at a quarter of the size it is placed whole on the local rank's device inste
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +42,12 @@ class Placement:
 
     execution: torch.device
     offload: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def input_device(model: Any) -> torch.device:
+    """Where a causal LM's input ids go: its input embeddings' device."""
+    weight: torch.Tensor = model.get_input_embeddings().weight
+    return weight.device
 
 
 def parameter_bytes(model: nn.Module) -> int:

@@ -45,7 +45,7 @@ def perplexity(
     elif world.distributed:
         windows = windows[:0] if world.rank else windows
     if placement is None:
-        device = model.get_input_embeddings().weight.device
+        device = offload.input_device(model)
         nll, count = _nll(model, windows, batch_size, amp, device)
     else:
         blocks = pruning.find_blocks(model)

@@ -133,7 +133,7 @@ class _Job:
         """Where the model computes: the execution device when its blocks are offloaded."""
         if self.placement is not None:
             return self.placement.execution
-        return self.model.get_input_embeddings().weight.device
+        return offload.input_device(self.model)
 
     def perplexity(self, label: str) -> float | None:
         windows = self.windows.get("eval")

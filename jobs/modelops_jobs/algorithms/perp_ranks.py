@@ -77,7 +77,9 @@ def agree_on_pruning(
         if full_precision is not None and layer.name in full_precision:
             pruning.write_matrix(layer.module, full_precision[layer.name])
         else:
-            _broadcast(layer.module.weight.data, world)
+            weight = layer.module.weight
+            assert isinstance(weight, torch.Tensor)
+            _broadcast(weight.data, world)
 
 
 def global_mean(value: float, local: int, total: int, world: World) -> float:

@@ -216,7 +216,7 @@ def train_reconstruction(
     blocks = pruning.find_blocks(model)
     point = resume(model, state)
     if placement is None:
-        device = model.get_input_embeddings().weight.device
+        device = offload.input_device(model)
         _reconstruct_blocks(model, dense_blocks, calibration, spec, ctx, point, amp, device, None)
         return
     with offload.offloaded(model, blocks, placement):
