@@ -31,8 +31,9 @@ from modelops_api.meta import EXIT_RETRYABLE
 from modelops_jobs import tiny
 from modelops_jobs.data import write_jsonl
 
-WEIGHT_TOL = 1e-5
-"""Largest |w_2proc - w_1proc| after the retraining steps (measured: see the report)."""
+WEIGHT_TOL = 2e-5
+"""Largest |w_2proc - w_1proc| allowed after 12 AdamW steps (measured on this machine:
+5.4e-6 masklora, 5.2e-6 full fine-tuning, 0 replicated reconstruction, 1.1e-7 S3T steps)."""
 LOSS_TOL = 1e-5
 SEQ = 16
 
@@ -91,6 +92,7 @@ def zeros(directory: Path) -> dict[str, torch.Tensor]:
 PERP_CASES = {
     "masklora": {},
     "full-finetune": {"fullFinetune": True},
+    "reconstruction-replicated": {"mode": "reconstruction", "subset": ["biases", "norms"]},
 }
 
 
@@ -116,7 +118,10 @@ def test_perp_two_processes_match_one(root: Path, case: str) -> None:
     assert pruned and all(torch.equal(one_zeros[k], two_zeros[k]) for k in pruned)
     loss_one = manifest(one_dir)["metrics"]["retrainLoss"]
     loss_two = manifest(two_dir)["metrics"]["retrainLoss"]
-    assert loss_two == pytest.approx(loss_one, abs=LOSS_TOL)
+    if loss_one is None:  # reconstruction reports no causal-LM loss
+        assert loss_two is None and case.startswith("reconstruction")
+    else:
+        assert loss_two == pytest.approx(loss_one, abs=LOSS_TOL)
     for key in ("densePerplexity", "prunedPerplexity", "retrainedPerplexity"):
         assert two[key] == pytest.approx(one[key], rel=1e-5), key
     ranks = manifest(two_dir)["distributed"]["ranks"]

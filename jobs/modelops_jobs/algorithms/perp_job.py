@@ -26,8 +26,15 @@ import torch
 from torch import nn
 
 from modelops_api.prune_retrain import PruneRetrainSpec, pattern_nm
-from modelops_jobs import data, distributed, modelio, offload
-from modelops_jobs.algorithms import perp_peft, perp_ranks, perp_state, perp_train, pruning
+from modelops_jobs import distributed, modelio, offload
+from modelops_jobs.algorithms import (
+    perp_inputs,
+    perp_peft,
+    perp_ranks,
+    perp_state,
+    perp_train,
+    pruning,
+)
 from modelops_jobs.algorithms.perp_eval import perplexity
 from modelops_jobs.context import AlgorithmResult, RunContext
 from modelops_jobs.errors import PermanentError
@@ -39,7 +46,7 @@ def run(spec: PruneRetrainSpec, ctx: RunContext) -> AlgorithmResult:
     """Prune, retrain, merge, verify and save; results validate against PruneRetrainResults."""
     opt = spec.retrain.optimization
     ctx.checkpointer.every = opt.checkpoint_every
-    _validate(spec)
+    perp_inputs.validate(spec)
     perp_ranks.batch_rows(opt.batch_size, ctx.world, BATCH_FIELD)  # before any loading
     ctx.reporter.phase("load")
     model_dir = ctx.resolve(spec.model.uri, must_exist=False)
@@ -53,9 +60,9 @@ def run(spec: PruneRetrainSpec, ctx: RunContext) -> AlgorithmResult:
     job.layers = pruning.prunable_layers(model, spec.pruning.prune_embeddings_and_head)
     pruning.check_pattern(job.layers, job.nm)
     job.seq_len = min(opt.sequence_length, _max_positions(model))
-    job.windows = _load_windows(spec, ctx, tokenizer, job.seq_len)
+    job.windows = perp_inputs.load_windows(spec, ctx, tokenizer, job.seq_len)
     job.amp = _autocast_dtype(model, spec)
-    dense_blocks = _dense_block_copies(model, spec) if _reconstructs(spec) else []
+    dense_blocks = _dense_block_copies(model, spec) if perp_inputs.reconstructs(spec) else []
     quantized = spec.model.quantization != "none"
     job.full_precision = pruning.checkpoint_weights(model_dir, job.layers) if quantized else None
     masks, dense_ppl, pruned_ppl = _prune_or_reuse(job)
@@ -157,7 +164,7 @@ def _placement(
         return None
     size = modelio.weight_file_bytes(model_dir)
     placement = offload.choose_placement(size, device, offload.device_memory(device))
-    if placement is not None and not _reconstructs(spec):
+    if placement is not None and not perp_inputs.reconstructs(spec):
         raise PermanentError(
             f"the model's weights ({size / 2**30:.1f} GiB) do not fit {device}: "
             "retrain.mode causal_lm needs the whole model on one device; use "
@@ -215,7 +222,7 @@ def _select_subset(
 ) -> tuple[perp_peft.RetrainPlan, int, int]:
     """(plan, trainable count, base count): the subset to retrain, everything else frozen."""
     spec, model = job.spec, job.model
-    reconstruct = _reconstructs(spec)
+    reconstruct = perp_inputs.reconstructs(spec)
     if spec.retrain.full_finetune:
         plan = perp_peft.enable_full_finetune(model, job.layers, masks)
     else:
@@ -225,7 +232,7 @@ def _select_subset(
             job.layers,
             masks,
             spec.retrain.lora,
-            targets=_lora_targets(spec, job.layers),
+            targets=perp_inputs.lora_targets(spec, job.layers),
             train_head=not reconstruct,
         )
     if reconstruct:
@@ -251,7 +258,7 @@ def _retrain(
     seconds = state.get("retrain_seconds", 0.0) if state else 0.0
     started = time.monotonic()
     last_loss = None
-    if _reconstructs(spec):
+    if perp_inputs.reconstructs(spec):
         perp_train.train_reconstruction(
             model,
             dense_blocks,
@@ -270,80 +277,7 @@ def _retrain(
     return seconds, modelio.peak_memory_bytes(device), last_loss
 
 
-# -- inputs ---------------------------------------------------------------------------
-
-
-def _validate(spec: PruneRetrainSpec) -> None:
-    retrain = spec.retrain
-    if retrain.lora.use_dora:
-        raise PermanentError(
-            "retrain.lora.useDora is not supported by the PERP adapter variants", "Unsupported"
-        )
-    if retrain.full_finetune and spec.model.quantization != "none":
-        raise PermanentError(
-            "retrain.fullFinetune needs an unquantized base (model.quantization: none)",
-            "InvalidSpec",
-        )
-    if retrain.data is None and (retrain.mode == "causal_lm" or retrain.full_finetune):
-        raise PermanentError("retrain.data is required for causal_lm retraining", "DataMissing")
-    if retrain.data is None and spec.pruning.calibration_data is None:
-        raise PermanentError("reconstruction needs retrain.data or calibrationData", "DataMissing")
-
-
-def _reconstructs(spec: PruneRetrainSpec) -> bool:
-    """Block-wise reconstruction retraining (full fine-tuning always uses the causal-LM loss)."""
-    return spec.retrain.mode == "reconstruction" and not spec.retrain.full_finetune
-
-
-def _texts(ref: Any, ctx: RunContext) -> list[str]:
-    path = ctx.resolve(ref.uri)
-    records = data.read_records(path, ref.max_samples)
-    return [str(t) for t in data.field_values(records, ref.text_field, ref.uri)]
-
-
-def _load_windows(
-    spec: PruneRetrainSpec, ctx: RunContext, tokenizer: Any, seq_len: int
-) -> dict[str, torch.Tensor]:
-    """Token windows: retrain (causal_lm), calibration (Wanda/SparseGPT/reconstruction), eval."""
-    out: dict[str, torch.Tensor] = {}
-    retrain = spec.retrain
-    if retrain.data is not None and not _reconstructs(spec):
-        out["retrain"] = data.lm_windows(
-            data.token_stream(tokenizer, _texts(retrain.data, ctx)), seq_len
-        )
-    if spec.pruning.criterion != "magnitude" or _reconstructs(spec):
-        ref = spec.pruning.calibration_data or retrain.data
-        stream = data.token_stream(tokenizer, _texts(ref, ctx))
-        if stream.numel() < seq_len:
-            raise PermanentError(
-                f"calibration data too short: {stream.numel()} tokens at {ref.uri}, "
-                f"need at least one window of {seq_len}",
-                "DataTooShort",
-            )
-        generator = torch.Generator().manual_seed(spec.seed)
-        starts = torch.randint(
-            0,
-            stream.numel() - seq_len + 1,
-            (spec.pruning.calibration_samples,),
-            generator=generator,
-        )
-        out["calibration"] = torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
-    if spec.evaluation.data is not None:
-        stream = data.token_stream(tokenizer, _texts(spec.evaluation.data, ctx))
-        out["eval"] = data.lm_windows(stream, seq_len, spec.evaluation.max_windows)
-    return out
-
-
-def _lora_targets(spec: PruneRetrainSpec, layers: list[pruning.PrunableLayer]) -> list[str] | None:
-    wanted = list(spec.retrain.lora.target_modules)
-    if not wanted:
-        return None
-    names = [lay.name for lay in layers if pruning.matches_targets(lay.name, wanted)]
-    if not names:
-        raise PermanentError(
-            f"retrain.lora.targetModules {wanted} match no pruned linear", "InvalidSpec"
-        )
-    return names
+# -- model helpers -------------------------------------------------------------------
 
 
 def _alias_tied_head(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
