@@ -3,7 +3,7 @@
 The script trains its own tiny OPT-style LM on the standard library's docstrings (held-out
 docstrings for perplexity), prunes its block linears (magnitude; 50% and 70% unstructured,
 and 2:4), and retrains each subset for the same number of steps with the job's own
-training loop (`perp_job.train_causal_lm`) and merge (`perp_peft.merge`). Baselines in the
+training loop (`perp_train.train_causal_lm`) and merge (`perp_peft.merge`). Baselines in the
 same run: masked full fine-tuning with the same steps, and the dense model trained the
 same extra steps. It also reports Wanda and SparseGPT at 50% (before and after PERP),
 block-wise reconstruction (per-block MSE), and the cost of PERP against full fine-tuning
@@ -35,7 +35,7 @@ import torch
 from modelops_api.common import LoRAConfig, Optimization
 from modelops_api.prune_retrain import PruneRetrainSpec, pattern_nm
 from modelops_jobs import data
-from modelops_jobs.algorithms import perp_job, perp_peft, pruning
+from modelops_jobs.algorithms import perp_eval, perp_peft, perp_train, pruning
 from modelops_jobs.checkpoint import seed_everything
 from modelops_jobs.context import RunContext
 from modelops_jobs.reporting import ProgressEvent, Reporter
@@ -151,7 +151,7 @@ def pretrain(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % max(1, steps // 6) == 0 or step + 1 == steps:
-            ppl = perp_job.perplexity(model, eval_windows, 32)
+            ppl = perp_eval.perplexity(model, eval_windows, 32)
             curve.append(
                 {"step": step + 1, "perplexity": ppl, "seconds": time.monotonic() - started}
             )
@@ -206,17 +206,17 @@ def retrain(
     ctx = RunContext(output_dir=Path("."), reporter=Reporter())
     baseline = start_peak()
     started = time.monotonic()
-    perp_job.train_causal_lm(model, plan, layers, masks, windows, spec, ctx)
+    perp_train.train_causal_lm(model, plan, layers, masks, windows, spec, ctx)
     seconds = time.monotonic() - started
     peak = peak_increase_bytes(baseline)
-    unmerged = perp_job.perplexity(model, eval_windows, 32)
+    unmerged = perp_eval.perplexity(model, eval_windows, 32)
     densified = perp_peft.merge(model, plan)
     report = pruning.verify_masks(pruning.prunable_layers(model), masks, nm) if masks else None
     return {
         "trainable": trainable,
         "trainable_share": trainable / total,
         "unmerged_perplexity": unmerged,
-        "retrained_perplexity": perp_job.perplexity(model, eval_windows, 32),
+        "retrained_perplexity": perp_eval.perplexity(model, eval_windows, 32),
         "sparsity_after_merge": report.sparsity if report else 0.0,
         "mask_preserved": bool(report and report.mask_preserved and report.pattern_holds),
         "dense_after_merge": bool(densified),
@@ -277,7 +277,7 @@ def _pruned(criterion: str, pattern: str, sparsity: float) -> tuple[torch.nn.Mod
             _WORKER["cfg"], _WORKER["dense"], criterion, pattern, sparsity, _WORKER["calibration"]
         )
         seconds = time.monotonic() - started
-        ppl = perp_job.perplexity(model, _WORKER["eval_windows"], 32)
+        ppl = perp_eval.perplexity(model, _WORKER["eval_windows"], 32)
         _WORKER["pruned"][key] = (model, masks, ppl, seconds)
     model, masks, ppl, seconds = _WORKER["pruned"][key]
     return copy.deepcopy(model), masks, ppl, seconds
@@ -356,7 +356,7 @@ def main() -> None:
     print("pretraining", file=sys.stderr)
     curve = pretrain(cfg, dense, windows, eval_windows)
     pretrain_seconds = time.monotonic() - wall
-    dense_ppl = perp_job.perplexity(dense, eval_windows, 32)
+    dense_ppl = perp_eval.perplexity(dense, eval_windows, 32)
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(windows.shape[0], generator=generator)
     calibration = windows[order[: cfg["calibration"]]]
@@ -462,7 +462,7 @@ def reconstruction_demo(
     seed_everything(0)
     dense_blocks = [copy.deepcopy(b) for b in pruning.find_blocks(dense)]
     model, masks = prune(cfg, dense, "wanda", "unstructured", 0.5, calibration)
-    pruned_ppl = perp_job.perplexity(model, eval_windows, 32)
+    pruned_ppl = perp_eval.perplexity(model, eval_windows, 32)
     layers = pruning.prunable_layers(model)
     subset = ["biases", "norms", "masklora"]
     plan = perp_peft.select_subset(
@@ -473,7 +473,7 @@ def reconstruction_demo(
         LoRAConfig(rank=cfg["rank"], alpha=2 * cfg["rank"]),
         train_head=False,
     )
-    perp_job.freeze_outside_blocks(model)
+    perp_train.freeze_outside_blocks(model)
     losses: dict[int, list[float]] = {}
     steps = cfg["steps"] // 2
 
@@ -494,7 +494,7 @@ def reconstruction_demo(
         }
     )
     ctx = RunContext(output_dir=Path("."), reporter=Reporter(sink))
-    perp_job.train_reconstruction(model, dense_blocks, calibration, spec, ctx)
+    perp_train.train_reconstruction(model, dense_blocks, calibration, spec, ctx)
     perp_peft.merge(model, plan)
     return {
         "criterion": "wanda",
@@ -503,7 +503,7 @@ def reconstruction_demo(
         "steps_per_block": steps,
         "block_mse": [{"block": b, "first": v[0], "last": v[-1]} for b, v in losses.items()],
         "pruned_perplexity": pruned_ppl,
-        "reconstructed_perplexity": perp_job.perplexity(model, eval_windows, 32),
+        "reconstructed_perplexity": perp_eval.perplexity(model, eval_windows, 32),
     }
 
 

@@ -1,9 +1,13 @@
 """Loading and saving Hugging Face causal LMs and tokenizers from storage URIs.
 
 Every algorithm loads models here, so dtype, 4/8-bit quantization, the "is this a
-causal LM" check and the error reasons are the same everywhere.
+causal LM" check and the error reasons are the same everywhere. A 4/8-bit base is
+placed whole on the local rank's device (`quantized_device_map`): with one process per
+GPU, rank r's copy goes to GPU r, never every copy to GPU 0.
 """
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +59,7 @@ def load_causal_lm(
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         # the local rank's GPU (cuda:LOCAL_RANK under torchrun), GPU 0 on one process
-        index = device.index if device is not None and device.type == "cuda" else None
-        kwargs["device_map"] = {"": index if index is not None else 0}
+        kwargs["device_map"] = quantized_device_map(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as exc:
@@ -64,6 +67,30 @@ def load_causal_lm(
     if device is not None and quantization == "none":
         model = model.to(device)
     return model
+
+
+def quantized_device_map(
+    device: torch.device | None = None, env: Mapping[str, str] = os.environ
+) -> dict[str, int]:
+    """accelerate's device_map for a 4/8-bit base: all of it on this rank's GPU.
+
+    The index of a `cuda:N` device when one is given, else torchrun's LOCAL_RANK (0 when
+    unset: one process per pod). PermanentError(InvalidEnvironment) for a LOCAL_RANK
+    that is not a non-negative integer.
+    """
+    if device is not None and device.type == "cuda" and device.index is not None:
+        return {"": device.index}
+    raw = env.get("LOCAL_RANK", "0")
+    if not raw.isdigit():
+        raise PermanentError(f"LOCAL_RANK={raw!r} is not a GPU index", "InvalidEnvironment")
+    return {"": int(raw)}
+
+
+def weight_file_bytes(path: Path) -> int:
+    """Bytes of a save_pretrained directory's weight files (the size before loading)."""
+    return sum(f.stat().st_size for f in path.glob("*.safetensors")) + sum(
+        f.stat().st_size for f in path.glob("*.bin")
+    )
 
 
 def load_tokenizer(path: Path) -> Any:

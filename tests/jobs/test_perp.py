@@ -19,7 +19,7 @@ from modelops_api.common import LoRAConfig
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT
 from modelops_api.prune_retrain import PruneRetrainResults, PruneRetrainSpec
 from modelops_jobs import data
-from modelops_jobs.algorithms import perp_job, perp_peft, pruning
+from modelops_jobs.algorithms import perp_job, perp_peft, pruning, sparsegpt
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
 from modelops_jobs.context import RunContext
 from modelops_jobs.errors import Preempted
@@ -249,8 +249,8 @@ def test_calibrated_criteria_beat_magnitude(
         else:
             candidate, keep = pruning.sparsegpt_prune(weight, 2 * x.t() @ x / x.shape[0], 0.5, nm)
         assert int((~keep).sum()) == weight.numel() // 2
-        errors["magnitude"] += pruning.reconstruction_error(weight, magnitude, x)
-        errors[criterion] += pruning.reconstruction_error(weight, candidate, x)
+        errors["magnitude"] += sparsegpt.reconstruction_error(weight, magnitude, x)
+        errors[criterion] += sparsegpt.reconstruction_error(weight, candidate, x)
     assert errors[criterion] < errors["magnitude"], errors
 
 

@@ -26,6 +26,7 @@ checkpoint's full-precision weights are supplied, pruned in full precision; eith
 the pruned matrix is re-quantized into the layer.
 """
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -35,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from modelops_jobs import offload
+from modelops_jobs.algorithms.sparsegpt import sparsegpt_prune
 from modelops_jobs.errors import PermanentError, Preempted
 
 ROUTER_NAMES = ("gate", "router")
@@ -65,6 +68,9 @@ class PruneConfig:
     """For a quantized base: the checkpoint's weights by layer name. Pruning reads these
     instead of the dequantized ones and replaces them with the pruned values (the merge
     target), then re-quantizes the layer for retraining."""
+    placement: offload.Placement | None = None
+    """Set for a model larger than the device: blocks offloaded, one at a time on the
+    execution device (None: the model is where it is, all in memory)."""
 
 
 class _Captured(Exception):
@@ -247,73 +253,6 @@ def wanda_scores(weight: torch.Tensor, input_sq_mean: torch.Tensor) -> torch.Ten
     return weight.abs().float() * input_sq_mean.float().sqrt().unsqueeze(0)
 
 
-def sparsegpt_prune(
-    weight: torch.Tensor,
-    hessian: torch.Tensor,
-    sparsity: float,
-    nm: tuple[int, int] | None,
-    block_size: int = 128,
-    damping: float = 0.01,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pruned weight, keep mask) by the OBS solver; H = 2/N · Σ x xᵀ over calibration tokens."""
-    w = weight.detach().float().clone()
-    rows, cols = w.shape
-    h = hessian.float().clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    h_inv = _inverse_cholesky_upper(h, damping)
-    if nm is not None:
-        block_size = max(nm[1], (block_size + nm[1] - 1) // nm[1] * nm[1])
-    keep = torch.ones_like(w, dtype=torch.bool)
-    for start in range(0, cols, block_size):
-        end = min(start + block_size, cols)
-        w_block = w[:, start:end].clone()
-        h_block = h_inv[start:end, start:end]
-        diag = torch.diag(h_block)
-        pruned = torch.zeros_like(w_block, dtype=torch.bool)
-        if nm is None:
-            remove = round(sparsity * rows * end) - round(sparsity * rows * start)
-            scores = w_block**2 / diag.unsqueeze(0) ** 2
-            order = torch.argsort(scores.flatten(), stable=True)
-            pruned.view(-1)[order[:remove]] = True
-        errors = torch.zeros_like(w_block)
-        for i in range(end - start):
-            if nm is not None and i % nm[1] == 0:
-                group = w_block[:, i : i + nm[1]] ** 2 / diag[i : i + nm[1]].unsqueeze(0) ** 2
-                lowest = torch.argsort(group, dim=1, stable=True)[:, : nm[1] - nm[0]]
-                pruned.scatter_(1, i + lowest, True)
-            column = w_block[:, i]
-            kept_or_zero = torch.where(pruned[:, i], torch.zeros_like(column), column)
-            err = (column - kept_or_zero) / h_block[i, i]
-            w_block[:, i:] -= err.unsqueeze(1) @ h_block[i, i:].unsqueeze(0)
-            w_block[:, i] = kept_or_zero
-            errors[:, i] = err
-        w[:, start:end] = w_block
-        w[:, end:] -= errors @ h_inv[start:end, end:]
-        keep[:, start:end] = ~pruned
-    return w * keep, keep
-
-
-def _inverse_cholesky_upper(h: torch.Tensor, damping: float) -> torch.Tensor:
-    """Upper Cholesky factor of (H + λI)⁻¹, raising λ tenfold until H is positive definite."""
-    mean_diag = torch.mean(torch.diag(h))
-    eye = torch.eye(h.shape[0], device=h.device, dtype=h.dtype)
-    for attempt in range(6):
-        lam = damping * (10**attempt) * mean_diag
-        factor, info = torch.linalg.cholesky_ex(h + lam * eye)
-        if int(info) == 0:
-            inverse = torch.cholesky_inverse(factor)
-            return torch.linalg.cholesky(inverse, upper=True)
-    raise ValueError("SparseGPT: Hessian is not positive definite even with heavy damping")
-
-
-def reconstruction_error(weight: torch.Tensor, pruned: torch.Tensor, inputs: torch.Tensor) -> float:
-    """Layer-wise reconstruction error ‖X Wᵀ − X Ŵᵀ‖² / ‖X Wᵀ‖² on calibration inputs."""
-    dense_out = inputs.float() @ weight.float().t()
-    diff = dense_out - inputs.float() @ pruned.float().t()
-    return float((diff**2).sum() / (dense_out**2).sum())
-
-
 # -- block-by-block calibration -----------------------------------------------------
 
 
@@ -322,7 +261,7 @@ def capture_block_inputs(
 ) -> list[tuple[torch.Tensor, dict[str, Any]]]:
     """(hidden states, keyword args) entering block 0, one pair per calibration mini-batch."""
     blocks = find_blocks(model)
-    device = next(model.parameters()).device
+    device = offload.input_device(model)
     captured: list[tuple[torch.Tensor, dict[str, Any]]] = []
 
     def stop(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -429,33 +368,58 @@ def prune_model(
     if calibrated and calibration is None:
         raise PermanentError(f"{config.criterion} needs calibration data", "DataMissing")
     blocks = find_blocks(model)
-    inputs = capture_block_inputs(model, calibration, config.batch_size) if calibrated else []
-    for index, block in enumerate(blocks):
-        block_layers = [layer for layer in layers if layer.block_index == index]
-        stats: dict[str, torch.Tensor] = {}
-        if calibrated:
-            stats = _collect_statistics(
-                block, block_layers, inputs, hessian=config.criterion == "sparsegpt"
-            )
-        for layer in block_layers:
-            masks[layer.name] = prune_layer(layer, config, stats.get(layer.name))
-        if calibrated:
-            with torch.no_grad():
-                inputs = [(run_block(block, h, kw), kw) for h, kw in inputs]
-        if on_block is not None:
-            on_block(index + 1, len(blocks))
-        if config.should_stop():
-            raise Preempted("stopped while pruning; the retried run prunes again from the start")
-    outside = PruneConfig(
-        criterion="magnitude",
-        sparsity=config.sparsity,
-        nm=config.nm,
-        full_precision=config.full_precision,
-    )
-    for layer in layers:
-        if layer.block_index < 0:
-            masks[layer.name] = prune_layer(layer, outside, None)
+    placement = config.placement
+    scope = offload.offloaded(model, blocks, placement) if placement else contextlib.nullcontext()
+    with scope:
+        inputs = capture_block_inputs(model, calibration, config.batch_size) if calibrated else []
+        for index, block in enumerate(blocks):
+            with offload.block_on(block, placement) if placement else contextlib.nullcontext():
+                inputs = _prune_block(block, index, layers, config, inputs, masks)
+            if on_block is not None:
+                on_block(index + 1, len(blocks))
+            if config.should_stop():
+                raise Preempted(
+                    "stopped while pruning; the retried run prunes again from the start"
+                )
+        outside = PruneConfig(
+            criterion="magnitude",
+            sparsity=config.sparsity,
+            nm=config.nm,
+            full_precision=config.full_precision,
+        )
+        for layer in layers:
+            if layer.block_index < 0:
+                masks[layer.name] = _offloaded_mask(prune_layer(layer, outside, None), placement)
     return masks
+
+
+def _prune_block(
+    block: nn.Module,
+    index: int,
+    layers: list[PrunableLayer],
+    config: PruneConfig,
+    inputs: list[tuple[torch.Tensor, dict[str, Any]]],
+    masks: dict[str, torch.Tensor],
+) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+    """Calibrate and prune one block (masks filled in); return the next block's inputs."""
+    block_layers = [layer for layer in layers if layer.block_index == index]
+    stats: dict[str, torch.Tensor] = {}
+    if inputs:
+        stats = _collect_statistics(
+            block, block_layers, inputs, hessian=config.criterion == "sparsegpt"
+        )
+    for layer in block_layers:
+        keep = prune_layer(layer, config, stats.get(layer.name))
+        masks[layer.name] = _offloaded_mask(keep, config.placement)
+    if not inputs:
+        return inputs
+    with torch.no_grad():
+        return [(run_block(block, h, kw), kw) for h, kw in inputs]
+
+
+def _offloaded_mask(keep: torch.Tensor, placement: offload.Placement | None) -> torch.Tensor:
+    """A keep mask lives where its weights wait: the offload device when offloaded."""
+    return keep if placement is None else keep.to(placement.offload)
 
 
 # -- measuring ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ paper leaves LLM aggregation open); DoRA is not supported (its magnitude vector 
 B = 0 identity).
 """
 
+import gc
 import hashlib
 import json
 import math
@@ -38,6 +39,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from modelops_jobs import distributed
 from modelops_jobs.algorithms import s3t_store
 from modelops_jobs.storage import StorageResolver, file_digest
 
@@ -212,24 +214,20 @@ def train_step(
     seed: int,
     pad_id: int,
     device: torch.device,
+    world: distributed.World | None = None,
 ) -> tuple[StepState, float]:
-    """Train group len(frozen) and the head on `samples`; return its checkpoint and last loss."""
+    """Train group len(frozen) and the head on `samples`; return its checkpoint and last loss.
+
+    On several processes (`world`) DDP averages the trainables' gradients: every rank
+    draws the same batches from the step's own generator and trains on its contiguous
+    rows of each (`_rank_rows`), with the loss scaled so that the averaged gradient is the
+    one process's; the returned state is the same on every rank.
+    """
+    world = world or distributed.World()
     group = len(frozen)
     torch.manual_seed(seed)
     model.load_prefix(frozen)
-    trainable = list(model.group_params[group].values())
-    with torch.no_grad():
-        for name, param in model.group_params[group].items():
-            if ".lora_A." in name:
-                nn.init.kaiming_uniform_(param, a=math.sqrt(5))
-            else:
-                param.zero_()
-        if model.head is not None:
-            if group == 0:
-                model.head.reset_parameters()
-            trainable += list(model.head.parameters())
-    for p in trainable:
-        p.requires_grad_(True)
+    trainable = _start_group(model, group)
     ordered = sorted(samples, key=lambda s: s.hashed_id)
     batches_per_epoch = math.ceil(len(ordered) / settings.batch_size)
     total = max(1, settings.epochs * batches_per_epoch // settings.gradient_accumulation)
@@ -244,26 +242,60 @@ def train_step(
         ),
     )
     order_gen = torch.Generator().manual_seed(seed)
+    wrapped = distributed.wrap(model, "ddp", world) if world.distributed else model
     model.train()
-    loss_value, micro = float("nan"), 0
+    loss_value, micro, accumulation = float("nan"), 0, settings.gradient_accumulation
     for _ in range(settings.epochs):
         for idx in torch.randperm(len(ordered), generator=order_gen).split(settings.batch_size):
-            batch = collate([ordered[int(i)] for i in idx], pad_id, device)
-            logits = model(batch["input_ids"], batch["attention_mask"])
-            loss = sample_scores(logits, batch)[0].mean()
-            (loss / settings.gradient_accumulation).backward()
+            rows = _rank_rows(len(idx), world)
+            mine = idx[rows] if rows.stop > rows.start else idx[:1]  # an idle rank: weight 0
+            scale = distributed.loss_scale(rows.stop - rows.start, len(idx), world)
+            batch = collate([ordered[int(i)] for i in mine], pad_id, device)
             micro += 1
-            if micro % settings.gradient_accumulation == 0:
+            with distributed.gradient_sync(wrapped, micro % accumulation == 0):
+                logits = wrapped(batch["input_ids"], batch["attention_mask"])
+                loss = sample_scores(logits, batch)[0].mean()
+                (loss * scale / accumulation).backward()
+            if micro % accumulation == 0:
                 nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-            loss_value = float(loss.detach())
+            loss_value = float(loss.detach()) * scale / world.world_size
+    if world.distributed:
+        loss_value = distributed.sum_over_ranks([loss_value], world)[0]
+    del wrapped  # its gradient hooks must not outlive this step's trainables
+    gc.collect()
     for p in trainable:
         p.requires_grad_(False)
         p.grad = None
     model.eval()
     return model.step_state(group), loss_value
+
+
+def _start_group(model: S3TModel, group: int) -> list[nn.Parameter]:
+    """Group `group` fresh (seeded A, B = 0), the head reset at group 0; its trainables."""
+    trainable = list(model.group_params[group].values())
+    with torch.no_grad():
+        for name, param in model.group_params[group].items():
+            if ".lora_A." in name:
+                nn.init.kaiming_uniform_(param, a=math.sqrt(5))
+            else:
+                param.zero_()
+        if model.head is not None:
+            if group == 0:
+                model.head.reset_parameters()
+            trainable += list(model.head.parameters())
+    for p in trainable:
+        p.requires_grad_(True)
+    return trainable
+
+
+def _rank_rows(rows: int, world: distributed.World) -> slice:
+    """This rank's contiguous rows of a batch of `rows`; empty for a rank beyond them."""
+    if rows >= world.world_size:
+        return distributed.shard_slice(rows, world)
+    return slice(min(world.rank, rows), min(world.rank + 1, rows))
 
 
 # -- a shard: every prefix of every order -----------------------------------------------
@@ -294,12 +326,16 @@ def train_orders(
     device: torch.device,
     progress: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    world: distributed.World | None = None,
 ) -> list[dict[str, Any]]:
     """Make sure every step of every order exists on disk; return the orders' step lists.
 
     Steps already on disk (same key) are reused, never retrained. `should_stop` is
     checked before each new step; the caller raises Preempted when it returns True.
+    On several processes every rank trains every step together (data parallel) and
+    rank 0 alone writes the step files (the others' records carry no digest).
     """
+    world = world or distributed.World()
     steps_dir = store / "shards" / str(shard) / "steps"
     steps_dir.mkdir(parents=True, exist_ok=True)
     prefixes = sorted(
@@ -321,16 +357,18 @@ def train_orders(
             frozen = [states[prefix[: j + 1]] for j in range(len(prefix) - 1)]
             seed_here = step_seed(seed, shard, prefix)
             states[prefix], loss = train_step(
-                model, frozen, union, settings, seed_here, pad_id, device
+                model, frozen, union, settings, seed_here, pad_id, device, world
             )
             # one metadata key: safetensors writes several keys in hash order (digests would vary)
             step_info = {"prefix": list(prefix), "shard": shard, "samples": len(union)}
             meta = {"s3t": json.dumps(step_info, sort_keys=True)}
-            tmp = path.with_suffix(".tmp")
-            save_file({k: v.cpu() for k, v in states[prefix].items()}, str(tmp), metadata=meta)
-            os.replace(tmp, path)
+            if world.is_main:
+                tmp = path.with_suffix(".tmp")
+                save_file({k: v.cpu() for k, v in states[prefix].items()}, str(tmp), metadata=meta)
+                os.replace(tmp, path)
         keys[prefix] = key
-        records[prefix] = {"key": key, "digest": file_digest(path), "samples": len(union)}
+        digest = file_digest(path) if world.is_main else None
+        records[prefix] = {"key": key, "digest": digest, "samples": len(union)}
         if progress is not None:
             progress(done, len(prefixes), loss)
     return [

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from modelops_api.model_adaptation import ModelAdaptationSpec
+from modelops_jobs import distributed
 from modelops_jobs.algorithms import s3t, s3t_orders, s3t_store
 from modelops_jobs.context import AlgorithmResult, RunContext
 from modelops_jobs.data import read_records
@@ -241,13 +242,16 @@ def train_shard(
             config["pad_id"],
             ctx.device,
             progress=progress,
-            should_stop=ctx.checkpointer.should_stop,
+            should_stop=lambda: distributed.any_rank(ctx.checkpointer.should_stop(), ctx.world),
+            world=ctx.world,
         )
     except InterruptedError as exc:
         raise Preempted(f"shard {shard}: {exc}; finished steps are kept") from exc
-    s3t_store.write_json(
-        marker, {"shard": shard, "config_digest": config["config_digest"], "orders": orders}
-    )
+    if ctx.world.is_main:
+        s3t_store.write_json(
+            marker, {"shard": shard, "config_digest": config["config_digest"], "orders": orders}
+        )
+    distributed.barrier(ctx.world)  # every rank sees the marker before the next check
     return True
 
 
@@ -291,7 +295,10 @@ def run(spec: ModelAdaptationSpec, ctx: RunContext) -> AlgorithmResult:
         samples = build_samples(records, config, tokenizer)
         if not samples:
             raise PermanentError("the training data is empty", "InvalidData")
-        ensure_config(store, config)
+        _refuse_fsdp(spec)
+        if ctx.world.is_main:
+            ensure_config(store, config)
+        distributed.barrier(ctx.world)
         trained = [
             s
             for s in shards_to_train(s3.shards)
@@ -299,7 +306,7 @@ def run(spec: ModelAdaptationSpec, ctx: RunContext) -> AlgorithmResult:
         ]
     finally:
         torch.use_deterministic_algorithms(previous)
-    version = seal(store, config, samples)
+    version = seal(store, config, samples) if ctx.world.is_main else None
     if ctx.output_dir.name.endswith(".partial"):
         try:
             ctx.output_dir.rmdir()  # the runner's unused staging directory
@@ -327,6 +334,16 @@ def run(spec: ModelAdaptationSpec, ctx: RunContext) -> AlgorithmResult:
         version=version,
         publish=False,
     )
+
+
+def _refuse_fsdp(spec: Any) -> None:
+    """S3T trains one small LoRA group and a head per step: DDP, never FSDP2."""
+    if spec.distribution.strategy == "fsdp":
+        raise PermanentError(
+            "spec.distribution.strategy fsdp is not supported by strategy s3t: each step "
+            "trains one LoRA group and the head, replicated with DDP (use ddp or auto)",
+            "Unsupported",
+        )
 
 
 def _lora_dict(lora: Any) -> dict[str, Any]:
