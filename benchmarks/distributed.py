@@ -8,7 +8,7 @@ CPU mode (default, < 3 minutes on 2 shared cores):
    the reporter's step calls; steps that evaluate the loss curve are left out. The
    runs alternate (runner, bare, runner, ...) so that load from other work hits both.
 2. Throughput: the same CPT spec through `python -m modelops_jobs.launch` with 1
-   process (2 threads) and 2 processes (1 thread each; DDP and FSDP2, gloo): the
+   process and 2 processes (1 thread each; DDP and FSDP2, gloo): the
    job's own tokens/s over its training loop (which includes its loss-curve
    evaluations), same global batch.
 3. Memory: the bytes of parameters + gradients + AdamW state each rank holds at its
@@ -51,8 +51,10 @@ def build_world(root: Path, vocab: int = 256, model: dict[str, int] = MODEL) -> 
     from modelops_jobs.data import write_jsonl
 
     texts = tiny.grammar_corpus(3000, seed=0)
-    write_jsonl(root / "d1.jsonl", [{"text": t} for t in texts[:2800]])
-    write_jsonl(root / "d1_val.jsonl", [{"text": t} for t in texts[2800:]])
+    write_jsonl(root / "d0.jsonl", [{"text": t} for t in texts[:2800]])
+    d1 = tiny.grammar_corpus(3000, seed=1, variant=1)
+    write_jsonl(root / "d1.jsonl", [{"text": t} for t in d1[:2800]])
+    write_jsonl(root / "d1_val.jsonl", [{"text": t} for t in d1[2800:]])
     tokenizer = tiny.train_tokenizer(texts, vocab_size=vocab)
     lm = tiny.tiny_causal_lm(len(tokenizer), max_positions=SEQ, seed=0, **model)
     tiny.save_model_dir(lm, tokenizer, root / "base")
@@ -79,6 +81,8 @@ def document(root: Path, out: str, strategy: str = "auto", steps: int = STEPS) -
             },
             "cpt": {
                 "validationNew": {"uri": f"file://{root / 'd1_val.jsonl'}"},
+                "replayData": {"uri": f"file://{root / 'd0.jsonl'}"},
+                "replayRatio": 0.25,
                 "schedule": {"kind": "constant"},
             },
         },
@@ -191,7 +195,7 @@ def cpu_mode(root: Path) -> dict[str, Any]:
     torch.set_num_threads(1)
     report: dict[str, Any] = {"overhead": overhead(root)}
     runs = [
-        launch(root, "one", 1, "auto", 2),
+        launch(root, "one", 1, "auto", 1),
         launch(root, "ddp", 2, "ddp", 1),
         launch(root, "fsdp", 2, "fsdp", 1),
     ]
@@ -287,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak")
     parser.add_argument("--out", type=Path, default=DOCS)
     args = parser.parse_args(argv)
-    started, cpu0 = time.monotonic(), time.process_time()
+    started, cpu0, load0 = time.monotonic(), time.process_time(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="modelops-dist-bench-") as tmp:
         if args.gpu:
             if not torch.cuda.is_available():
@@ -304,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "wall_s": round(time.monotonic() - started, 1),
         "cpu_s_this_process": round(time.process_time() - cpu0, 1),
+        "load_average_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "command": "PYTHONPATH=operator:jobs python benchmarks/distributed.py"
         + (" --gpu" if args.gpu else ""),
     }
