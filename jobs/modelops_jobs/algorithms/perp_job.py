@@ -200,6 +200,7 @@ def _prune_or_reuse(
         should_stop=lambda: distributed.any_rank(ctx.checkpointer.should_stop(), ctx.world),
         full_precision=job.full_precision,
         placement=job.placement,
+        world=ctx.world if ctx.world.distributed else None,
     )
     masks = pruning.prune_model(
         job.model,

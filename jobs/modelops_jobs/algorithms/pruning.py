@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modelops_jobs import offload
+from modelops_jobs import distributed, offload
 from modelops_jobs.algorithms.sparsegpt import sparsegpt_prune
 from modelops_jobs.errors import PermanentError, Preempted
 
@@ -71,6 +71,10 @@ class PruneConfig:
     placement: offload.Placement | None = None
     """Set for a model larger than the device: blocks offloaded, one at a time on the
     execution device (None: the model is where it is, all in memory)."""
+    world: distributed.World | None = None
+    """Set on several processes: every rank calibrates each block, the block's layers are
+    pruned round-robin by rank (the solver is the costly part) and each layer's result is
+    broadcast from the rank that pruned it (not for a 4/8-bit base: every rank prunes)."""
 
 
 class _Captured(Exception):
@@ -408,13 +412,39 @@ def _prune_block(
         stats = _collect_statistics(
             block, block_layers, inputs, hessian=config.criterion == "sparsegpt"
         )
+    world = config.world if config.full_precision is None else None
+    for position, layer in enumerate(block_layers):
+        if world is None or position % world.world_size == world.rank:
+            keep = prune_layer(layer, config, stats.get(layer.name))
+        else:  # another rank prunes this layer; its mask and weights arrive below
+            shape = read_matrix(layer.module).shape
+            keep = torch.empty(shape, dtype=torch.bool, device=layer.module.weight.device)
+        masks[layer.name] = keep
+    if world is not None:
+        _share_block(block_layers, masks, world)
     for layer in block_layers:
-        keep = prune_layer(layer, config, stats.get(layer.name))
-        masks[layer.name] = _offloaded_mask(keep, config.placement)
+        masks[layer.name] = _offloaded_mask(masks[layer.name], config.placement)
     if not inputs:
         return inputs
     with torch.no_grad():
         return [(run_block(block, h, kw), kw) for h, kw in inputs]
+
+
+def _share_block(
+    layers: list[PrunableLayer], masks: dict[str, torch.Tensor], world: distributed.World
+) -> None:
+    """Each layer's pruned weight and mask, from the rank that pruned it, onto every rank."""
+    import torch.distributed as dist
+
+    for position, layer in enumerate(layers):
+        owner = position % world.world_size
+        weight = layer.module.weight
+        assert isinstance(weight, torch.Tensor)
+        for tensor in (weight.data, masks[layer.name]):
+            moved = tensor.to(world.device)
+            dist.broadcast(moved, src=owner)
+            if moved is not tensor:
+                tensor.copy_(moved)
 
 
 def _offloaded_mask(keep: torch.Tensor, placement: offload.Placement | None) -> torch.Tensor:
