@@ -67,7 +67,7 @@ class RunMetrics:
             after = info.status.model_validate(apply_merge_patch(res.status, patch))
             before = info.status.model_validate(res.status) if keeps_runs and patch else after
         except ValidationError as exc:  # a status an older operator wrote: no metrics
-            log.debug("status of %s %s/%s not recorded: %s", *key, exc)
+            log.warning("metrics of %s %s/%s not recorded: %s", *key, exc)
             return None
         self._phase(key, before, after)
         self._runs(res.kind, before, after)

@@ -118,11 +118,13 @@ class Reconciler:
                 drift = await self._query_drift(body, gate) if with_drift else None
                 observed = replace(await self.observer.observe(body), gate=gate)
                 actions = plan(observed, self.config, datetime.now(UTC), drift=drift)
-                await self.applier.apply(observed.resource, actions)
+                # Metrics first: whoever sees the status write sees its metrics too (they
+                # record what was decided; recording is idempotent if the write fails).
                 errors = self.run_metrics.record(observed.resource, actions, drift)
                 entry = self.index.get(key)
                 if errors is not None and entry is not None:
                     entry.drift_errors = errors
+                await self.applier.apply(observed.resource, actions)
                 if self._failures.pop(key, 0):
                     self._failure_log.recovered(f"{kind} {namespace}/{name}")
                 return actions
