@@ -72,8 +72,9 @@ class Reconciler:
         now = time.monotonic()
         if entry is None:
             metrics.track_resource(key[1], key[2], key[0])
-            self.index[key] = schedule.start(body, now, self.config.resync_seconds)
-            self._wake.set()
+            entry = self.index[key] = schedule.start(body, now, self.config.resync_seconds)
+            if entry.next_drift is not None:  # due now; else nothing is due before a resync
+                self._wake.set()
         elif schedule.update(entry, body, now):
             self._wake.set()
         return body
