@@ -20,8 +20,10 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from modelops_api.kinds import kind_info
 from modelops_operator.reconcile.actions import Action, PatchStatus, RecordEvent
 from modelops_operator.reconcile.conditions import get_condition, set_condition
+from modelops_operator.reconcile.status_patch import desired_status
 
 API_UNAVAILABLE = "ApiUnavailable"
 """Connection refused or reset, timeouts and 5xx: the API server is down."""
@@ -119,9 +121,10 @@ class FailureLog:
 
 
 def error_plan(
-    status: dict[str, Any], cls: str, message: str, now: datetime, generation: int
+    kind: str, status: dict[str, Any], cls: str, message: str, now: datetime, generation: int
 ) -> list[Action]:
-    """`Ready=False` with reason ReconcileError and a Warning Event, once per message.
+    """`Ready=False` with reason ReconcileError and a Warning Event, once per message,
+    written through the kind's status model like every other status write.
 
     Nothing for an unavailable or busy API server: the write would fail the same way."""
     if cls in (API_UNAVAILABLE, API_BUSY):
@@ -132,7 +135,7 @@ def error_plan(
     if ready and ready.get("reason") == REASON and ready.get("message") == message:
         return []
     conds = set_condition(conditions, "Ready", "False", REASON, message, now, generation)
-    patch: dict[str, Any] = {"conditions": conds, "message": message}
+    patch = desired_status(kind_info(kind).status, conditions=conds, message=message)
     return [PatchStatus(patch), RecordEvent("Warning", REASON, message)]
 
 

@@ -153,7 +153,7 @@ class Reconciler:
             return
         res = resource_view(body)
         actions = failures.error_plan(
-            res.status, cls, failures.describe(exc), datetime.now(UTC), res.generation
+            res.kind, res.status, cls, failures.describe(exc), datetime.now(UTC), res.generation
         )
         try:
             await self.applier.apply(res, actions)

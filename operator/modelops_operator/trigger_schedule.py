@@ -12,11 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelops_api.model_adaptation import parse_duration
+from modelops_api.times import parse_time
 from modelops_operator.drift.state import backoff_seconds
-
-
-def _parse(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 @dataclass
@@ -71,7 +68,8 @@ def schedule_due(entry: Tracked, wall: datetime | None = None) -> bool:
     nxt = (entry.body.get("status") or {}).get("nextScheduleTime")
     if not nxt or nxt == entry.schedule_seen:
         return False
-    if (wall or datetime.now(UTC)) < _parse(nxt):
+    at = parse_time(nxt)
+    if at is None or (wall or datetime.now(UTC)) < at:
         return False
     entry.schedule_seen = nxt
     return True

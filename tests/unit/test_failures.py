@@ -10,6 +10,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from modelops_api.kinds import KINDS, kind_info
 from modelops_operator import failures
 from modelops_operator.build.names import label_value
 from modelops_operator.reconcile.actions import PatchStatus, RecordEvent
@@ -79,18 +80,24 @@ def test_a_busy_api_server_is_retried_quietly(caplog):
     assert [r.levelno for r in caplog.records] == [logging.INFO]
 
 
-def test_error_plan_writes_a_condition_and_a_warning_once():
-    actions = failures.error_plan({}, failures.API_REJECTED, "400: bad label", NOW, 1)
+@pytest.mark.parametrize("kind", [k.kind for k in KINDS], ids=[k.kind for k in KINDS])
+def test_error_plan_writes_a_condition_and_a_warning_once(kind):
+    actions = failures.error_plan(kind, {}, failures.API_REJECTED, "400: bad label", NOW, 1)
+    kind_info(kind).status.model_validate(actions[0].patch)
     assert [type(a) for a in actions] == [PatchStatus, RecordEvent]
     ready = actions[0].patch["conditions"][0]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "ReconcileError")
     assert "bad label" in ready["message"] and actions[1].type == "Warning"
-    again = failures.error_plan(actions[0].patch, failures.API_REJECTED, "400: bad label", NOW, 1)
+    again = failures.error_plan(
+        kind, actions[0].patch, failures.API_REJECTED, "400: bad label", NOW, 1
+    )
     assert again == []
 
 
 def test_error_plan_writes_nothing_while_the_api_server_is_down():
-    assert failures.error_plan({}, failures.API_UNAVAILABLE, "refused", NOW, 1) == []
+    assert (
+        failures.error_plan("PruneRetrain", {}, failures.API_UNAVAILABLE, "refused", NOW, 1) == []
+    )
 
 
 LABELS = [

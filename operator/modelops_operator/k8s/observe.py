@@ -15,20 +15,13 @@ from modelops_api.meta import (
     LABEL_NAME,
     VERSION,
 )
+from modelops_api.times import parse_time
 from modelops_operator.build.names import label_value
 from modelops_operator.k8s.api import ApiSession, core_path, group_path
 from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.reconcile.observed import JobView, Observed, PodTermination, ResourceView
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def resource_view(body: dict[str, Any]) -> ResourceView:
@@ -42,7 +35,7 @@ def resource_view(body: dict[str, Any]) -> ResourceView:
         spec=dict(body.get("spec") or {}),
         status=dict(body.get("status") or {}),
         annotations=dict(meta.get("annotations") or {}),
-        creation_time=_parse_time(meta.get("creationTimestamp")),
+        creation_time=parse_time(meta.get("creationTimestamp")),
         deleting=bool(meta.get("deletionTimestamp")),
     )
 
@@ -59,7 +52,7 @@ def _terminations(pods: list[dict[str, Any]]) -> tuple[PodTermination, ...]:
                     pod=pod["metadata"]["name"],
                     exit_code=int(term.get("exitCode", 0)),
                     message=term.get("message") or "",
-                    finished_at=_parse_time(term.get("finishedAt")),
+                    finished_at=parse_time(term.get("finishedAt")),
                 )
             )
     out.sort(
@@ -90,8 +83,8 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
         failed=int(st.get("failed") or 0),
         suspended=bool((job.get("spec") or {}).get("suspend")),
         conditions=conditions,
-        start_time=_parse_time(st.get("startTime")),
-        completion_time=_parse_time(st.get("completionTime")),
+        start_time=parse_time(st.get("startTime")),
+        completion_time=parse_time(st.get("completionTime")),
         terminations=_terminations(pods),
         spec_digest=annotations.get(ANNOTATION_SPEC_DIGEST),
         generation=int(generation) if generation and generation.isdigit() else None,
