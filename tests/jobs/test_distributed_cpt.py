@@ -171,19 +171,25 @@ def test_pre_anneal_checkpoint_is_the_one_process_one(
             assert torch.allclose(moments[name], b["state"][index][name], atol=WEIGHT_TOL)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_sigterm_to_one_rank_then_resume_ends_where_the_uninterrupted_run_ends(
-    world: dict[str, Any], pods: Any, strategy: str
+SIGTERMS = [("ddp", "rank1"), ("fsdp", "rank1"), ("ddp", "pod")]
+
+
+@pytest.mark.parametrize(("strategy", "target"), SIGTERMS, ids=[f"{s}-{t}" for s, t in SIGTERMS])
+def test_sigterm_then_resume_ends_where_the_uninterrupted_run_ends(
+    world: dict[str, Any], pods: Any, strategy: str, target: str
 ) -> None:
+    """SIGTERM to rank 1 only, or to the pod's main process (the launcher, as the
+    kubelet sends it), which torchrun's agent forwards to every worker."""
     root = world["root"]
     straight = pods(strategy, strategy)
     assert straight.exit_code == 0, straight.stderr[-3000:]
 
-    doc = document(root, f"resumed-{strategy}", strategy)
-    ckpt = root / f"ckpt-{strategy}"
-    proc, termination = start_pod(doc, root / f"pod-first-{strategy}", 2, ckpt)
+    name = f"{strategy}-{target}"
+    doc = document(root, f"resumed-{name}", strategy)
+    ckpt = root / f"ckpt-{name}"
+    proc, termination = start_pod(doc, root / f"pod-first-{name}", 2, ckpt)
     wait_for_file(ckpt / "dcp")  # the first periodic checkpoint: training is under way
-    sigterm(worker_pid(proc.pid, rank=1))
+    sigterm(worker_pid(proc.pid, rank=1) if target == "rank1" else proc.pid)
     first = finish(proc, termination)
     assert first.exit_code == EXIT_RETRYABLE, first.stderr[-3000:]
     assert first.result["reason"] == "Preempted", first.result
@@ -192,10 +198,10 @@ def test_sigterm_to_one_rank_then_resume_ends_where_the_uninterrupted_run_ends(
     other = torch.load(ckpt / "state-rank00001.pt", weights_only=False)["train"]["step"]
     assert other == stopped, "both ranks stopped at the same step"
 
-    retry = run_pod(doc, root / f"pod-retry-{strategy}", 2, ckpt)
+    retry = run_pod(doc, root / f"pod-retry-{name}", 2, ckpt)
     assert retry.exit_code == 0, retry.stderr[-3000:]
     a = weights(published(root, strategy))
-    b = weights(published(root, f"resumed-{strategy}"))
+    b = weights(published(root, f"resumed-{name}"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert retry.result["results"]["newLoss"] == straight.result["results"]["newLoss"]
     assert not ckpt.exists(), "the finished run discards its checkpoint"
