@@ -4,9 +4,9 @@ Each case runs `python -m modelops_jobs.launch` as a pod would, with
 MODELOPS_NPROC_PER_NODE=2, and compares the published model with the one process run
 of the same spec (same global batch). DDP and FSDP2 average the ranks' gradients, so
 the sums are taken in another order than on one process: the weights agree to a
-tolerance (WEIGHT_TOL), not bitwise. A run stopped by SIGTERM to one rank and resumed
-from its torch.distributed.checkpoint shards ends bitwise where the uninterrupted run
-of the same world size ends.
+tolerance (WEIGHT_TOL, 5e-5; measured about 1e-5), not bitwise. A run stopped by
+SIGTERM and resumed from its torch.distributed.checkpoint shards ends bitwise where
+the uninterrupted run of the same world size ends.
 """
 
 import json
@@ -30,8 +30,10 @@ from modelops_api.meta import EXIT_RETRYABLE
 from modelops_jobs import tiny
 from modelops_jobs.data import write_jsonl
 
-WEIGHT_TOL = 1e-5
-"""Largest |w_2proc - w_1proc| after STEPS AdamW steps (measured: about 1e-7)."""
+WEIGHT_TOL = 5e-5
+"""Largest |w_2proc - w_1proc| allowed after STEPS AdamW steps. Measured: 7.5e-6 (DDP),
+9.3e-6 (FSDP2); AdamW's division by sqrt(v) magnifies the last-bit differences of the
+gradient sums for weights whose gradients are tiny. The losses differ by ~1e-8."""
 LOSS_TOL = 1e-5
 STEPS = 40
 EVERY = 4
