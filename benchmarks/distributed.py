@@ -325,6 +325,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"{run['new_loss']:.6f} | {', '.join(f'{b:,}' for b in run['rank_state_bytes'])} | "
             f"{run['pod_wall_s']} |"
         )
+    first = report["runs"][0]["new_loss"]
+    loss_gap = max(abs(run["new_loss"] - first) for run in report["runs"])
     lines += [
         "",
         f"- FSDP2 holds {report['fsdp_over_ddp_state_bytes']:.2f} of DDP's training state "
@@ -335,8 +337,9 @@ def markdown(report: dict[str, Any]) -> str:
         "gloo all-reduce (DDP) or the per-block all-gather and reduce-scatter (FSDP2) on "
         "CPU cost more than the halved compute saves, and the other helpers' work took "
         "the cores. The point here is equality and memory, not speed.",
-        "- The final losses agree to about 1e-5 (summation order); the jobs tests assert "
-        "the weights within 1e-5 of one process.",
+        f"- The final D1 losses of the 2-process runs differ from the 1-process one by at "
+        f"most {loss_gap:.1e} (float summation order); the jobs tests assert the weights "
+        "within 5e-5 of one process.",
         "- GPU mode (`--gpu`: a ~100M-parameter model's tokens/s, MFU and peak memory, "
         "and a 4-bit QLoRA fine-tune): written, not run here (no GPU was lent); it exits "
         "with a message when CUDA is absent.",

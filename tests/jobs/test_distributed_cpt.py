@@ -4,9 +4,9 @@ Each case runs `python -m modelops_jobs.launch` as a pod would, with
 MODELOPS_NPROC_PER_NODE=2, and compares the published model with the one process run
 of the same spec (same global batch). DDP and FSDP2 average the ranks' gradients, so
 the sums are taken in another order than on one process: the weights agree to a
-tolerance (WEIGHT_TOL), not bitwise. A run stopped by SIGTERM to one rank and resumed
-from its torch.distributed.checkpoint shards ends bitwise where the uninterrupted run
-of the same world size ends.
+tolerance (WEIGHT_TOL, 5e-5; measured about 1e-5), not bitwise. A run stopped by
+SIGTERM and resumed from its torch.distributed.checkpoint shards ends bitwise where
+the uninterrupted run of the same world size ends.
 """
 
 import json
@@ -30,8 +30,10 @@ from modelops_api.meta import EXIT_RETRYABLE
 from modelops_jobs.data import write_jsonl
 from modelops_jobs.testing import tiny
 
-WEIGHT_TOL = 1e-5
-"""Largest |w_2proc - w_1proc| after STEPS AdamW steps (measured: about 1e-7)."""
+WEIGHT_TOL = 5e-5
+"""Largest |w_2proc - w_1proc| allowed after STEPS AdamW steps. Measured: 7.5e-6 (DDP),
+9.3e-6 (FSDP2); AdamW's division by sqrt(v) magnifies the last-bit differences of the
+gradient sums for weights whose gradients are tiny. The losses differ by ~1e-8."""
 LOSS_TOL = 1e-5
 STEPS = 40
 EVERY = 4
@@ -171,19 +173,25 @@ def test_pre_anneal_checkpoint_is_the_one_process_one(
             assert torch.allclose(moments[name], b["state"][index][name], atol=WEIGHT_TOL)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_sigterm_to_one_rank_then_resume_ends_where_the_uninterrupted_run_ends(
-    world: dict[str, Any], pods: Any, strategy: str
+SIGTERMS = [("ddp", "rank1"), ("fsdp", "rank1"), ("ddp", "pod")]
+
+
+@pytest.mark.parametrize(("strategy", "target"), SIGTERMS, ids=[f"{s}-{t}" for s, t in SIGTERMS])
+def test_sigterm_then_resume_ends_where_the_uninterrupted_run_ends(
+    world: dict[str, Any], pods: Any, strategy: str, target: str
 ) -> None:
+    """SIGTERM to rank 1 only, or to the pod's main process (the launcher, as the
+    kubelet sends it), which torchrun's agent forwards to every worker."""
     root = world["root"]
     straight = pods(strategy, strategy)
     assert straight.exit_code == 0, straight.stderr[-3000:]
 
-    doc = document(root, f"resumed-{strategy}", strategy)
-    ckpt = root / f"ckpt-{strategy}"
-    proc, termination = start_pod(doc, root / f"pod-first-{strategy}", 2, ckpt)
+    name = f"{strategy}-{target}"
+    doc = document(root, f"resumed-{name}", strategy)
+    ckpt = root / f"ckpt-{name}"
+    proc, termination = start_pod(doc, root / f"pod-first-{name}", 2, ckpt)
     wait_for_file(ckpt / "dcp")  # the first periodic checkpoint: training is under way
-    sigterm(worker_pid(proc.pid, rank=1))
+    sigterm(worker_pid(proc.pid, rank=1) if target == "rank1" else proc.pid)
     first = finish(proc, termination)
     assert first.exit_code == EXIT_RETRYABLE, first.stderr[-3000:]
     assert first.result["reason"] == "Preempted", first.result
@@ -192,10 +200,10 @@ def test_sigterm_to_one_rank_then_resume_ends_where_the_uninterrupted_run_ends(
     other = torch.load(ckpt / "state-rank00001.pt", weights_only=False)["train"]["step"]
     assert other == stopped, "both ranks stopped at the same step"
 
-    retry = run_pod(doc, root / f"pod-retry-{strategy}", 2, ckpt)
+    retry = run_pod(doc, root / f"pod-retry-{name}", 2, ckpt)
     assert retry.exit_code == 0, retry.stderr[-3000:]
     a = weights(published(root, strategy))
-    b = weights(published(root, f"resumed-{strategy}"))
+    b = weights(published(root, f"resumed-{name}"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert retry.result["results"]["newLoss"] == straight.result["results"]["newLoss"]
     assert not ckpt.exists(), "the finished run discards its checkpoint"

@@ -4,7 +4,7 @@ adapter) through the real launcher, against one process with the same global bat
 The ranks take contiguous rows of each global micro-batch and scale their mean loss by
 their share of its labelled tokens, so the averaged gradient is the one-process one;
 the float sums run in another order (and each rank pads to its own longest row), so
-the adapters agree to ADAPTER_TOL, not bitwise. SIGTERM to one rank mid-way through the
+the adapters agree to ADAPTER_TOL (5e-5), not bitwise. SIGTERM to one rank mid-way through the
 distillation, then a retry, ends bitwise where the uninterrupted 2-process run ends.
 """
 
@@ -28,8 +28,9 @@ from modelops_api.meta import EXIT_PERMANENT, EXIT_RETRYABLE
 from modelops_jobs.data import write_jsonl
 from modelops_jobs.testing import tiny
 
-ADAPTER_TOL = 1e-5
-"""Largest |a_2proc - a_1proc| of the adapter weights after the run (measured: ~1e-7)."""
+ADAPTER_TOL = 5e-5
+"""Largest |a_2proc - a_1proc| of the adapter weights allowed. Measured: 3.2e-8 after the
+8-step fine-tune, 7.7e-6 after the 40-step distillation; losses within 7.2e-7."""
 LOSS_TOL = 1e-5
 ADAPTER = "adapter_model.safetensors"
 TASK = "abcdefgh"
