@@ -60,4 +60,4 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /tmp
 USER 1000:1000
 EXPOSE 9400
-ENTRYPOINT ["python", "-m", "modelops_jobs"]
+ENTRYPOINT ["python", "-m", "modelops_jobs.launch"]

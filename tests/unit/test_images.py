@@ -131,7 +131,7 @@ def test_jobs_image_is_cuda_with_the_training_stack_and_runs_the_jobs():
     assert "runtime" in stages[-1].base, "the runtime stage needs no CUDA compiler"
     text = IMAGES["jobs"].read_text()
     assert '".[jobs]"' in text and "--no-deps" in text
-    assert stages[-1].instructions[-1] == ("ENTRYPOINT", '["python", "-m", "modelops_jobs"]')
+    assert stages[-1].instructions[-1] == ("ENTRYPOINT", '["python", "-m", "modelops_jobs.launch"]')
 
 
 def test_chart_defaults_name_these_images():
