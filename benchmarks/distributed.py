@@ -335,7 +335,7 @@ def markdown(report: dict[str, Any]) -> str:
         "evaluations included), for the same global batch. Two processes on two shared "
         "cores do not speed this tiny model up: each rank computes half the rows, but the "
         "gloo all-reduce (DDP) or the per-block all-gather and reduce-scatter (FSDP2) on "
-        "CPU cost more than the halved compute saves, and the other helpers' work took "
+        "CPU cost more than the halved compute saves, and other work on the machine took "
         "the cores. The point here is equality and memory, not speed.",
         f"- The final D1 losses of the 2-process runs differ from the 1-process one by at "
         f"most {loss_gap:.1e} (float summation order); the jobs tests assert the weights "
