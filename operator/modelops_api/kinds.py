@@ -7,6 +7,7 @@ registration and the docs all iterate over.
 from dataclasses import dataclass, field
 
 from modelops_api.base import ApiModel, cel
+from modelops_api.common import PROCESSES_MATCH_GPUS
 from modelops_api.lora_transfer import LoRATransferResults, LoRATransferSpec, LoRATransferStatus
 from modelops_api.model_adaptation import ModelAdaptationSpec, ModelAdaptationStatus
 from modelops_api.prune_retrain import PruneRetrainResults, PruneRetrainSpec, PruneRetrainStatus
@@ -111,7 +112,7 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Pattern", ".spec.pruning.pattern", priority=1),
             _AGE,
         ),
-        root_rules=(_immutable("run"),),
+        root_rules=(_immutable("run"), PROCESSES_MATCH_GPUS),
     ),
     KindInfo(
         kind="UnlearnRequest",
@@ -130,7 +131,7 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Version", ".status.receipt.versionAfter", priority=1),
             _AGE,
         ),
-        root_rules=(_immutable("deletion"),),
+        root_rules=(_immutable("deletion"), PROCESSES_MATCH_GPUS),
         conditions=COMMON_CONDITIONS
         + ONE_SHOT_CONDITIONS
         + (
@@ -159,7 +160,7 @@ KINDS: tuple[KindInfo, ...] = (
             ),
             _AGE,
         ),
-        root_rules=(_immutable("transfer"),),
+        root_rules=(_immutable("transfer"), PROCESSES_MATCH_GPUS),
         conditions=COMMON_CONDITIONS
         + ONE_SHOT_CONDITIONS
         + (ConditionDoc("Unfiltered", "True when no discriminator filtered the synthetic data."),),
@@ -198,6 +199,7 @@ KINDS: tuple[KindInfo, ...] = (
                 ".spec.output.uri",
                 "FieldValueForbidden",
             ),
+            PROCESSES_MATCH_GPUS,
         ),
     ),
 )
