@@ -17,7 +17,8 @@ from modelops_api.kinds import KindInfo
 from modelops_api.meta import ANNOTATION_RUN_NOW
 from modelops_api.model_adaptation import ModelAdaptationSpec, parse_duration
 from modelops_api.status import Phase
-from modelops_operator.build.jobs import build_configmap, build_job, spec_document
+from modelops_operator.build.jobs import build_configmap, spec_document
+from modelops_operator.build.jobsets import build_workload
 from modelops_operator.build.names import job_name
 from modelops_operator.config import OperatorConfig
 from modelops_operator.drift import state as drift_state
@@ -243,7 +244,7 @@ def plan_adaptation(
         actions.append(EnsureConfigMap(build_configmap(ident, document, active)))
         actions.append(
             CreateJob(
-                build_job(
+                build_workload(
                     ident, spec, config, document, active, indexed, spec.s3t.parallelism or None
                 )
             )

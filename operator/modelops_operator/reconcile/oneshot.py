@@ -17,9 +17,9 @@ from modelops_api.unlearn_request import DeletionReceipt
 from modelops_operator.build.jobs import (
     ResourceIdentity,
     build_configmap,
-    build_job,
     spec_document,
 )
+from modelops_operator.build.jobsets import build_workload
 from modelops_operator.build.names import job_name
 from modelops_operator.config import OperatorConfig
 from modelops_operator.reconcile.actions import (
@@ -214,7 +214,7 @@ def plan_oneshot(
             return refused_plan(res, refused, now)
         document = spec_document(ident, spec)  # type: ignore[arg-type]
         cm = build_configmap(ident, document)
-        job_manifest = build_job(ident, spec, config, document)  # type: ignore[arg-type]
+        job_manifest = build_workload(ident, spec, config, document)  # type: ignore[arg-type]
         message = f"created Job {name}"
         conds = set_condition(
             cleared_conditions(status.get("conditions", []), now, res.generation),
