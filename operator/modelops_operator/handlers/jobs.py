@@ -1,10 +1,12 @@
-"""Watch events of the Jobs the operator created: a Job that changes reconciles its owner."""
+"""Watch events of the Jobs (and, when enabled, JobSets) the operator created: one that
+changes reconciles its owner."""
 
 from typing import Any, cast
 
 import kopf
 
 from modelops_api.meta import API_VERSION, LABEL_KIND, LABEL_MANAGED_BY, MANAGED_BY_VALUE
+from modelops_operator.build.jobsets import JOBSET_GROUP, JOBSET_PLURAL, JOBSET_VERSION
 from modelops_operator.service import Reconciler
 
 
@@ -37,3 +39,12 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         id="owned-jobs",
         registry=registry,
     )(cast(Any, on_job_event))
+    if reconciler.config.jobsets:  # the chart's jobset.enabled: RBAC for JobSets is there
+        kopf.on.event(
+            JOBSET_GROUP,
+            JOBSET_VERSION,
+            JOBSET_PLURAL,
+            labels={LABEL_MANAGED_BY: MANAGED_BY_VALUE},
+            id="owned-jobsets",
+            registry=registry,
+        )(cast(Any, on_job_event))

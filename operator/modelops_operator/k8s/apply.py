@@ -15,6 +15,12 @@ from kubernetes.client.exceptions import ApiException
 
 from modelops_api.kinds import kind_info
 from modelops_api.meta import API_VERSION, GROUP, VERSION
+from modelops_operator.build.jobsets import (
+    JOBSET_GROUP,
+    JOBSET_PLURAL,
+    JOBSET_VERSION,
+    is_jobset,
+)
 from modelops_operator.reconcile.actions import (
     Action,
     CreateJob,
@@ -52,8 +58,12 @@ class Applier:
             await self._create(
                 self.core.create_namespaced_config_map, res.namespace, action.manifest
             )
+        elif isinstance(action, CreateJob) and is_jobset(action.manifest):
+            await self._create(self._create_jobset, res.namespace, action.manifest)
         elif isinstance(action, CreateJob):
             await self._create(self.batch.create_namespaced_job, res.namespace, action.manifest)
+        elif isinstance(action, DeleteJob) and action.jobset:
+            await self._delete_jobset(action.namespace, action.name)
         elif isinstance(action, DeleteJob):
             await self._delete_job(action.namespace, action.name)
         elif isinstance(action, PatchStatus):
@@ -75,6 +85,28 @@ class Applier:
         try:
             await asyncio.to_thread(
                 self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _create_jobset(self, namespace: str, body: dict[str, Any], **kw: Any) -> Any:
+        return self.custom.create_namespaced_custom_object(
+            JOBSET_GROUP, JOBSET_VERSION, namespace, JOBSET_PLURAL, body, **kw
+        )
+
+    async def _delete_jobset(self, namespace: str, name: str) -> None:
+        """A run's JobSet (its Jobs and pods go in the background); gone or no CRD: done."""
+        self.api_calls += 1
+        try:
+            await asyncio.to_thread(
+                self.custom.delete_namespaced_custom_object,
+                JOBSET_GROUP,
+                JOBSET_VERSION,
+                namespace,
+                JOBSET_PLURAL,
+                name,
+                propagation_policy="Background",
             )
         except ApiException as exc:
             if exc.status != 404:

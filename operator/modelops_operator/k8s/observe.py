@@ -113,6 +113,7 @@ class Observer:
     """Reads resources and the Jobs they own."""
 
     def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -179,4 +180,8 @@ class Observer:
                 continue  # a Job of an earlier resource with the same name
             name = job["metadata"]["name"]
             views[name] = job_view(job, by_job.get(name, []))
-        return Observed(resource=res, jobs=views, drift=drift)
+        # resources.nodes > 1: the JobSet, filed under the Job's name (no calls otherwise).
+        from modelops_operator.k8s.jobsets import JobSetObserver  # here: it imports us
+
+        jobsets, jobset_api = await JobSetObserver(self.api).observe(res)
+        return Observed(resource=res, jobs=views | jobsets, drift=drift, jobset_api=jobset_api)

@@ -275,7 +275,8 @@ def plan_adaptation(
     for record in dropped:
         ref = record.get("jobRef") or {}
         if ref.get("name") in obs.jobs:
-            actions.append(DeleteJob(ref["name"], res.namespace))
+            view = obs.jobs[ref["name"]]  # a JobSet's view carries the JobSet's own name
+            actions.append(DeleteJob(view.name, res.namespace, spec.resources.nodes > 1))
     if run_count == 0 and active is None:
         phase = Phase.IDLE.value
     if refused is not None and active is None:
