@@ -226,11 +226,11 @@ def test_jobset_network_coordinator_success_failure_ttl():
         "restartStrategy": "Recreate",
         "rules": [
             {
-                "name": "permanent-failure",
+                "name": "PermanentFailure",
                 "action": "FailJobSet",
                 "onJobFailureReasons": ["PodFailurePolicy"],
             },
-            {"name": "restart-group", "action": "RestartJobSet"},
+            {"name": "RestartGroup", "action": "RestartJobSet"},
         ],
     }
     assert "suspend" not in spec

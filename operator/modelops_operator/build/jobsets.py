@@ -32,8 +32,8 @@ LABEL_JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
 LABEL_RESTART_ATTEMPT = "jobset.sigs.k8s.io/restart-attempt"
 LABEL_JOB_INDEX = "jobset.sigs.k8s.io/job-index"
 ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
-PERMANENT_FAILURE_RULE = "permanent-failure"
-RESTART_RULE = "restart-group"
+PERMANENT_FAILURE_RULE = "PermanentFailure"  # JobSet: [A-Za-z][A-Za-z0-9_,:]*
+RESTART_RULE = "RestartGroup"
 
 
 def rendezvous_endpoint(name: str) -> str:
