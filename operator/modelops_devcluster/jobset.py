@@ -161,6 +161,8 @@ class JobSetController:
         for doc in webhook_configurations(
             manifests, self.webhook_port, self.ca.pair.cert.read_bytes()
         ):
+            create: Any
+            delete: Any
             create, delete = (
                 (
                     reg.create_mutating_webhook_configuration,
