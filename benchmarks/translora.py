@@ -156,7 +156,7 @@ def direct_ablation(root: Path, setup: Setup, prompts: list[str], seed: int) -> 
     """Distil the teacher's answers on fixed prompts (seeds only, random text), with the
     same target adapter and loop as the job; exact match on the held-out prompts."""
     from modelops_api.common import LoRAConfig, Optimization
-    from modelops_jobs.algorithms import lora_finetune as ft
+    from modelops_jobs.algorithms import lora_training as ft
     from modelops_jobs.algorithms import translora, translora_job
     from modelops_jobs.checkpoint import Checkpointer, seed_everything
     from modelops_jobs.context import RunContext

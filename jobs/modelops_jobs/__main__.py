@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         runner.write_termination_message(result, args.termination_log)
         return EXIT_PERMANENT
-    reporter = Reporter(json_lines_sink(sys.stderr), min_interval=1.0)
-    if args.metrics_port:
+    main_rank = int(os.environ.get("RANK") or 0) == 0  # set by torchrun for each worker
+    sinks = [json_lines_sink(sys.stderr)] if main_rank else []
+    reporter = Reporter(*sinks, min_interval=1.0)
+    if args.metrics_port and main_rank:
         from modelops_jobs.training_metrics import serve_training_metrics
 
         reporter.add_sink(serve_training_metrics(args.metrics_port, document))
@@ -47,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
         install_signals=True,
     )
-    runner.write_termination_message(outcome.result, args.termination_log)
-    print(json.dumps(outcome.result.to_wire()), file=sys.stderr)
+    if outcome.rank == 0:  # the pod's termination message is rank 0's
+        runner.write_termination_message(outcome.result, args.termination_log)
+    print(json.dumps({"rank": outcome.rank, **outcome.result.to_wire()}), file=sys.stderr)
     return outcome.exit_code
 
 

@@ -24,9 +24,11 @@ class Checkpointer:
 
     FILE = "state.pt"
 
-    def __init__(self, directory: Path | str | None, every: int = 100) -> None:
+    def __init__(self, directory: Path | str | None, every: int = 100, rank: int = 0) -> None:
         self.directory = Path(directory) if directory else None
         self.every = every
+        self.file = self.FILE if rank == 0 else f"state-rank{rank:05d}.pt"
+        """Each rank of a distributed run keeps its own small state (RNG, cursors)."""
         self._stop = False
 
     # -- signals ---------------------------------------------------------------
@@ -53,7 +55,7 @@ class Checkpointer:
     # -- state -----------------------------------------------------------------
     @property
     def path(self) -> Path | None:
-        return self.directory / self.FILE if self.directory else None
+        return self.directory / self.file if self.directory else None
 
     def save(self, state: dict[str, Any]) -> None:
         """Atomically save a state dict (tensors, ints, optimizer states, RNG states)."""
@@ -65,7 +67,7 @@ class Checkpointer:
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state-", suffix=".pt")
         os.close(fd)
         torch.save(state, tmp)
-        os.replace(tmp, self.directory / self.FILE)
+        os.replace(tmp, self.directory / self.file)
 
     def load(self) -> dict[str, Any] | None:
         """The last saved state, with RNG states restored, or None."""

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from modelops_jobs.checkpoint import Checkpointer
+from modelops_jobs.distributed import World
 from modelops_jobs.reporting import NullReporter, Reporter
 from modelops_jobs.storage import StorageResolver
 
@@ -41,6 +42,8 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
     work_dir: Path | None = None
+    world: World = field(default_factory=World)
+    """This process's rank, world size and device (one process unless under torchrun)."""
 
     def resolve(self, uri: str, must_exist: bool = True) -> Path:
         """Local path for a storage URI (PermanentError if it must exist and does not)."""

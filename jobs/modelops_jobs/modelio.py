@@ -54,7 +54,9 @@ def load_causal_lm(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
-        kwargs["device_map"] = {"": 0}
+        # the local rank's GPU (cuda:LOCAL_RANK under torchrun), GPU 0 on one process
+        index = device.index if device is not None and device.type == "cuda" else None
+        kwargs["device_map"] = {"": index if index is not None else 0}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as exc:

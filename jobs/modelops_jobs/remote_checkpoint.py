@@ -19,8 +19,8 @@ from modelops_jobs.checkpoint import Checkpointer
 class SyncedCheckpointer(Checkpointer):
     """A Checkpointer whose directory is mirrored to an object-store prefix."""
 
-    def __init__(self, directory: Path, remote: str, every: int = 100) -> None:
-        super().__init__(directory, every)
+    def __init__(self, directory: Path, remote: str, every: int = 100, rank: int = 0) -> None:
+        super().__init__(directory, every, rank)
         self.remote = remote.rstrip("/")
         self._sent: dict[str, tuple[int, int]] = {}
         self._pull()
@@ -46,7 +46,7 @@ class SyncedCheckpointer(Checkpointer):
         if self.directory is None or not self.directory.exists():
             return
         for path in sorted(self.directory.rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
+            if not path.is_file() or _temporary(path.name):
                 continue
             rel = path.relative_to(self.directory).as_posix()
             stamp = _stamp(path)
@@ -62,6 +62,11 @@ class SyncedCheckpointer(Checkpointer):
         super().clear()
         transfer.remove_prefix(self.remote)
         self._sent.clear()
+
+
+def _temporary(name: str) -> bool:
+    """A file being written (dot-files), except torch.distributed.checkpoint's index."""
+    return name.startswith(".") and name != ".metadata"
 
 
 def _stamp(path: Path) -> tuple[int, int]:

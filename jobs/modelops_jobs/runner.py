@@ -28,7 +28,7 @@ from modelops_api import kind_info
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, TERMINATION_MESSAGE_PATH
 from modelops_api.status import Artifact, JobResult
 from modelops_api.unlearn_request import DeletionReceipt
-from modelops_jobs import registry, storage
+from modelops_jobs import distributed, registry, storage
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
 from modelops_jobs.context import RunContext, default_device
 from modelops_jobs.errors import JobError, PermanentError, Preempted
@@ -41,6 +41,8 @@ TERMINATION_LIMIT = 4096
 class RunOutcome:
     result: JobResult
     exit_code: int
+    rank: int = 0
+    """The global rank that ran it: only rank 0's result is the pod's."""
 
 
 def spec_digest(document: dict[str, Any]) -> str:
@@ -92,23 +94,28 @@ def execute(
     reporter = reporter or NullReporter()
     started = time.time()
     staging: Path | None = None
+    world = distributed.World(device=default_device())
     try:
+        world = distributed.init_from_env()
         info, spec = parse_document(document)
         seed_everything(spec.seed)
-        torch.set_num_threads(max(1, int(os.environ.get("MODELOPS_THREADS", os.cpu_count() or 1))))
+        torch.set_num_threads(thread_count())
         module = registry.get(info.algorithm)
         ctx = RunContext(
-            output_dir=Path("."), reporter=reporter, seed=spec.seed, device=default_device()
+            output_dir=Path("."), reporter=reporter, seed=spec.seed, device=world.device
         )
+        ctx.world = world
         uri = output_location(info, spec, document)
         output: storage.Output | None = None
         ckpt_every = getattr(getattr(spec, "optimization", None), "checkpoint_every", 100)
         if uri is not None:
-            output = storage.prepare_output(ctx.resolver, uri, checkpoint_dir)
+            output = storage.prepare_output(ctx.resolver, uri, checkpoint_dir, world.is_main)
             ctx.output_dir = staging = output.staging
-            ctx.checkpointer = output.checkpointer(ckpt_every)
+            ctx.checkpointer = _checkpointer(
+                world, lambda: output.checkpointer(ckpt_every, world.rank)
+            )
         else:
-            ctx.checkpointer = Checkpointer(checkpoint_dir, every=ckpt_every)
+            ctx.checkpointer = Checkpointer(checkpoint_dir, every=ckpt_every, rank=world.rank)
         if install_signals:
             ctx.checkpointer.install_signal_handlers()
         ctx.run = document.get("run", {})  # type: ignore[attr-defined]
@@ -118,6 +125,10 @@ def execute(
             results = info.results.model_validate(results).to_wire()
         else:  # ModelAdaptation runs: free-form numbers, camelCase like every status
             results = {to_camel(k): v for k, v in results.items()}
+        ranks = distributed.gather_objects(world.describe(), world)
+        if not world.is_main:  # rank 0 alone publishes, writes the manifest and the result
+            _discard(staging)
+            return RunOutcome(JobResult(ok=True, reason="Succeeded"), EXIT_OK, world.rank)
         artifact = None
         if output is not None and outcome.publish:
             manifest = {
@@ -134,6 +145,7 @@ def execute(
                 "metrics": outcome.metrics,
                 "createdAt": datetime.now(UTC).isoformat(),
                 "wallSeconds": round(time.time() - started, 3),
+                "distributed": {"worldSize": world.world_size, "ranks": ranks},
             }
             digest = storage.write_manifest(ctx.output_dir, manifest)
             output.publish(reporter)
@@ -150,25 +162,51 @@ def execute(
         return RunOutcome(result, EXIT_OK)
     except Preempted as exc:
         return RunOutcome(
-            JobResult(ok=False, reason=exc.reason, message=exc.message), EXIT_RETRYABLE
+            JobResult(ok=False, reason=exc.reason, message=exc.message), EXIT_RETRYABLE, world.rank
         )
     except PermanentError as exc:
         _discard(staging)
         return RunOutcome(
-            JobResult(ok=False, reason=exc.reason, message=exc.message[:1024]), EXIT_PERMANENT
+            JobResult(ok=False, reason=exc.reason, message=exc.message[:1024]),
+            EXIT_PERMANENT,
+            world.rank,
         )
     except JobError as exc:
         _discard(staging)
         return RunOutcome(
-            JobResult(ok=False, reason=exc.reason, message=exc.message[:1024]), EXIT_RETRYABLE
+            JobResult(ok=False, reason=exc.reason, message=exc.message[:1024]),
+            EXIT_RETRYABLE,
+            world.rank,
         )
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         _discard(staging)
         message = f"{type(exc).__name__}: {exc}"[:1024]
         return RunOutcome(
-            JobResult(ok=False, reason="InternalError", message=message), EXIT_RETRYABLE
+            JobResult(ok=False, reason="InternalError", message=message), EXIT_RETRYABLE, world.rank
         )
+    finally:
+        distributed.shutdown(world)
+
+
+def thread_count() -> int:
+    """MODELOPS_THREADS, else the CPUs shared by this pod's processes."""
+    if os.environ.get("MODELOPS_THREADS"):
+        return max(1, int(os.environ["MODELOPS_THREADS"]))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+    return max(1, (os.cpu_count() or 1) // local)
+
+
+def _checkpointer(world: distributed.World, make: Any) -> Checkpointer:
+    """Build the checkpointer on each node's local rank 0 first: a SyncedCheckpointer
+    pulls the previous pod's files, and one writer per node directory is enough."""
+    made: Checkpointer | None = None
+    for turn in (True, False):
+        if (world.local_rank == 0) == turn:
+            made = make()
+        distributed.barrier(world)
+    assert made is not None
+    return made
 
 
 def _discard(staging: Path | None) -> None:

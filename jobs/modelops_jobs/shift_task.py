@@ -75,7 +75,7 @@ def corpus(seed: int, documents: int) -> list[str]:
 def pretrain(model: Any, tokenizer: Any, docs: list[str], steps: int, seed: int) -> float:
     """Next-token training: AdamW at 2e-3, 30 warmup steps then linear decay, 32 x 48
     tokens per step (a constant LR made the copy skill emerge only for some seeds)."""
-    from modelops_jobs.algorithms.lora_finetune import Example, collate
+    from modelops_jobs.algorithms.lora_training import Example, collate
 
     ids = [tokenizer(d + tokenizer.eos_token)["input_ids"][:48] for d in docs]
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)

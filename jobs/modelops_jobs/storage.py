@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,12 +99,12 @@ class Output:
     checkpoint_uri: str | None = None
     """Object-store copy of the checkpoint directory (survives a retried pod)."""
 
-    def checkpointer(self, every: int) -> Checkpointer:
+    def checkpointer(self, every: int, rank: int = 0) -> Checkpointer:
         if self.checkpoint_uri is None:
-            return Checkpointer(self.checkpoint_dir, every=every)
+            return Checkpointer(self.checkpoint_dir, every=every, rank=rank)
         from modelops_jobs.remote_checkpoint import SyncedCheckpointer
 
-        return SyncedCheckpointer(self.checkpoint_dir, self.checkpoint_uri, every=every)
+        return SyncedCheckpointer(self.checkpoint_dir, self.checkpoint_uri, every=every, rank=rank)
 
     def publish(self, reporter: Reporter | None = None) -> None:
         """Make the finished staging directory (manifest written) the published result."""
@@ -114,8 +115,17 @@ class Output:
             publish(self.staging, self.final)
 
 
-def prepare_output(resolver: StorageResolver, uri: str, checkpoint_dir: Path | None) -> Output:
-    """A fresh staging directory for `uri`; PermanentError(OutputExists) if it is complete."""
+def prepare_output(
+    resolver: StorageResolver, uri: str, checkpoint_dir: Path | None, main: bool = True
+) -> Output:
+    """A fresh staging directory for `uri`; PermanentError(OutputExists) if it is complete.
+
+    Ranks other than 0 of a distributed run (`main=False`) never publish: they get a
+    private scratch directory instead of the staging one, and the same checkpoints."""
+    if not main:
+        output = prepare_output_location(resolver, uri, checkpoint_dir)
+        output.staging = Path(tempfile.mkdtemp(prefix="modelops-rank-"))
+        return output
     if not is_remote(uri):
         final = resolver.local_path(uri, must_exist=False)
         staging = staging_dir_for(final)
@@ -131,6 +141,27 @@ def prepare_output(resolver: StorageResolver, uri: str, checkpoint_dir: Path | N
     return Output(
         uri,
         staging,
+        None,
+        checkpoint_dir or base / "checkpoint",
+        checkpoint_uri=f"{parent}/.{name}.checkpoint",
+    )
+
+
+def prepare_output_location(
+    resolver: StorageResolver, uri: str, checkpoint_dir: Path | None
+) -> Output:
+    """Where `uri`'s run checkpoints, without touching its staging directory."""
+    if not is_remote(uri):
+        final = resolver.local_path(uri, must_exist=False)
+        if is_complete(final):
+            raise PermanentError(f"output {final} already holds a completed result", "OutputExists")
+        ckpt = checkpoint_dir or final.parent / f".{final.name}.checkpoint"
+        return Output(uri, final.parent / f".{final.name}.partial", final, ckpt)
+    base = resolver.cache_dir / "outputs" / _key(uri)
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    return Output(
+        uri,
+        base / "staging",
         None,
         checkpoint_dir or base / "checkpoint",
         checkpoint_uri=f"{parent}/.{name}.checkpoint",

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from modelops_api.lora_transfer import LoRATransferResults, LoRATransferSpec
 from modelops_api.model_adaptation import ModelAdaptationSpec
 from modelops_jobs import tiny
-from modelops_jobs.algorithms import lora_finetune, translora, translora_job
+from modelops_jobs.algorithms import lora_finetune, lora_training, translora, translora_job
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
 from modelops_jobs.context import RunContext
 from modelops_jobs.errors import PermanentError, Preempted
@@ -86,8 +86,8 @@ def pretrain(model: Any, tokenizer: Any, docs: list[str], seed: int) -> None:
     cpu = torch.device("cpu")
     for _ in range(PRETRAIN_STEPS):
         picks = torch.randint(len(ids), (32,), generator=generator)
-        batch = [lora_finetune.Example(ids[i], ids[i]) for i in picks]
-        loss = model(**lora_finetune.collate(batch, tokenizer.pad_token_id, cpu)).loss
+        batch = [lora_training.Example(ids[i], ids[i]) for i in picks]
+        loss = model(**lora_training.collate(batch, tokenizer.pad_token_id, cpu)).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -395,7 +395,7 @@ def test_duplicates_within_one_batch_are_kept_once(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(translora, "generator_prefix", lambda tok, seeds: "prefix")
     monkeypatch.setattr(translora, "sample_candidates", lambda gen, tok, prefixes, syn: batch)
     from modelops_api.lora_transfer import SynthesisSpec
-    from modelops_jobs.algorithms.lora_finetune import RunState
+    from modelops_jobs.algorithms.lora_training import RunState
 
     synthesis = SynthesisSpec(samples=10, max_attempts=10, min_acceptance_rate=0.0)
     outcome = translora.synthesize(

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from modelops_jobs import dist_checkpoint, distributed
 from modelops_jobs.algorithms.lr_schedules import (
     ScheduleSettings,
     multiplier_function,
@@ -43,6 +44,7 @@ from modelops_jobs.algorithms.lr_schedules import (
 from modelops_jobs.algorithms.replay import ReplayMixer
 from modelops_jobs.context import AlgorithmResult, RunContext
 from modelops_jobs.data import field_values, lm_windows, read_records, token_stream
+from modelops_jobs.distributed import World
 from modelops_jobs.errors import PermanentError, Preempted
 from modelops_jobs.modelio import count_parameters, load_causal_lm, load_tokenizer
 
@@ -168,14 +170,22 @@ def evaluate_both(
 
 
 # -- checkpoints -----------------------------------------------------------------
-def save_pre_anneal(model: Any, tokenizer: Any, optimizer: Any, directory: Path) -> None:
-    """Write the un-annealed model, tokenizer and AdamW state atomically."""
+def save_pre_anneal(
+    model: Any, tokenizer: Any, optimizer: Any, directory: Path, world: World | None = None
+) -> None:
+    """Write the un-annealed model, tokenizer and AdamW state atomically (rank 0 writes
+    the full states; gathering them is a collective under FSDP2)."""
+    world = world or World()
+    weights = distributed.full_model_state(model, world) if world.distributed else None
+    moments = distributed.full_optimizer_state(model, optimizer, world)
+    if not world.is_main:
+        return
     partial = directory.with_name(directory.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
-    model.save_pretrained(partial)
+    model.save_pretrained(partial, state_dict=weights)
     tokenizer.save_pretrained(partial)
-    torch.save(optimizer.state_dict(), partial / OPTIMIZER_FILE)
+    torch.save(moments, partial / OPTIMIZER_FILE)
     if directory.exists():
         shutil.rmtree(directory)
     partial.rename(directory)
@@ -200,14 +210,15 @@ def build_optimizer(model: Any, spec: Any) -> torch.optim.AdamW:
 def save_checkpoint(
     ctx: RunContext, model: Any, optimizer: Any, mixer: Any, state: TrainState
 ) -> None:
-    ctx.checkpointer.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "mixer": mixer.state_dict(),
-            "train": state.__dict__,
-        }
-    )
+    """Model and optimizer (sharded under torch.distributed.checkpoint on several
+    ranks), replay cursors and counters (collective)."""
+    extra = {"mixer": mixer.state_dict(), "train": state.__dict__}
+    dist_checkpoint.save(ctx.checkpointer, ctx.world, model, optimizer, extra, state.step)
+
+
+def spec_strategy(spec: Any) -> str:
+    distribution = getattr(spec, "distribution", None)
+    return str(getattr(distribution, "strategy", "auto"))
 
 
 # -- the run ---------------------------------------------------------------------
@@ -252,19 +263,20 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
         )
     except ValueError as exc:
         raise PermanentError(str(exc), "InvalidData") from exc
+    world = ctx.world
+    rows = distributed.batch_rows(opt.batch_size, world)
+    strategy = distributed.resolve_strategy(spec_strategy(spec), model, world)
+    wrapped = distributed.wrap(model, strategy, world)
     optimizer = build_optimizer(model, spec)
     if continued and (pre_anneal_parent / OPTIMIZER_FILE).exists():
-        optimizer.load_state_dict(
-            torch.load(pre_anneal_parent / OPTIMIZER_FILE, map_location=ctx.device)
-        )
+        moments = torch.load(pre_anneal_parent / OPTIMIZER_FILE, map_location=ctx.device)
+        distributed.load_full_optimizer_state(model, optimizer, moments)
         for group in optimizer.param_groups:  # this run's settings, the parent's moments
             group["weight_decay"] = opt.weight_decay
 
     state = TrainState()
-    saved = ctx.checkpointer.load()
+    saved = dist_checkpoint.load(ctx.checkpointer, world, wrapped, optimizer)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
         mixer.load_state_dict(saved["mixer"])
         state = TrainState(**saved["train"])
     else:
@@ -278,22 +290,32 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
     ctx.reporter.phase("train")
     model.train()
     session_tokens, started = 0, time.monotonic()
+    state_bytes: int | None = None
     for step in range(state.step + 1, opt.steps + 1):
         lr = opt.learning_rate * lr_multiplier(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         step_loss = 0.0
-        for _ in range(opt.gradient_accumulation):
-            batch = mixer.next_batch()
-            ids = batch.input_ids.to(ctx.device)
-            loss = model(input_ids=ids, labels=ids).loss / opt.gradient_accumulation
-            loss.backward()
+        for micro in range(opt.gradient_accumulation):
+            batch = mixer.next_batch()  # every rank draws the global batch, keeps its rows
+            ids = batch.input_ids[rows].to(ctx.device)
+            scale = distributed.loss_scale(len(ids), len(batch.input_ids), world)
+            with distributed.gradient_sync(wrapped, micro == opt.gradient_accumulation - 1):
+                loss = wrapped(input_ids=ids, labels=ids).loss
+                if scale != 1.0:
+                    loss = loss * scale
+                loss = loss / opt.gradient_accumulation
+                loss.backward()
             step_loss += float(loss.detach())
             state.tokens += batch.tokens
             state.replay_tokens += batch.old_tokens
             session_tokens += batch.tokens
+        if world.distributed:
+            step_loss = distributed.sum_over_ranks([step_loss], world)[0] / world.world_size
         torch.nn.utils.clip_grad_norm_(model.parameters(), opt.max_grad_norm)
         optimizer.step()
+        if state_bytes is None:  # the peak: gradients and optimizer state both held
+            state_bytes = distributed.local_state_bytes(model, optimizer)
         optimizer.zero_grad(set_to_none=True)
         state.step = step
         if not math.isfinite(step_loss):
@@ -307,11 +329,11 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
             point = evaluate_both(model, data, opt.batch_size, ctx.device, CURVE_WINDOWS)
             state.curve.append({"step": step, "lr": lr, **point})
         if step == pre_anneal:
-            save_pre_anneal(model, tokenizer, optimizer, pre_anneal_staging(ctx))
+            save_pre_anneal(model, tokenizer, optimizer, pre_anneal_staging(ctx), world)
         ctx.reporter.step(step, opt.steps, loss=step_loss, tokens=session_tokens, lr=lr)
-        stop = ctx.checkpointer.should_stop() and step < opt.steps
+        stop = distributed.any_rank(ctx.checkpointer.should_stop(), world) and step < opt.steps
         if ctx.checkpointer.due(step) or stop:
-            save_checkpoint(ctx, model, optimizer, mixer, state)
+            save_checkpoint(ctx, wrapped, optimizer, mixer, state)
         if stop:
             raise Preempted(f"stopped after step {step} of {opt.steps}; checkpoint saved")
     elapsed = time.monotonic() - started
@@ -319,11 +341,13 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
     ctx.reporter.phase("evaluate")
     after = evaluate_both(model, data, opt.batch_size, ctx.device)
     ctx.reporter.phase("save")
-    model.save_pretrained(ctx.output_dir)
-    tokenizer.save_pretrained(ctx.output_dir)
-    staged = pre_anneal_staging(ctx)
-    if pre_anneal is not None and staged != ctx.output_dir / PRE_ANNEAL_DIR:
-        shutil.move(str(staged), str(ctx.output_dir / PRE_ANNEAL_DIR))
+    weights = distributed.full_model_state(model, world) if world.distributed else None
+    if world.is_main:
+        model.save_pretrained(ctx.output_dir, state_dict=weights)
+        tokenizer.save_pretrained(ctx.output_dir)
+        staged = pre_anneal_staging(ctx)
+        if pre_anneal is not None and staged != ctx.output_dir / PRE_ANNEAL_DIR:
+            shutil.move(str(staged), str(ctx.output_dir / PRE_ANNEAL_DIR))
 
     results: dict[str, Any] = {**after, "steps": opt.steps, "tokens": state.tokens}
     results |= {f"{k}_before": v for k, v in state.before.items()}
@@ -350,5 +374,11 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
         "preAnneal": PRE_ANNEAL_DIR if pre_anneal is not None else None,
         "run": (getattr(ctx, "run", None) or {}).get("number"),
     }
-    metrics = {"curve": state.curve, "trainLoss": state.train_loss, "preAnnealStep": pre_anneal}
+    metrics = {
+        "curve": state.curve,
+        "trainLoss": state.train_loss,
+        "preAnnealStep": pre_anneal,
+        "strategy": strategy,
+        "rankStateBytes": distributed.gather_objects(state_bytes, world),
+    }
     return AlgorithmResult(results=results, lineage=lineage, metrics=metrics)

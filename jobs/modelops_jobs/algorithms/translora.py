@@ -33,7 +33,8 @@ from typing import Any
 import torch
 
 from modelops_api.common import LoRAConfig, Optimization
-from modelops_jobs.algorithms.lora_finetune import (
+from modelops_jobs import distributed
+from modelops_jobs.algorithms.lora_training import (
     LossFn,
     RunState,
     attach_lora,
@@ -212,7 +213,7 @@ def synthesize(
     seen = exclude | {normalise(t) for t in progress.candidates}
     shown = min(synthesis.seeds_per_prompt, len(seeds))
     while len(progress.kept) < synthesis.samples and progress.attempts < synthesis.max_attempts:
-        if ctx.checkpointer.should_stop():
+        if distributed.any_rank(ctx.checkpointer.should_stop(), ctx.world):
             state.put(key, progress)
             raise Preempted(f"synthesis stopped after {progress.attempts} attempts; saved")
         size = min(GENERATION_BATCH, synthesis.max_attempts - progress.attempts)

@@ -32,10 +32,12 @@ from typing import Any
 
 import torch
 
+from modelops_jobs import distributed
 from modelops_jobs.algorithms import translora
-from modelops_jobs.algorithms.lora_finetune import (
+from modelops_jobs.algorithms.lora_training import (
     RunState,
     attach_lora,
+    check_adapter_strategy,
     cross_entropy_loss,
     encode_pairs,
     read_pairs,
@@ -138,7 +140,7 @@ def label_with_teacher(
     size = spec.distillation.teacher_batch_size
     teacher.set_adapter("default")
     while len(labels) < len(prompts):
-        if ctx.checkpointer.should_stop():
+        if distributed.any_rank(ctx.checkpointer.should_stop(), ctx.world):
             state.put("labels", labels)
             raise Preempted(f"labelling stopped after {len(labels)} prompts; saved")
         chunk = prompts[len(labels) : len(labels) + size]
@@ -212,6 +214,7 @@ def run(spec: Any, ctx: RunContext) -> AlgorithmResult:
         target_path, spec.target_model.dtype, spec.target_model.quantization, ctx.device
     )
     student = attach_lora(target, spec.target_adapter, ctx.seed)
+    check_adapter_strategy(spec, ctx.world)
     if spec.synthesis.generator is None:
         generator, generator_tok, generator_ctx = student, target_tok, student.disable_adapter()
     else:
