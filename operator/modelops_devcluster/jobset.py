@@ -91,6 +91,7 @@ class JobSetController:
         self.workdir = workdir
         self.home = jobset_dir()
         self.process: ManagedProcess | None = None
+        self.crds: list[str] = []
         self.webhook_port = 0
         self.health_port = 0
         self.api = config.new_client_from_config(config_file=str(kubeconfig))
@@ -103,6 +104,7 @@ class JobSetController:
         ext = client.ApiextensionsV1Api(self.api)
         for path in sorted((self.home / "crds").glob("*.yaml")):
             body = yaml.safe_load(path.read_text())
+            self.crds.append(body["metadata"]["name"])
             try:
                 ext.create_custom_resource_definition(body)
             except ApiException as exc:
@@ -202,8 +204,8 @@ class JobSetController:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        """Stop the controller and remove its webhook configurations (they would refuse
-        every JobSet once nothing serves them)."""
+        """Stop the controller, remove its webhook configurations (they would refuse
+        every JobSet once nothing serves them) and the CRD (and with it every JobSet)."""
         reg = client.AdmissionregistrationV1Api(self.api)
         for delete, kind in (
             (reg.delete_mutating_webhook_configuration, "mutatingwebhookconfiguration"),
@@ -217,6 +219,13 @@ class JobSetController:
         if self.process is not None:
             stop_all([self.process])
             self.process = None
+        ext = client.ApiextensionsV1Api(self.api)
+        for name in self.crds:  # tests of "no JobSet CRD" run on the same control plane
+            try:
+                ext.delete_custom_resource_definition(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
         self.api.close()
 
     def __enter__(self) -> Self:
