@@ -218,14 +218,14 @@ def test_a_killed_rank_restarts_the_group_which_resumes(
 
     pods = tmp_path / "pods"
     name = "killed"
-    checkpoint = pvc_root / "m" / f".{name}.checkpoint"
+    versions = pvc_root / "m" / name  # run 1 publishes run-0001; checkpoints beside it
+
+    def checkpointed() -> bool | None:
+        return True if any(p.is_file() for p in versions.glob(".*.checkpoint/**/*")) else None
+
     with LocalPodRunner(kube_api, pods, namespace, parallel=3, pvc_root=pvc_root):
-        create(kube_api, namespace, adaptation(name, steps=200))
-        poll_until(
-            "a first checkpoint",
-            lambda: True if checkpoint.exists() and any(checkpoint.rglob("*")) else None,
-            timeout=600,
-        )
+        create(kube_api, namespace, adaptation(name, steps=400))
+        poll_until("a first checkpoint", checkpointed, timeout=600)
         pid = poll_until("a worker of node 1", lambda: worker_of(pods, 1), timeout=60)
         os.kill(pid, signal.SIGKILL)
         run = poll_until(

@@ -1,5 +1,5 @@
 """A JobSet's state as the planner's JobView, and what plan() does with it: Succeeded
-from Completed with node 0's result, Failed from Failed (a permanent-failure message
+from Completed with global rank 0's result, Failed from Failed (a permanent-failure message
 first), restarts as retries, Suspended from the JobSet's suspension; and, when the
 JobSet CRD is not installed, a condition and nothing created."""
 
@@ -204,3 +204,15 @@ def test_one_node_ignores_the_jobset_api():
     )
     creates = [a for a in actions if isinstance(a, CreateJob)]
     assert len(creates) == 1 and creates[0].manifest["kind"] == "Job"
+
+
+def test_result_is_rank_0s_even_when_rank_0_ran_on_node_1():
+    """c10d hands out ranks in arrival order (seen in tests/e2e/test_jobset.py): node 0's
+    pod may hold ranks 2-3 and write no message; rank 0's message on node 1 is read."""
+    done = jobset([("Completed", "AllJobsCompleted", "ok")], active=0)
+    view = jobset_view(
+        done, order_terminations((term("node0", 0, "", 55),), (term("node1", 0, OK, 50),))
+    )
+    outcome = job_outcome(view)
+    assert outcome.phase.value == "Succeeded"
+    assert outcome.result is not None and outcome.result.results == {"sparsity": 0.5}

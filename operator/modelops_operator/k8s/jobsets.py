@@ -1,8 +1,8 @@
 """Read the JobSets a multi-node resource owns, as JobViews filed under the Job name the
 planner looks up. Only resources with spec.resources.nodes > 1 cost these calls: a
 list of JobSets by label (a 404 says the CRD is not installed, a 403 that the operator
-may not use it) and, once a pod finished, a list of the pods (node 0's termination
-message is the run's result)."""
+may not use it) and, once a pod finished, a list of the pods (the termination
+message of global rank 0's pod is the run's result)."""
 
 from typing import Any
 

@@ -5,8 +5,10 @@ The planner decides from `JobView`s (reconcile/job_outcome.py). A JobSet maps on
 one: its Completed/Failed conditions become the Job's Complete/Failed, its group
 restarts become the failed attempts (so `status.retries` counts restarts), its
 suspension (Kueue) the Job's, its readiness (every node's pod ready) the Job's ready
-pod; the pods' termination messages come ordered so the result read is node 0's (or,
-when a pod exited with the permanent-failure code, that pod's own message first).
+pod; the pods' termination messages come ordered so the result read is the one global
+rank 0 wrote (only it writes one; torch's c10d rendezvous hands out ranks in arrival
+order, so that pod is usually, not always, node 0's), and when a pod exited with the
+permanent-failure code, that pod's own message first.
 
 When the JobSet API is not there (CRD not installed: 404) or not ours to use (RBAC:
 403), a plan that would create a JobSet is replaced by a condition saying so; nothing is
@@ -43,7 +45,8 @@ def order_terminations(
     node0: tuple[PodTermination, ...], others: tuple[PodTermination, ...]
 ) -> tuple[PodTermination, ...]:
     """Permanent failures (any node) first, then node 0's pods, then the rest; each
-    group newest first as given."""
+    group newest first as given. Pods without a message are skipped by the reader, so
+    the first message found is a permanent failure's, else global rank 0's."""
     permanent = tuple(t for t in node0 + others if t.exit_code == EXIT_PERMANENT)
     rest = tuple(t for t in node0 + others if t.exit_code != EXIT_PERMANENT)
     return permanent + rest
