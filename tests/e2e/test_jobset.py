@@ -220,13 +220,20 @@ def test_a_killed_rank_restarts_the_group_which_resumes(
     name = "killed"
     versions = pvc_root / "m" / name  # run 1 publishes run-0001; checkpoints beside it
 
-    def checkpointed() -> bool | None:
-        return True if any(p.is_file() for p in versions.glob(".*.checkpoint/**/*")) else None
+    def saved_step() -> int | None:
+        """The step of a complete sharded checkpoint (every rank's state file written
+        after it), once it is at least 12."""
+        for ckpt in versions.glob(".*.checkpoint"):
+            steps = sorted(int(d.name.split("-")[1]) for d in ckpt.glob("dcp/step-*"))
+            if len(list(ckpt.glob("state*.pt"))) == 4 and steps and steps[0] >= 12:
+                return steps[0]
+        return None
 
     with LocalPodRunner(kube_api, pods, namespace, parallel=3, pvc_root=pvc_root):
         create(kube_api, namespace, adaptation(name, steps=400))
-        poll_until("a first checkpoint", checkpointed, timeout=600)
+        step = poll_until("a complete checkpoint at step >= 12", saved_step, timeout=600)
         pid = poll_until("a worker of node 1", lambda: worker_of(pods, 1), timeout=60)
+        first_attempt = {p.name for p in (pods / namespace).iterdir()}
         os.kill(pid, signal.SIGKILL)
         run = poll_until(
             "run 1 finished", lambda: first_run(kube_api, namespace, name), timeout=800
@@ -234,8 +241,18 @@ def test_a_killed_rank_restarts_the_group_which_resumes(
     assert run["phase"] == "Succeeded", (run, logs(pods))
     js = the_jobset(kube_api, namespace)
     assert js["status"]["restarts"] == 1, "the whole group restarted once"
-    restarted = [p for p in (pods / namespace).iterdir() if "-0-" in p.name]
-    assert len(restarted) >= 2, "node 0 ran in both attempts"
+    second = [p for p in (pods / namespace).iterdir() if p.name not in first_attempt]
+    assert len(second) == 2, "both nodes ran again"
+    lines = [
+        json.loads(line)
+        for p in second
+        for line in (p / "log.txt").read_text().splitlines()
+        if line.startswith('{"') and '"step"' in line
+    ]
+    reported = [d["step"] for d in lines if d.get("phase") == "train"]
+    assert reported and min(reported) > step, (
+        f"the restarted group resumed after step {step}, reported {sorted(reported)[:5]}"
+    )
 
 
 @pytest.mark.timeout(600)
