@@ -1,0 +1,218 @@
+"""A JobSet's state as the planner's JobView, and what plan() does with it: Succeeded
+from Completed with global rank 0's result, Failed from Failed (a permanent-failure message
+first), restarts as retries, Suspended from the JobSet's suspension; and, when the
+JobSet CRD is not installed, a condition and nothing created."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from modelops_api.kinds import kind_info
+from modelops_operator.build.jobsets import is_jobset
+from modelops_operator.config import OperatorConfig
+from modelops_operator.reconcile import plan
+from modelops_operator.reconcile.actions import CreateJob, EnsureConfigMap, PatchStatus, RecordEvent
+from modelops_operator.reconcile.job_outcome import job_outcome
+from modelops_operator.reconcile.jobset_outcome import (
+    JOBSET_FORBIDDEN,
+    JOBSET_NOT_INSTALLED,
+    jobset_view,
+    order_terminations,
+)
+from modelops_operator.reconcile.observed import Observed, PodTermination, ResourceView
+from modelops_operator.reconcile.status_patch import apply_merge_patch
+
+NOW = datetime(2026, 12, 2, 1, 0, tzinfo=UTC)
+SPEC = {
+    "model": {"uri": "pvc://m/a"},
+    "output": {"uri": "pvc://m/out"},
+    "resources": {"nodes": 2, "gpu": {"count": 0}},
+    "distribution": {"processesPerNode": 2},
+}
+OK = json.dumps(
+    {"ok": True, "reason": "Succeeded", "message": "done", "results": {"sparsity": 0.5}}
+)
+PERMANENT = json.dumps({"ok": False, "reason": "BadModel", "message": "rank 3 cannot load"})
+RETRY = json.dumps({"ok": False, "reason": "PeerLost", "message": "a peer went away"})
+
+
+def jobset(conditions=(), restarts=0, ready=0, active=1, suspend=False):
+    return {
+        "metadata": {
+            "name": "r-prune",
+            "uid": "js-uid",
+            "creationTimestamp": "2026-12-02T00:55:00Z",
+            "annotations": {"modelops.dev/generation": "1", "modelops.dev/spec-digest": "sha256:x"},
+        },
+        "spec": {"suspend": suspend, "replicatedJobs": [{"name": "node", "replicas": 1}]},
+        "status": {
+            "restarts": restarts,
+            "conditions": [
+                {
+                    "type": t,
+                    "status": "True",
+                    "reason": r,
+                    "message": m,
+                    "lastTransitionTime": "2026-12-02T00:59:00Z",
+                }
+                for t, r, m in conditions
+            ],
+            "replicatedJobsStatus": [
+                {"name": "node", "ready": ready, "active": active, "succeeded": 0, "failed": 0}
+            ],
+        },
+    }
+
+
+def term(pod, code, message, minute):
+    return PodTermination(pod, code, message, NOW - timedelta(minutes=60 - minute))
+
+
+CASES = [
+    ("created", jobset(active=0), (), "Pending", None, 0),
+    ("pods-not-all-ready", jobset(ready=0, active=1), (), "Pending", None, 0),
+    ("all-nodes-ready", jobset(ready=1), (), "Running", None, 0),
+    ("suspended-by-kueue", jobset(active=0, suspend=True), (), "Suspended", None, 0),
+    (
+        "completed-node0-result",
+        jobset([("Completed", "AllJobsCompleted", "jobset completed successfully")], active=0),
+        (term("r-prune-node-0-0-a", 0, OK, 50), term("r-prune-node-0-1-b", 0, "", 51)),
+        "Succeeded",
+        "Succeeded",
+        0,
+    ),
+    (
+        "restarted-twice-then-completed",
+        jobset([("Completed", "AllJobsCompleted", "ok")], restarts=2, active=0),
+        (term("p0", 0, OK, 50),),
+        "Succeeded",
+        "Succeeded",
+        2,
+    ),
+    (
+        "restarting-after-a-killed-rank",
+        jobset(restarts=1, active=1),
+        (term("p1", 2, RETRY, 40),),
+        "Pending",
+        None,
+        1,
+    ),
+    (
+        "failed-permanent-exit-3",
+        jobset([("Failed", "FailedJobs", "jobset failed due to FailJobSet rule")], active=0),
+        (term("p1", 3, PERMANENT, 41), term("p0", 2, RETRY, 42)),
+        "Failed",
+        "BadModel",
+        0,
+    ),
+    (
+        "failed-after-the-retry-budget",
+        jobset(
+            [
+                (
+                    "Failed",
+                    "ReachedMaxRestarts",
+                    "jobset failed due to reaching max number of restarts",
+                )
+            ],
+            restarts=3,
+            active=0,
+        ),
+        (),
+        "Failed",
+        "ReachedMaxRestarts",
+        3,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("js", "terms", "phase", "reason", "retries"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_jobset_state_as_an_outcome(js, terms, phase, reason, retries):
+    view = jobset_view(js, order_terminations((), terms))
+    outcome = job_outcome(view)
+    assert outcome.phase.value == phase
+    if reason:
+        assert outcome.reason == reason
+    assert outcome.retries == retries
+    assert view.spec_digest == "sha256:x" and view.generation == 1
+    if phase == "Succeeded" and terms:
+        assert outcome.result is not None and outcome.result.results == {"sparsity": 0.5}
+
+
+def test_permanent_failure_message_comes_first_then_node_0():
+    node0 = (term("p0-new", 2, RETRY, 50), term("p0-old", 0, "", 10))
+    others = (term("p1", 3, PERMANENT, 45), term("p2", 1, "", 46))
+    assert [t.pod for t in order_terminations(node0, others)] == ["p1", "p0-new", "p0-old", "p2"]
+
+
+def resource(status=None, spec=None):
+    return ResourceView("PruneRetrain", "r", "ns", "uid-1", 1, spec or SPEC, status or {}, {}, NOW)
+
+
+def then(res, actions):
+    status = dict(res.status)
+    for a in actions:
+        if isinstance(a, PatchStatus):
+            status = apply_merge_patch(status, a.patch)
+    kind_info(res.kind).status.model_validate(status)
+    return resource(status, res.spec)
+
+
+def test_two_nodes_create_a_jobset_and_follow_it_to_success():
+    res = resource()
+    actions = plan(Observed(res), OperatorConfig(), NOW)
+    creates = [a for a in actions if isinstance(a, CreateJob)]
+    assert len(creates) == 1 and is_jobset(creates[0].manifest)
+    assert any(isinstance(a, EnsureConfigMap) for a in actions)
+    res = then(res, actions)
+    assert res.status["jobRef"]["name"] == "r-prune"
+    done = jobset([("Completed", "AllJobsCompleted", "ok")], restarts=1, active=0)
+    view = jobset_view(done, (term("p0", 0, OK, 50),))
+    actions = plan(Observed(res, jobs={"r-prune": view}), OperatorConfig(), NOW)
+    res = then(res, actions)
+    assert res.status["phase"] == "Succeeded" and res.status["retries"] == 1
+    assert res.status["results"]["sparsity"] == 0.5
+    assert plan(Observed(res, jobs={"r-prune": view}), OperatorConfig(), NOW) == []
+
+
+@pytest.mark.parametrize("problem", [JOBSET_NOT_INSTALLED, JOBSET_FORBIDDEN])
+def test_no_jobset_api_gives_a_condition_and_creates_nothing(problem):
+    res = resource()
+    actions = plan(Observed(res, jobset_api=problem), OperatorConfig(), NOW)
+    assert not any(isinstance(a, CreateJob | EnsureConfigMap) for a in actions)
+    events = [a for a in actions if isinstance(a, RecordEvent)]
+    assert [(e.type, e.reason) for e in events] == [("Warning", problem)]
+    res = then(res, actions)
+    conds = {c["type"]: c for c in res.status["conditions"]}
+    assert conds["JobCreated"]["status"] == "False" and conds["JobCreated"]["reason"] == problem
+    assert res.status["phase"] == "Pending" and "jobRef" not in res.status
+    assert plan(Observed(res, jobset_api=problem), OperatorConfig(), NOW) == [], "written once"
+    # Installed later: the next reconcile creates the JobSet (level-based).
+    later = plan(Observed(res), OperatorConfig(), NOW)
+    assert any(isinstance(a, CreateJob) and is_jobset(a.manifest) for a in later)
+
+
+def test_one_node_ignores_the_jobset_api():
+    spec = {**SPEC, "resources": {"nodes": 1}, "distribution": {}}
+    actions = plan(
+        Observed(resource(spec=spec), jobset_api=JOBSET_NOT_INSTALLED), OperatorConfig(), NOW
+    )
+    creates = [a for a in actions if isinstance(a, CreateJob)]
+    assert len(creates) == 1 and creates[0].manifest["kind"] == "Job"
+
+
+def test_result_is_rank_0s_even_when_rank_0_ran_on_node_1():
+    """c10d hands out ranks in arrival order (seen in tests/e2e/test_jobset.py): node 0's
+    pod may hold ranks 2-3 and write no message; rank 0's message on node 1 is read."""
+    done = jobset([("Completed", "AllJobsCompleted", "ok")], active=0)
+    view = jobset_view(
+        done, order_terminations((term("node0", 0, "", 55),), (term("node1", 0, OK, 50),))
+    )
+    outcome = job_outcome(view)
+    assert outcome.phase.value == "Succeeded"
+    assert outcome.result is not None and outcome.result.results == {"sparsity": 0.5}
