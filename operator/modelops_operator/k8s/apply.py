@@ -66,7 +66,9 @@ class Applier:
             if created is not None:
                 self.cache.put_job(created)
         elif isinstance(action, DeleteJob) and action.jobset:
-            await self._delete(group_path(JOBSET_API_VERSION, action.namespace, JOBSET_PLURAL, action.name))
+            await self._delete(
+                group_path(JOBSET_API_VERSION, action.namespace, JOBSET_PLURAL, action.name)
+            )
         elif isinstance(action, DeleteJob):
             await self._delete(group_path("batch/v1", action.namespace, "jobs", action.name))
         elif isinstance(action, PatchStatus):
