@@ -28,8 +28,8 @@ from tests.conftest import poll_until
 from tests.jobset_harness import running_jobset_controller
 
 from modelops_api.meta import GROUP, VERSION
-from modelops_jobs import tiny
 from modelops_jobs.data import write_jsonl
+from modelops_jobs.testing import tiny
 from modelops_operator.build.jobsets import JOBSET_GROUP, JOBSET_PLURAL, JOBSET_VERSION
 
 STEPS = 40
