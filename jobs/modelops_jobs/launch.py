@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE
 
@@ -82,14 +83,16 @@ def pod_exit_code(worker_codes: Iterable[int]) -> int:
     return EXIT_OK
 
 
-def launch_config(plan: LaunchPlan, env: dict[str, str]) -> object:
+def launch_config(plan: LaunchPlan, env: dict[str, str]) -> Any:
     """torchrun's LaunchConfig for this plan (standalone on one node, c10d across nodes)."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig
 
+    configs: dict[str, object] = {"rank": plan.node_rank}
     if plan.nnodes == 1:
         endpoint, run_id = "localhost:0", str(uuid.uuid4())
     else:
+        configs["is_host"] = plan.node_rank == 0  # pod 0 serves the rendezvous store
         assert plan.rdzv_endpoint is not None
         endpoint = plan.rdzv_endpoint
         if ":" not in endpoint:
@@ -103,7 +106,7 @@ def launch_config(plan: LaunchPlan, env: dict[str, str]) -> object:
         run_id=run_id,
         rdzv_endpoint=endpoint,
         rdzv_backend="c10d",
-        rdzv_configs={"rank": plan.node_rank},
+        rdzv_configs=configs,
         max_restarts=0,
         start_method="spawn",
         shutdown_timeout=SHUTDOWN_GRACE_S,
@@ -118,7 +121,7 @@ def run_workers(plan: LaunchPlan, argv: list[str], env: dict[str, str]) -> int:
 
     config = launch_config(plan, env)
     try:
-        elastic_launch(config, sys.executable)("-m", "modelops_jobs", *argv)  # type: ignore[arg-type]
+        elastic_launch(config, sys.executable)("-m", "modelops_jobs", *argv)
     except ChildFailedError as exc:
         return pod_exit_code(failure.exitcode for failure in exc.failures.values())
     except SignalException:

@@ -80,7 +80,7 @@ def document(root: Path, out: str, strategy: str = "auto", **optimization: Any) 
                 "validationOld": {"uri": f"file://{root / 'd0_val.jsonl'}"},
                 "validationNew": {"uri": f"file://{root / 'd1_val.jsonl'}"},
                 "replayRatio": 0.25,
-                "schedule": {"kind": "rewarm_cosine", "warmupRatio": 0.1},
+                "schedule": {"kind": "infinite", "cooldownRatio": 0.3, "annealRatio": 0.2},
             },
         },
     }
@@ -149,6 +149,26 @@ def test_fsdp_holds_half_the_training_state_per_rank(world: dict[str, Any], pods
     fsdp = manifest(root, "fsdp")["metrics"]["rankStateBytes"]
     assert ddp[0] == ddp[1]
     assert all(0.45 * ddp[0] <= b <= 0.55 * ddp[0] for b in fsdp), (ddp, fsdp)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_pre_anneal_checkpoint_is_the_one_process_one(
+    world: dict[str, Any], single: dict[str, Any], pods: Any, strategy: str
+) -> None:
+    """The infinite schedule's un-annealed model and AdamW state, written by rank 0 from
+    full (gathered) states in the one-process format, so any later run continues them."""
+    root = world["root"]
+    assert pods(strategy, strategy).exit_code == 0
+    one = published(root, "single") / "pre_anneal"
+    two = published(root, strategy) / "pre_anneal"
+    assert max_difference(weights(one), weights(two)) < WEIGHT_TOL
+    a = torch.load(one / "optimizer.pt", weights_only=False)
+    b = torch.load(two / "optimizer.pt", weights_only=False)
+    assert a["param_groups"][0]["params"] == b["param_groups"][0]["params"]
+    assert a["state"].keys() == b["state"].keys()
+    for index, moments in a["state"].items():
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert torch.allclose(moments[name], b["state"][index][name], atol=WEIGHT_TOL)
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])

@@ -78,6 +78,31 @@ def test_a_bad_launch_environment_names_the_variable(env: dict[str, str], named:
         launch.plan_from_env(env)
 
 
+CONFIGS = [
+    ("one-node", {"MODELOPS_NPROC_PER_NODE": "2"}, ("localhost:0", None, 1)),
+    (
+        "pod-0-hosts-the-store",
+        {"MODELOPS_NNODES": "2", "MODELOPS_NODE_RANK": "0", "MODELOPS_RDZV_ENDPOINT": "h:1234"},
+        ("h:1234", True, 2),
+    ),
+    (
+        "pod-1-default-port",
+        {"MODELOPS_NNODES": "2", "JOB_COMPLETION_INDEX": "1", "MODELOPS_RDZV_ENDPOINT": "h"},
+        ("h:29500", False, 2),
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "expected"), [c[1:] for c in CONFIGS], ids=[c[0] for c in CONFIGS])
+def test_torchrun_launch_config(env: dict[str, str], expected: tuple) -> None:
+    config = launch.launch_config(launch.plan_from_env(env), env)
+    endpoint, is_host, nodes = expected
+    assert config.rdzv_backend == "c10d" and config.rdzv_endpoint == endpoint
+    assert config.rdzv_configs.get("is_host") == is_host
+    assert config.min_nodes == config.max_nodes == nodes
+    assert config.max_restarts == 0, "the Job or JobSet restarts the pod, not torchrun"
+
+
 EXIT_CODES = [
     ("all-succeed", [0, 0, 0, 0], EXIT_OK),
     ("one-permanent", [0, EXIT_PERMANENT, 0, 0], EXIT_PERMANENT),
