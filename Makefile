@@ -99,6 +99,7 @@ bench: $(VENV)/.installed seaweedfs ## run the benchmarks and rewrite docs/bench
 	$(PY) benchmarks/unlearning.py
 	$(PY) benchmarks/cpt.py
 	$(PY) benchmarks/translora.py
+	$(PY) benchmarks/distributed.py
 	$(PY) benchmarks/storage.py
 	$(PY) benchmarks/assemble.py
 

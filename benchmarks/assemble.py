@@ -15,6 +15,7 @@ SECTIONS = (
     "unlearning",
     "cpt",
     "translora",
+    "distributed",
     "storage",
     "operator_scale",
     "operator_soak",

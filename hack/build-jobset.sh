@@ -9,6 +9,9 @@
 #   JOBSET_VERSION=0.12.0 hack/build-jobset.sh
 #
 # The cache dir holds bin/jobset-controller, crds/*.yaml and webhooks.yaml.
+# Cold (empty GOMODCACHE/GOCACHE), niced, on 2 cores shared with other work: 11 min 31 s
+# wall, 244 s user + 34 s sys CPU, 0.9 GB peak RSS; 1088 packages; 461 MB of modules and
+# 1.1 GB of build cache; a 53 MB binary. Cached: instant.
 set -euo pipefail
 # shellcheck source=hack/go-build-progress.sh
 source "$(dirname "${BASH_SOURCE[0]}")/go-build-progress.sh"

@@ -7,12 +7,21 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelops_api.kinds import kind_info
 from modelops_operator.build.jobsets import is_jobset
+from modelops_operator.build.names import job_name, jobset_name
 from modelops_operator.config import OperatorConfig
 from modelops_operator.reconcile import plan
-from modelops_operator.reconcile.actions import CreateJob, EnsureConfigMap, PatchStatus, RecordEvent
+from modelops_operator.reconcile.actions import (
+    CreateJob,
+    DeleteJob,
+    EnsureConfigMap,
+    PatchStatus,
+    RecordEvent,
+)
 from modelops_operator.reconcile.job_outcome import job_outcome
 from modelops_operator.reconcile.jobset_outcome import (
     JOBSET_FORBIDDEN,
@@ -216,3 +225,86 @@ def test_result_is_rank_0s_even_when_rank_0_ran_on_node_1():
     outcome = job_outcome(view)
     assert outcome.phase.value == "Succeeded"
     assert outcome.result is not None and outcome.result.results == {"sparsity": 0.5}
+
+
+def test_history_limit_deletes_old_runs_jobsets_by_their_own_names():
+    """A trimmed run's JobSet is deleted as a JobSet, under the JobSet's name (which is
+    shortened more than a Job's for long resource names)."""
+    name = "a" * 50
+    spec = {
+        "strategy": "cpt",
+        "model": {"uri": "pvc://m/a"},
+        "data": {"uri": "pvc://d/x"},
+        "output": {"uri": "pvc://m/v"},
+        "resources": {"nodes": 2, "gpu": {"count": 0}},
+        "successfulRunsHistoryLimit": 1,
+        "trigger": {"type": "manual", "runOnCreate": False},
+    }
+    runs = [
+        {
+            "run": i,
+            "phase": "Succeeded",
+            "trigger": "t",
+            "jobRef": {"name": job_name("ModelAdaptation", name, i), "namespace": "ns"},
+        }
+        for i in (1, 2)
+    ]
+    res = ResourceView(
+        "ModelAdaptation",
+        name,
+        "ns",
+        "u",
+        1,
+        spec,
+        {"runCount": 2, "runs": runs, "phase": "Succeeded"},
+        {},
+        NOW,
+    )
+    done = jobset([("Completed", "AllJobsCompleted", "ok")], active=0)
+    jobs = {}
+    for i in (1, 2):
+        js = {
+            **done,
+            "metadata": {**done["metadata"], "name": jobset_name("ModelAdaptation", name, i)},
+        }
+        jobs[job_name("ModelAdaptation", name, i)] = jobset_view(js, (term("p", 0, OK, 50),))
+    actions = plan(Observed(res, jobs=jobs), OperatorConfig(), NOW)
+    deletes = [a for a in actions if isinstance(a, DeleteJob)]
+    assert deletes == [DeleteJob(jobset_name("ModelAdaptation", name, 1), "ns", jobset=True)]
+    assert deletes[0].name != job_name("ModelAdaptation", name, 1)
+
+
+# -- any JobSet state: the outcome agrees with the JobSet (property-based) ------------
+
+CONDITION = st.sampled_from(["Completed", "Failed", "Suspended", "StartupPolicyCompleted"])
+
+
+@given(
+    conditions=st.dictionaries(CONDITION, st.sampled_from(["True", "False"]), max_size=4),
+    restarts=st.integers(0, 20),
+    ready=st.integers(0, 2),
+    active=st.integers(0, 2),
+    suspend=st.booleans(),
+    codes=st.lists(st.sampled_from([0, 1, 3, 75, 137]), max_size=4),
+)
+def test_any_jobset_state_maps_consistently(conditions, restarts, ready, active, suspend, codes):
+    js = jobset(restarts=restarts, ready=ready, active=active, suspend=suspend)
+    js["status"]["conditions"] = [
+        {"type": t, "status": s, "reason": "R", "message": "m"} for t, s in conditions.items()
+    ]
+    terms = tuple(term(f"p{i}", c, OK if c == 0 else PERMANENT, i) for i, c in enumerate(codes))
+    outcome = job_outcome(jobset_view(js, order_terminations((), terms)))
+    completed = conditions.get("Completed") == "True"
+    failed = conditions.get("Failed") == "True"
+    if completed:
+        assert outcome.phase.value == "Succeeded"
+    elif failed:
+        assert outcome.phase.value == "Failed"
+        assert outcome.retries == restarts, "a failed JobSet's retries are its restarts"
+    else:
+        assert not outcome.phase.terminal, "no terminal phase without a terminal condition"
+        assert outcome.retries == restarts
+        if outcome.phase.value == "Running":
+            assert ready >= 1, "Running only when every node's pod is ready"
+    if failed and not completed and 3 in codes:
+        assert outcome.reason == "BadModel", "the permanent failure's reason is reported"
