@@ -449,7 +449,8 @@ def write(results: dict[str, Any], command: str) -> None:
 
 Machine: {results["machine"]}. Command: `{command}`. Local control plane (kube-apiserver,
 etcd, kube-controller-manager v1.35.4) on the same cores as the operator and the client.
-"Before" is the operator as issue 16 found it ({results.get("baseline_label") or "not run"}),
+"Before" is the operator as issue 16 found it ({results.get("baseline_label") or "not run"};
+DIR is its source tree, e.g. `git archive` unpacked),
 run in the same control plane just before "now"; the floor is measured in the same run.
 
 """

@@ -43,11 +43,21 @@ class RunMetrics:
 
     def __init__(self) -> None:
         self.phases: dict[Key, Phase] = {}
+        self._active: dict[str, int] = {}
+        """Resources in an active phase, by kind (kept as phases change: a count over
+        every resource on each reconcile was quadratic in a burst)."""
+
+    def _set(self, key: Key, phase: Phase | None) -> None:
+        old = self.phases.pop(key, None) if phase is None else self.phases.get(key)
+        if phase is not None:
+            self.phases[key] = phase
+        change = (phase in ACTIVE) - (old in ACTIVE)
+        self._active[key[0]] = self._active.get(key[0], 0) + change
+        metrics.ACTIVE_RUNS.labels(key[0]).set(self._active[key[0]])
 
     def forget(self, key: Key) -> None:
-        self.phases.pop(key, None)
+        self._set(key, None)
         metrics.forget_resource(key[1], key[2], key[0])
-        self._active_runs()
 
     def record(
         self, res: ResourceView, actions: list[Action], drift: QueryOutcome | None
@@ -67,21 +77,19 @@ class RunMetrics:
             after = info.status.model_validate(apply_merge_patch(res.status, patch))
             before = info.status.model_validate(res.status) if keeps_runs and patch else after
         except ValidationError as exc:  # a status an older operator wrote: no metrics
-            log.debug("status of %s %s/%s not recorded: %s", *key, exc)
+            log.warning("metrics of %s %s/%s not recorded: %s", *key, exc)
             return None
         self._phase(key, before, after)
         self._runs(res.kind, before, after)
         self._results(res, after)
-        errors = self._drift(res, after, drift)
-        self._active_runs()
-        return errors
+        return self._drift(res, after, drift)
 
     def _phase(self, key: Key, before: BaseModel, after: BaseModel) -> None:
         if getattr(after, "phase", None) is None:
             return
         phase = Phase(after.phase)  # type: ignore[attr-defined]
         old = self.phases.get(key)
-        self.phases[key] = phase
+        self._set(key, phase)
         metrics.set_phase(key[1], key[2], key[0], phase.value)
         keeps_runs = "runs" in type(after).model_fields
         if phase != old and phase.terminal and old is not None and not keeps_runs:
@@ -139,10 +147,3 @@ class RunMetrics:
         if errors:
             metrics.PROMETHEUS_ERRORS.labels(*labels).inc()
         return errors
-
-    def _active_runs(self) -> None:
-        counts: dict[str, int] = {}
-        for (kind, _, _), phase in self.phases.items():
-            counts[kind] = counts.get(kind, 0) + (phase in ACTIVE)
-        for kind, n in counts.items():
-            metrics.ACTIVE_RUNS.labels(kind).set(n)

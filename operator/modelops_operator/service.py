@@ -74,8 +74,9 @@ class Reconciler:
         now = time.monotonic()
         if entry is None:
             metrics.track_resource(key[1], key[2], key[0])
-            self.index[key] = schedule.start(body, now, self.config.resync_seconds)
-            self._wake.set()
+            entry = self.index[key] = schedule.start(body, now, self.config.resync_seconds)
+            if entry.next_drift is not None:  # due now; else nothing is due before a resync
+                self._wake.set()
         elif schedule.update(entry, body, now):
             self._wake.set()
         return body
@@ -120,11 +121,13 @@ class Reconciler:
                 drift = await self._query_drift(body, gate) if with_drift else None
                 observed = replace(await self.observer.observe(body), gate=gate)
                 actions = plan(observed, self.config, datetime.now(UTC), drift=drift)
-                await self.applier.apply(observed.resource, actions)
+                # Metrics first: whoever sees the status write sees its metrics too (they
+                # record what was decided; recording is idempotent if the write fails).
                 errors = self.run_metrics.record(observed.resource, actions, drift)
                 entry = self.index.get(key)
                 if errors is not None and entry is not None:
                     entry.drift_errors = errors
+                await self.applier.apply(observed.resource, actions)
                 if self._failures.pop(key, 0):
                     self._failure_log.recovered(f"{kind} {namespace}/{name}")
                 return actions

@@ -121,3 +121,22 @@ def test_a_status_no_model_accepts_records_nothing():
     rec = RunMetrics()
     assert rec.record(view("PruneRetrain", "bad", {"phase": "Exploded"}), [], None) is None
     assert ("PruneRetrain", "ns", "bad") not in rec.phases
+
+
+def test_active_runs_follow_phase_changes_and_deletions():
+    rec = RunMetrics()
+
+    def active():
+        return sample("modelops_active_runs", {"kind": "LoRATransfer"})
+
+    rec.record(view("LoRATransfer", "a", {"phase": "Pending"}), [], None)
+    rec.record(view("LoRATransfer", "b", {"phase": "Running"}), [], None)
+    assert active() == 2
+    rec.record(
+        view("LoRATransfer", "a", {"phase": "Pending"}), [PatchStatus({"phase": "Failed"})], None
+    )
+    assert active() == 1
+    rec.forget(("LoRATransfer", "ns", "b"))
+    assert active() == 0
+    rec.forget(("LoRATransfer", "ns", "b"))  # twice: no negative count
+    assert active() == 0
