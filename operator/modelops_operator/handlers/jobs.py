@@ -62,4 +62,4 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     cache = reconciler.cache
     _watch(registry, reconciler, JOBS, "job", cache.put_job, cache.drop_job)
     if reconciler.config.jobsets:  # the chart's jobset.enabled: RBAC for JobSets is there
-        _watch(registry, reconciler, JOBSETS, "jobset", cache.put_jobset, cache.drop_jobset)
+        _watch(registry, reconciler, JOBSETS, "jobset", cache.watched_jobset, cache.drop_jobset)

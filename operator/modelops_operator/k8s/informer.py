@@ -111,6 +111,10 @@ class InformerCache:
         self.resources: dict[Key, dict[str, Any]] = {}
         self.jobs: dict[Key, dict[str, dict[str, Any]]] = {}
         self.jobsets: dict[Key, dict[str, dict[str, Any]]] = {}
+        self.jobsets_watched = False
+        """Whether a JobSet watch event has arrived: until then (no JobSet CRD when kopf
+        scanned, or no JobSet yet) the JobSets held are only the operator's own creates,
+        which no event would update, and `k8s/jobsets.py` lists instead."""
         self._pods: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         """Job uid -> (the Job's resourceVersion, its pods as then listed)."""
 
@@ -143,6 +147,11 @@ class InformerCache:
     # -- jobsets ------------------------------------------------------------------
     def put_jobset(self, jobset: dict[str, Any]) -> None:
         _put_owned(self.jobsets, jobset, _slim_jobset(jobset))
+
+    def watched_jobset(self, jobset: dict[str, Any]) -> None:
+        """A JobSet from the watch (kopf's index handler): the watch is live."""
+        self.jobsets_watched = True
+        self.put_jobset(jobset)
 
     def drop_jobset(self, jobset: dict[str, Any]) -> None:
         self._drop_owned(self.jobsets, jobset)

@@ -4,11 +4,13 @@ planner looks up. Only resources with spec.resources.nodes > 1 are looked at her
 Where the operator watches JobSets (MODELOPS_JOBSETS, the chart's jobset.enabled),
 their watch events fill the informer cache (`k8s/informer.py`, `handlers/jobs.py`) and a
 run in progress costs no call. The JobSet collection is listed (through the operator's
-one HTTP path, `k8s/api.py`) only while the cache holds no JobSet of the resource (before
-its first run, or with no watch at all): that list is also what tells that the JobSet
-API is missing (404 on the jobsets path: the CRD is not installed) or not the
-operator's to use (403). Once a JobSet's pods have finished, they are listed once per
-JobSet version (the termination message of global rank 0's pod is the run's result).
+one HTTP path, `k8s/api.py`) only while the cache cannot answer: it holds no JobSet of
+the resource (before its first run), no JobSet watch event has arrived yet (kopf
+watches the JobSet CRD only once the API server serves it), or JobSets are not watched
+at all. That list is also what tells that the JobSet API is missing (404 on the
+jobsets path: the CRD is not installed) or not the operator's to use (403). Once a
+JobSet's pods have finished, they are listed once per JobSet version (the termination
+message of global rank 0's pod is the run's result).
 """
 
 from typing import Any
@@ -72,7 +74,7 @@ class JobSetObserver:
         """Whether watch events keep `cache.jobsets` current (MODELOPS_JOBSETS)."""
 
     async def _jobsets(self, res: ResourceView) -> list[dict[str, Any]]:
-        if self.watched:
+        if self.watched and self.cache.jobsets_watched:
             held = self.cache.jobsets_of((res.kind, res.namespace, res.name))
             if held:
                 return held
