@@ -9,10 +9,11 @@ PY           := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/jobs
 export PIP_CACHE_DIR ?= $(CACHE)/pip
 KUBE_VERSION ?= 1.35.4
+JOBSET_VERSION ?= 0.12.0
 PYTEST       := $(PY) -m pytest
 MODELOPS     := $(PY) -m modelops_cli.main
 
-.PHONY: help install system-deps control-plane seaweedfs crds crds-check lint typecheck test test-unit test-chart test-jobs \
+.PHONY: help install system-deps control-plane jobset seaweedfs crds crds-check lint typecheck test test-unit test-chart test-jobs \
         test-integration test-e2e cluster-up cluster-down cluster-restart demo bench clean-venv dashboards
 
 help: ## list the targets
@@ -40,6 +41,9 @@ seaweedfs: ## build SeaweedFS's weed (the real S3 server of the storage tests) f
 control-plane: ## build kube-apiserver, kube-controller-manager, kubectl and etcd from source (cached)
 	@KUBE_VERSION=$(KUBE_VERSION) MODELOPS_CACHE=$(CACHE) hack/build-control-plane.sh >/dev/null
 
+jobset: ## build the JobSet controller (sigs.k8s.io/jobset) from source, with its CRD (cached)
+	@JOBSET_VERSION=$(JOBSET_VERSION) MODELOPS_CACHE=$(CACHE) hack/build-jobset.sh >/dev/null
+
 crds: $(VENV)/.installed ## generate crds/, the chart's CRD copy and docs/api.md from the API models
 	$(MODELOPS) crds --out crds --out charts/modelops/files/crds
 	$(MODELOPS) api-docs
@@ -60,7 +64,7 @@ lint: $(VENV)/.installed ## ruff lint + format check, and import boundaries (imp
 typecheck: $(VENV)/.installed ## mypy on the operator side and the jobs (modelops_jobs)
 	$(PY) -m mypy
 
-test: install helm seaweedfs crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)
+test: install helm seaweedfs jobset crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)
 	$(PYTEST) tests/unit tests/chart tests/jobs tests/integration tests/e2e
 
 test-unit: $(VENV)/.installed ## unit tier: models, CRD generation, plan(), builders (no servers, no binaries)
@@ -75,7 +79,7 @@ test-jobs: $(VENV)/.installed seaweedfs ## jobs tier: each algorithm end to end 
 test-integration: install ## integration tier: the real local control plane
 	$(PYTEST) tests/integration
 
-test-e2e: install seaweedfs ## e2e tier: control plane + a real Prometheus + SeaweedFS
+test-e2e: install seaweedfs jobset ## e2e tier: control plane + a real Prometheus + SeaweedFS
 	$(PYTEST) tests/e2e
 
 cluster-up: install ## local control plane + CRDs + stand-in kubelet in the background; prints KUBECONFIG

@@ -248,6 +248,32 @@ class JobTemplate(ApiModel):
         "unset: workload identity.",
     )
 
+    @model_validator(mode="after")
+    def _processes_match_gpus(self) -> "JobTemplate":
+        """The pydantic twin of `PROCESSES_MATCH_GPUS` (the CRD's CEL rule)."""
+        gpus, per_node = self.resources.gpu.count, self.distribution.processes_per_node
+        if gpus > 0 and per_node is not None and per_node != gpus:
+            raise ValueError(
+                f"distribution.processesPerNode ({per_node}) must be unset or equal "
+                f"resources.gpu.count ({gpus}): one process per GPU"
+            )
+        return self
+
+
+# One process per GPU: a pod with GPUs runs exactly gpu.count processes, so no GPU sits
+# idle and none is shared. Checked by the API server on every kind (kinds.py) and by
+# JobTemplate's validator; a missing gpu.count means the default, 1.
+PROCESSES_MATCH_GPUS = cel(
+    "!has(self.spec.distribution) || !has(self.spec.distribution.processesPerNode) || "
+    "(has(self.spec.resources) && has(self.spec.resources.gpu) && "
+    "has(self.spec.resources.gpu.count) ? self.spec.resources.gpu.count : 1) "
+    "in [0, self.spec.distribution.processesPerNode]",
+    "spec.distribution.processesPerNode must be unset or equal spec.resources.gpu.count "
+    "when GPUs are requested (one process per GPU)",
+    ".spec.distribution.processesPerNode",
+    "FieldValueInvalid",
+)
+
 
 class LoRAConfig(ApiModel):
     """A LoRA adapter's shape."""

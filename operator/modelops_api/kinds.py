@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import get_args
 
 from modelops_api.base import ApiModel, cel
+from modelops_api.common import PROCESSES_MATCH_GPUS
 from modelops_api.lora_transfer import LoRATransferResults, LoRATransferSpec, LoRATransferStatus
 from modelops_api.model_adaptation import ModelAdaptationSpec, ModelAdaptationStatus
 from modelops_api.prune_retrain import PruneRetrainResults, PruneRetrainSpec, PruneRetrainStatus
@@ -126,7 +127,7 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Pattern", ".spec.pruning.pattern", priority=1),
             _AGE,
         ),
-        root_rules=(_immutable("run"),),
+        root_rules=(_immutable("run"), PROCESSES_MATCH_GPUS),
     ),
     KindInfo(
         kind="UnlearnRequest",
@@ -146,7 +147,7 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Version", ".status.receipt.versionAfter", priority=1),
             _AGE,
         ),
-        root_rules=(_immutable("deletion"),),
+        root_rules=(_immutable("deletion"), PROCESSES_MATCH_GPUS),
         conditions=COMMON_CONDITIONS
         + ONE_SHOT_CONDITIONS
         + (
@@ -175,7 +176,7 @@ KINDS: tuple[KindInfo, ...] = (
             ),
             _AGE,
         ),
-        root_rules=(_immutable("transfer"),),
+        root_rules=(_immutable("transfer"), PROCESSES_MATCH_GPUS),
         conditions=COMMON_CONDITIONS
         + ONE_SHOT_CONDITIONS
         + (ConditionDoc("Unfiltered", "True when no discriminator filtered the synthetic data."),),
@@ -215,6 +216,7 @@ KINDS: tuple[KindInfo, ...] = (
                 ".spec.output.uri",
                 "FieldValueForbidden",
             ),
+            PROCESSES_MATCH_GPUS,
         ),
     ),
 )

@@ -251,6 +251,12 @@ class Trigger(ApiModel):
         return self
 
 
+S3T_ONE_NODE = (
+    "strategy s3t runs its shards as the pods of one Indexed Job (s3t.parallelism at a"
+    " time); resources.nodes must be 1"
+)
+
+
 class ModelAdaptationSpec(JobTemplate):
     """Keep a model current: how each run trains and what starts a run."""
 
@@ -263,6 +269,12 @@ class ModelAdaptationSpec(JobTemplate):
             " || self.output.uri.startsWith('file://')",
             S3T_NEEDS_FILESYSTEM,
             ".output.uri",
+        ),
+        cel(
+            "self.strategy != 's3t' || !has(self.resources) || !has(self.resources.nodes)"
+            " || self.resources.nodes == 1",
+            S3T_ONE_NODE,
+            ".resources.nodes",
         ),
     )
 
@@ -291,6 +303,8 @@ class ModelAdaptationSpec(JobTemplate):
             raise ValueError("data is required for strategy cpt")
         if self.strategy == "s3t" and not self.output.uri.startswith(("pvc://", "file://")):
             raise ValueError(f"output.uri: {S3T_NEEDS_FILESYSTEM}")
+        if self.strategy == "s3t" and self.resources.nodes > 1:
+            raise ValueError(f"resources.nodes: {S3T_ONE_NODE}")
         return self
 
 

@@ -75,6 +75,10 @@ def build_parser(prog: str = "modelops cluster") -> argparse.ArgumentParser:
     commands.add_parser(
         "run-pods", help="run the stand-in kubelet in the foreground (Ctrl-C stops it)"
     )
+    commands.add_parser(
+        "jobset",
+        help="run the JobSet controller (make jobset) in the foreground, for resources.nodes > 1",
+    )
     commands.add_parser("kubeconfig", help="print the path of its admin kubeconfig")
     return parser
 
@@ -128,11 +132,38 @@ def cli(argv: Sequence[str] | None = None) -> int:
             return run_pods(
                 ["--kubeconfig", str(current.kubeconfig), "--workdir", str(cluster_dir() / "pods")]
             )
+        if args.command == "jobset":
+            return _run_jobset(current)
         print(current.kubeconfig)
         return 0
     except (BinariesError, ControlPlaneError, PKIError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _run_jobset(state: Any) -> int:
+    """The JobSet controller against the running control plane until Ctrl-C / SIGTERM;
+    it removes its webhook configurations and CRD when it stops."""
+    import signal
+    import threading
+
+    from modelops_devcluster.jobset import JobSetController, JobSetError
+
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        controller = JobSetController(
+            state.kubeconfig, state.data_dir / "pki", cluster_dir() / "jobset"
+        )
+        with controller:
+            print(f"JobSet controller running (log {controller.log_path}); Ctrl-C stops it",
+                  file=sys.stderr)  # fmt: skip
+            done.wait()
+    except JobSetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main() -> None:

@@ -12,6 +12,10 @@ A pod deleted while its process runs (its Job deleted, its resource deleted) has
 process stopped the way the kubelet would: SIGTERM, then SIGKILL after the grace
 period; nothing is reported for it.
 
+JobSet pods run as processes side by side (give the runner `parallel` >= the nodes of a
+run): their rendezvous endpoint is rewritten to 127.0.0.1 (see `_rendezvous`), and
+JOB_COMPLETION_INDEX (the node rank) comes from the pod's completion-index annotation.
+
 Used by `make demo` (the "local executor" mode), by `modelops cluster up --run-pods`
 and `modelops cluster run-pods`, and by the end-to-end tests that prove the Jobs the
 operator builds are runnable.
@@ -36,6 +40,8 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from modelops_devcluster.process import free_port
 
 log = logging.getLogger("modelops.podrunner")
 MANAGED = "app.kubernetes.io/managed-by=modelops"
@@ -72,6 +78,8 @@ class LocalPodRunner:
         self.stopped: list[str] = []
         """Pods whose process was stopped because the pod was deleted."""
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._rdzv_ports: dict[tuple[str, str, str], int] = {}
+        self._lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> LocalPodRunner:
@@ -161,7 +169,26 @@ class LocalPodRunner:
             }
         )
         env.update(self.extra_env)
+        if "MODELOPS_RDZV_ENDPOINT" in env:
+            env["MODELOPS_RDZV_ENDPOINT"] = self._rendezvous(meta)
         return env
+
+    def _rendezvous(self, meta: Any) -> str:
+        """A JobSet pod's rendezvous endpoint, resolved on this machine: every pod is a
+        local process here and there is no cluster DNS, so node 0's DNS name
+        (`<jobset>-node-0-0.<jobset>:29500`) becomes 127.0.0.1 and a port that is free
+        when the first pod of this JobSet attempt starts; the pods of one attempt share
+        it, a restarted group (next restart-attempt label) gets a fresh one, so a
+        rendezvous store left behind by a killed attempt is never joined."""
+        labels = meta.labels or {}
+        key = (
+            meta.namespace,
+            labels.get("jobset.sigs.k8s.io/jobset-uid", ""),
+            labels.get("jobset.sigs.k8s.io/restart-attempt", ""),
+        )
+        with self._lock:
+            port = self._rdzv_ports.setdefault(key, free_port())
+        return f"127.0.0.1:{port}"
 
     def _command(self, container: Any, spec_file: Path) -> list[str]:
         argv = list(container.command or []) + list(container.args or [])

@@ -64,6 +64,9 @@ class OperatorConfig:
     """Namespace of that policy (the chart's release namespace)."""
     default_scratch_size: str = "20Gi"
     """sizeLimit of a Job pod's /tmp emptyDir when spec.resources.ephemeralStorage is unset."""
+    jobsets: bool = False
+    """Watch the JobSets it creates for resources.nodes > 1 (the chart's jobset.enabled,
+    which also grants the RBAC); without it their status is read on each resync."""
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -94,4 +97,5 @@ class OperatorConfig:
             policy_name=env.get("MODELOPS_POLICY_NAME") or None,
             policy_namespace=env.get("MODELOPS_POLICY_NAMESPACE") or None,
             default_scratch_size=env.get("MODELOPS_JOB_SCRATCH_SIZE", cls.default_scratch_size),
+            jobsets=env.get("MODELOPS_JOBSETS", "").lower() in ("1", "true", "yes"),
         )

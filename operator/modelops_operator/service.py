@@ -28,6 +28,7 @@ from modelops_operator.drift.state import QueryOutcome
 from modelops_operator.k8s.api import ApiSession
 from modelops_operator.k8s.apply import Applier
 from modelops_operator.k8s.informer import InformerCache
+from modelops_operator.k8s.jobsets import JobSetObserver
 from modelops_operator.k8s.observe import Observer, resource_view
 from modelops_operator.k8s.policy import PolicyReader, observe_gate
 from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
@@ -49,7 +50,8 @@ class Reconciler:
         self.config = config
         self.api = ApiSession(api.configuration)
         self.cache = InformerCache()
-        self.observer = Observer(self.api, self.cache)
+        jobsets = JobSetObserver(self.api, self.cache, watched=config.jobsets)
+        self.observer = Observer(self.api, self.cache, jobsets)
         self.applier = Applier(self.api, self.cache)
         self.secrets = SecretReader(self.api)
         self.policies = PolicyReader(self.api, config.policy_name, config.policy_namespace)

@@ -560,6 +560,36 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
         ),
     ),
     (
+        "jobset-off-by-default",
+        {},
+        lambda d: (
+            verbs_on(one(d, "ClusterRole"), "jobset.x-k8s.io", "jobsets") == set()
+            and "MODELOPS_JOBSETS" not in container_env(d)
+        ),
+    ),
+    (
+        "jobset-enabled",
+        {"jobset": {"enabled": True}},
+        lambda d: (
+            verbs_on(one(d, "ClusterRole"), "jobset.x-k8s.io", "jobsets")
+            == {"get", "list", "watch", "create", "delete"}
+            and container_env(d)["MODELOPS_JOBSETS"] == "true"
+        ),
+    ),
+    (
+        "jobset-enabled-namespaced",
+        {"jobset": {"enabled": True}, "watch": {"namespaces": ["team-a", "team-b"]}},
+        lambda d: (
+            [
+                role["metadata"]["namespace"]
+                for role in of_kind(d, "Role")
+                if verbs_on(role, "jobset.x-k8s.io", "jobsets")
+                == {"get", "list", "watch", "create", "delete"}
+            ]
+            == ["team-a", "team-b"]
+        ),
+    ),
+    (
         "no-networkpolicy",
         {"networkPolicy": {"enabled": False}},
         lambda d: not of_kind(d, "NetworkPolicy"),

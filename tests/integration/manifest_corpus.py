@@ -226,7 +226,31 @@ def generate(seed: int = 0, invalid: int = 1000, valid: int = 200) -> tuple[list
             bad.append(Case(f"{a.id}+{b.id}", a.kind, merged, a.field + "|" + b.field))
     rng.shuffle(bad)
     rng.shuffle(good)
-    return bad[:invalid] if invalid else bad, good[:valid] if valid else good
+    cross = cross_field_cases()
+    bad = cross + bad[: invalid - len(cross)] if invalid else cross + bad
+    return bad, good[:valid] if valid else good
+
+
+# (label, resources, distribution): specs every field of which is valid alone, refused
+# by the root CEL rule PROCESSES_MATCH_GPUS (with GPUs, one process per GPU).
+CROSS_FIELD = [
+    ("processes-ne-gpus", {"gpu": {"count": 4}}, {"processesPerNode": 2}),
+    ("processes-ne-default-gpu", {}, {"processesPerNode": 3}),
+    ("processes-ne-gpus-multinode", {"nodes": 4, "gpu": {"count": 8}}, {"processesPerNode": 16}),
+]
+
+
+def cross_field_cases() -> list[Case]:
+    """Always in the corpus (never sampled away): one per kind and CROSS_FIELD entry."""
+    out = []
+    for info in KINDS:
+        for label, resources, distribution in CROSS_FIELD:
+            spec = {**copy.deepcopy(BASES[info.kind]), "resources": resources}
+            spec["distribution"] = distribution
+            assert not _accepted_by_model(info.kind, spec), label
+            field = "spec.distribution.processesPerNode"
+            out.append(Case(f"{info.kind}:{field}:cross-field-{label}", info.kind, spec, field))
+    return out
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from tests.integration.kube_helpers import create
-from tests.integration.manifest_corpus import generate
+from tests.integration.manifest_corpus import cross_field_cases, generate
 
 from modelops_api.kinds import KINDS
 from modelops_api.meta import GROUP, VERSION
@@ -31,6 +31,7 @@ def test_corpus_is_large_and_covers_every_kind_and_mutation():
         "above-maximum",
         "missing-required",
     } <= labels
+    assert any(c.id.endswith("cross-field-processes-ne-gpus") for c in INVALID)
 
 
 @pytest.mark.timeout(600)
@@ -70,3 +71,16 @@ def test_every_valid_manifest_is_accepted(kube_api, crds_installed, namespace):
         except ApiException as exc:
             failures.append(f"{case.id}: {exc.body[:300]}")
     assert not failures, f"{len(failures)} valid manifests rejected:\n" + "\n".join(failures[:25])
+
+
+@pytest.mark.parametrize("case", cross_field_cases(), ids=lambda c: c.id)
+def test_processes_per_node_rule_is_enforced_by_the_api_server(
+    kube_api, crds_installed, namespace, case
+):
+    """The root CEL rule alone refuses these (every field is valid on its own)."""
+    body = {"kind": case.kind, "metadata": {"name": "cross"}, "spec": case.spec}
+    with pytest.raises(ApiException) as err:
+        create(kube_api, namespace, body)
+    assert err.value.status == 422
+    assert "spec.distribution.processesPerNode" in err.value.body
+    assert "one process per GPU" in err.value.body

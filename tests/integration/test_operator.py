@@ -68,7 +68,7 @@ def test_creates_configmap_and_job(kube_api, namespace, operator, wait_for):
     pod = job.spec.template.spec
     container = pod.containers[0]
     assert container.image == "modelops-jobs:test"
-    assert container.command == ["python", "-m", "modelops_jobs"]
+    assert container.command == ["python", "-m", "modelops_jobs.launch"]
     assert container.resources.limits["nvidia.com/gpu"] == "1"
     assert pod.automount_service_account_token is False
     assert container.security_context.allow_privilege_escalation is False

@@ -369,3 +369,50 @@ def test_storage_uris(uri, ok):
     else:
         with pytest.raises(ValueError):
             parse_uri(uri)
+
+
+# Cross-field: with GPUs, one process per GPU (processesPerNode unset or == gpu.count).
+PROCESSES_VS_GPUS = [
+    ("cpu-two-processes", {"gpu": {"count": 0}}, 2, True),
+    ("cpu-unset", {"gpu": {"count": 0}}, None, True),
+    ("gpus-unset", {"gpu": {"count": 4}}, None, True),
+    ("gpus-equal", {"gpu": {"count": 4}}, 4, True),
+    ("gpus-fewer-processes", {"gpu": {"count": 4}}, 2, False),
+    ("gpus-more-processes", {"gpu": {"count": 2}}, 8, False),
+    ("default-gpu-count-1", {}, 2, False),
+    ("default-gpu-count-1-equal", {}, 1, True),
+    ("two-nodes-equal", {"nodes": 2, "gpu": {"count": 8}}, 8, True),
+]
+
+
+@pytest.mark.parametrize("model", [PruneRetrainSpec, ModelAdaptationSpec], ids=["prune", "adapt"])
+@pytest.mark.parametrize(
+    ("resources", "per_node", "ok"),
+    [(r, p, ok) for _, r, p, ok in PROCESSES_VS_GPUS],
+    ids=[i for i, *_ in PROCESSES_VS_GPUS],
+)
+def test_processes_per_node_must_match_gpus(model, resources, per_node, ok):
+    body = {"model": MODEL, "output": OUT, "resources": resources}
+    if model is ModelAdaptationSpec:
+        body["data"] = {"uri": "pvc://d/new"}
+    if per_node is not None:
+        body["distribution"] = {"processesPerNode": per_node}
+    if ok:
+        model.model_validate(body)
+        return
+    with pytest.raises(ValidationError) as err:
+        model.model_validate(body)
+    assert "distribution.processesPerNode" in str(err.value)
+    assert "resources.gpu.count" in str(err.value)
+
+
+def test_every_kind_carries_the_processes_rule_as_cel():
+    from modelops_api.common import PROCESSES_MATCH_GPUS
+    from modelops_api.crdgen import crd_for
+    from modelops_api.kinds import KINDS
+
+    for info in KINDS:
+        schema = crd_for(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        rules = schema["x-kubernetes-validations"]
+        assert PROCESSES_MATCH_GPUS in rules, info.kind
+        assert "oldSelf" not in PROCESSES_MATCH_GPUS["rule"], "must hold on create too"

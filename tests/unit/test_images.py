@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from modelops_operator.build.jobs import RUN_AS_USER
+from modelops_operator.build.pod import RUN_AS_USER
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = {

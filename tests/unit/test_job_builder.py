@@ -72,7 +72,7 @@ def test_pod_security_and_container():
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     c = pod["containers"][0]
     assert c["image"] == "registry/jobs:1"
-    assert c["command"] == ["python", "-m", "modelops_jobs"]
+    assert c["command"] == ["python", "-m", "modelops_jobs.launch"]
     assert c["args"][:2] == ["--spec", "/etc/modelops/spec.json"]
     assert c["securityContext"] == {
         "allowPrivilegeEscalation": False,

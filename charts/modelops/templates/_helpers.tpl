@@ -161,6 +161,12 @@ pruneretrains unlearnrequests loratransfers modeladaptations
   resources: ["secrets"]
   verbs: ["get"]
 {{- end }}
+{{- if .Values.jobset.enabled }}
+# resources.nodes > 1 runs as a JobSet (jobset.x-k8s.io, installed beside modelops).
+- apiGroups: ["jobset.x-k8s.io"]
+  resources: ["jobsets"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+{{- end }}
 {{- if .Values.policy.enabled }}
 # ModelOpsPolicy objects of a namespace labelled modelops.dev/policy=namespace, and that
 # label on the namespace (get by name only, never list).

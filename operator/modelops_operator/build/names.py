@@ -18,15 +18,27 @@ _SUFFIX = {
 }
 
 
-def job_name(kind: str, name: str, run: int | None = None) -> str:
-    """`<name>-<kind suffix>[-<run>]`, shortened with a hash when over 63 characters."""
+# A JobSet's pods are named `<jobset>-<replicated job>-<job index>-<pod index>-<5 random>`
+# and must fit 63 characters: with the replicated job "node", one Job and up to 64 pods
+# (resources.nodes <= 64), 16 characters go to the suffix.
+MAX_JOBSET_NAME = MAX_NAME - len("-node-0-63-abcde")
+
+
+def job_name(kind: str, name: str, run: int | None = None, max_len: int = MAX_NAME) -> str:
+    """`<name>-<kind suffix>[-<run>]`, shortened with a hash when over `max_len`."""
     suffix = _SUFFIX[kind] + (f"-{run}" if run is not None else "")
     full = f"{name}-{suffix}"
-    if len(full) <= MAX_NAME:
+    if len(full) <= max_len:
         return full
     digest = hashlib.sha256(f"{kind}/{name}/{run}".encode()).hexdigest()[:8]
-    keep = MAX_NAME - len(suffix) - len(digest) - 2
+    keep = max_len - len(suffix) - len(digest) - 2
     return f"{name[:keep].rstrip('-')}-{digest}-{suffix}"
+
+
+def jobset_name(kind: str, name: str, run: int | None = None) -> str:
+    """The JobSet's name: the Job's name when it leaves room for the pod names, else
+    shortened the same way (the observer files it under the Job's name)."""
+    return job_name(kind, name, run, MAX_JOBSET_NAME)
 
 
 def configmap_name(kind: str, name: str, run: int | None = None) -> str:

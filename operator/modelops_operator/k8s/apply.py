@@ -2,9 +2,10 @@
 
 Creating what already exists is success (deterministic names make creation
 idempotent); deleting what is gone is success; a status patch for a resource that
-was deleted meanwhile is dropped. What the API server answers to a Job create and a
-status patch is written through to the informer cache (`k8s/informer.py`), so the next
-reconcile sees the operator's own writes before their watch events arrive.
+was deleted meanwhile is dropped. What the API server answers to a Job (or JobSet)
+create and a status patch is written through to the informer cache (`k8s/informer.py`),
+so the next reconcile sees the operator's own writes before their watch events arrive.
+A JobSet (resources.nodes > 1) is created and deleted on the same HTTP path as a Job.
 """
 
 import asyncio
@@ -16,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelops_api.kinds import kind_info
 from modelops_api.meta import API_VERSION, GROUP, VERSION
+from modelops_operator.build.jobsets import JOBSET_API_VERSION, JOBSET_PLURAL, is_jobset
 from modelops_operator.k8s.api import MERGE_PATCH, ApiSession, core_path, group_path
 from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.reconcile.actions import (
@@ -53,25 +55,31 @@ class Applier:
         self.api_calls += 1
         if isinstance(action, EnsureConfigMap):
             await self.api.create(core_path(res.namespace, "configmaps"), action.manifest)
+        elif isinstance(action, CreateJob) and is_jobset(action.manifest):
+            path = group_path(JOBSET_API_VERSION, res.namespace, JOBSET_PLURAL)
+            created = await self.api.create(path, action.manifest)
+            if created is not None:
+                self.cache.put_jobset(created)
         elif isinstance(action, CreateJob):
             path = group_path("batch/v1", res.namespace, "jobs")
             created = await self.api.create(path, action.manifest)
             if created is not None:
                 self.cache.put_job(created)
+        elif isinstance(action, DeleteJob) and action.jobset:
+            await self._delete(
+                group_path(JOBSET_API_VERSION, action.namespace, JOBSET_PLURAL, action.name)
+            )
         elif isinstance(action, DeleteJob):
-            await self._delete_job(action.namespace, action.name)
+            await self._delete(group_path("batch/v1", action.namespace, "jobs", action.name))
         elif isinstance(action, PatchStatus):
             await self._patch_status(res, action.patch)
         elif isinstance(action, RecordEvent):
             await self._event(res, action)
 
-    async def _delete_job(self, namespace: str, name: str) -> None:
+    async def _delete(self, path: str) -> None:
+        """A Job or JobSet (its pods go in the background); gone (or no CRD): done."""
         try:
-            await self.api.request(
-                "DELETE",
-                group_path("batch/v1", namespace, "jobs", name),
-                {"propagationPolicy": "Background"},
-            )
+            await self.api.request("DELETE", path, {"propagationPolicy": "Background"})
         except ApiException as exc:
             if exc.status != 404:
                 raise

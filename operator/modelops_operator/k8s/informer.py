@@ -2,18 +2,21 @@
 every reconcile instead of a GET and a list call per reconcile (as controller-runtime's
 cache does).
 
-Two stores, both fed by kopf's watch events and written through by the operator's own
+Three stores, all fed by kopf's watch events and written through by the operator's own
 writes (so a reconcile right after a write never sees the state from before it):
 
 - `resources`: each custom resource's latest body, by (kind, namespace, name);
-- `jobs`: the managed Jobs, by their owner (kind, namespace, name), then by Job name.
+- `jobs`: the managed Jobs, by their owner (kind, namespace, name), then by Job name;
+- `jobsets`: the managed JobSets (resources.nodes > 1), the same way, when the
+  operator watches JobSets (MODELOPS_JOBSETS; `handlers/jobs.py`).
 
 Each object is kept only if it is not older than the copy already held (its
 resourceVersion, an etcd revision, compared as a number): a watch event queued before
 the operator's own write never replaces the written state. kopf's index pre-population
 (`handlers/jobs.py` registers the Jobs as a kopf index) holds every handler until the
 initial Job listing is in the cache, so a restarted operator never mistakes a Job not
-yet seen for a deleted one.
+yet seen for a deleted one. (kopf indexes only resources the API server serves: with
+no JobSet CRD there is no JobSet watch and nothing is held back.)
 
 Pods are not cached (every pod of the cluster would be held): their termination
 messages are read with one label-selected list once a Job has finished, and kept per
@@ -75,12 +78,43 @@ def _slim_job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _slim_jobset(jobset: dict[str, Any]) -> dict[str, Any]:
+    """What `reconcile.jobset_outcome.jobset_view` reads of a JobSet: its creation time,
+    suspension, the replicated Jobs' replica counts and the status, not the templates."""
+    slim = _slim_job(jobset)
+    meta = jobset.get("metadata") or {}
+    if "creationTimestamp" in meta:
+        slim["metadata"]["creationTimestamp"] = meta["creationTimestamp"]
+    spec = jobset.get("spec") or {}
+    slim["spec"]["replicatedJobs"] = [
+        {"name": r.get("name"), "replicas": r.get("replicas")}
+        for r in spec.get("replicatedJobs") or []
+    ]
+    return slim
+
+
+def _put_owned(
+    store: dict[Key, dict[str, dict[str, Any]]], obj: dict[str, Any], slim: dict[str, Any]
+) -> None:
+    owner = job_owner(obj)
+    if owner is None:
+        return
+    held = store.setdefault(owner, {})
+    if newer_or_same(obj, held.get(obj["metadata"]["name"])):
+        held[obj["metadata"]["name"]] = slim
+
+
 class InformerCache:
     """The resources and Jobs as last seen (see the module docstring)."""
 
     def __init__(self) -> None:
         self.resources: dict[Key, dict[str, Any]] = {}
         self.jobs: dict[Key, dict[str, dict[str, Any]]] = {}
+        self.jobsets: dict[Key, dict[str, dict[str, Any]]] = {}
+        self.jobsets_watched = False
+        """Whether a JobSet watch event has arrived: until then (no JobSet CRD when kopf
+        scanned, or no JobSet yet) the JobSets held are only the operator's own creates,
+        which no event would update, and `k8s/jobsets.py` lists instead."""
         self._pods: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         """Job uid -> (the Job's resourceVersion, its pods as then listed)."""
 
@@ -102,27 +136,39 @@ class InformerCache:
 
     # -- jobs ---------------------------------------------------------------------
     def put_job(self, job: dict[str, Any]) -> None:
-        owner = job_owner(job)
-        if owner is None:
-            return
-        name = job["metadata"]["name"]
-        jobs = self.jobs.setdefault(owner, {})
-        if newer_or_same(job, jobs.get(name)):
-            jobs[name] = _slim_job(job)
+        _put_owned(self.jobs, job, _slim_job(job))
 
     def drop_job(self, job: dict[str, Any]) -> None:
-        owner = job_owner(job)
-        if owner is None:
-            return
-        jobs = self.jobs.get(owner, {})
-        old = jobs.pop(job["metadata"]["name"], None)
-        if old is not None:
-            self._pods.pop(str(old["metadata"].get("uid", "")), None)
-        if not jobs:
-            self.jobs.pop(owner, None)
+        self._drop_owned(self.jobs, job)
 
     def jobs_of(self, key: Key) -> list[dict[str, Any]]:
         return list(self.jobs.get(key, {}).values())
+
+    # -- jobsets ------------------------------------------------------------------
+    def put_jobset(self, jobset: dict[str, Any]) -> None:
+        _put_owned(self.jobsets, jobset, _slim_jobset(jobset))
+
+    def watched_jobset(self, jobset: dict[str, Any]) -> None:
+        """A JobSet from the watch (kopf's index handler): the watch is live."""
+        self.jobsets_watched = True
+        self.put_jobset(jobset)
+
+    def drop_jobset(self, jobset: dict[str, Any]) -> None:
+        self._drop_owned(self.jobsets, jobset)
+
+    def jobsets_of(self, key: Key) -> list[dict[str, Any]]:
+        return list(self.jobsets.get(key, {}).values())
+
+    def _drop_owned(self, store: dict[Key, dict[str, dict[str, Any]]], obj: dict[str, Any]) -> None:
+        owner = job_owner(obj)
+        if owner is None:
+            return
+        held = store.get(owner, {})
+        old = held.pop(obj["metadata"]["name"], None)
+        if old is not None:
+            self._pods.pop(str(old["metadata"].get("uid", "")), None)
+        if not held:
+            store.pop(owner, None)
 
     # -- pods of finished Jobs ----------------------------------------------------
     def pods_for(self, job: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -134,5 +180,6 @@ class InformerCache:
         self._pods[str(job["metadata"].get("uid", ""))] = (_version(job), pods)
 
     def size(self) -> tuple[int, int]:
-        """(resources, Jobs) held: for the tests and the benchmark."""
-        return len(self.resources), sum(len(j) for j in self.jobs.values())
+        """(resources, Jobs and JobSets) held: for the tests and the benchmark."""
+        owned = sum(len(j) for j in self.jobs.values())
+        return len(self.resources), owned + sum(len(j) for j in self.jobsets.values())

@@ -1,10 +1,11 @@
 """Read the world into `reconcile.observed` snapshots: the resource, its Jobs and the
 termination messages of their pods. The resource and its Jobs come from the informer
 cache (`k8s/informer.py`); the only list call is of a finished Job's pods, once per
-Job version."""
+Job version. A resource with resources.nodes > 1 runs as a JobSet, read by
+`k8s/jobsets.py` (handed in by the service: that module builds on this one)."""
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelops_api.kinds import kind_info
 from modelops_api.meta import (
@@ -20,6 +21,9 @@ from modelops_operator.build.names import label_value
 from modelops_operator.k8s.api import ApiSession, core_path, group_path
 from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.reconcile.observed import JobView, Observed, PodTermination, ResourceView
+
+if TYPE_CHECKING:
+    from modelops_operator.k8s.jobsets import JobSetObserver
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
@@ -94,9 +98,12 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
 class Observer:
     """Builds snapshots from the informer cache; lists pods only for finished Jobs."""
 
-    def __init__(self, api: ApiSession, cache: InformerCache) -> None:
+    def __init__(
+        self, api: ApiSession, cache: InformerCache, jobsets: "JobSetObserver | None" = None
+    ) -> None:
         self.api = api
         self.cache = cache
+        self.jobsets = jobsets
 
     async def get_resource(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A GET of the resource: only where no watch event delivered it (a drift
@@ -118,7 +125,11 @@ class Observer:
             if res.uid and not any(r.get("uid") == res.uid for r in refs):
                 continue  # a Job of an earlier resource with the same name
             views[job["metadata"]["name"]] = job_view(job, await self._pods(res, job))
-        return Observed(resource=res, jobs=views)
+        if self.jobsets is None:
+            return Observed(resource=res, jobs=views)
+        # resources.nodes > 1: the JobSets, filed under the Job names (no calls otherwise).
+        jobsets, jobset_api = await self.jobsets.observe(res)
+        return Observed(resource=res, jobs=views | jobsets, jobset_api=jobset_api)
 
     async def _pods(self, res: ResourceView, job: dict[str, Any]) -> list[dict[str, Any]]:
         st = job.get("status") or {}

@@ -12,6 +12,7 @@ from modelops_operator.config import OperatorConfig
 from modelops_operator.drift.state import QueryOutcome
 from modelops_operator.reconcile.actions import Action
 from modelops_operator.reconcile.adaptation import plan_adaptation
+from modelops_operator.reconcile.jobset_outcome import guard_jobsets
 from modelops_operator.reconcile.observed import Observed
 from modelops_operator.reconcile.oneshot import plan_oneshot
 
@@ -28,8 +29,8 @@ def plan(
         observed = replace(observed, drift=drift)
     info = kind_info(observed.resource.kind)
     if info.kind == "ModelAdaptation":
-        return plan_adaptation(observed, info, config, now)
-    return plan_oneshot(observed, info, config, now)
+        return guard_jobsets(observed, plan_adaptation(observed, info, config, now), now)
+    return guard_jobsets(observed, plan_oneshot(observed, info, config, now), now)
 
 
 __all__ = ["Action", "Observed", "plan"]

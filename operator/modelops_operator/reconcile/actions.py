@@ -20,10 +20,11 @@ class CreateJob:
 
 @dataclass(frozen=True)
 class DeleteJob:
-    """Delete a Job (and its pods, in the background)."""
+    """Delete a Job (and its pods, in the background); a JobSet when `jobset`."""
 
     name: str
     namespace: str
+    jobset: bool = False
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,8 @@ def finish_step(
     kept, dropped = trim_history(d.runs.records, spec)
     for old in dropped:
         if old.job_ref is not None and old.job_ref.name in jobs:
-            d.actions.append(DeleteJob(old.job_ref.name, d.res.namespace))
+            view = jobs[old.job_ref.name]  # a JobSet's view carries the JobSet's own name
+            d.actions.append(DeleteJob(view.name, d.res.namespace, spec.resources.nodes > 1))
     active = d.runs.active
     if d.runs.count == 0 and active is None:
         d.phase = Phase.IDLE.value

@@ -83,3 +83,6 @@ class Observed:
     """ModelAdaptation: the latest drift query outcome (drift.state.QueryOutcome) or None."""
     gate: Gate = field(default_factory=Gate)
     """The ModelOpsPolicy in force and the referenced Secrets' opt-in (reconcile/policy.py)."""
+    jobset_api: str | None = None
+    """None when JobSets can be created (or are not needed); else why not: the reason
+    JobSetNotInstalled (no CRD) or JobSetForbidden (no RBAC) (reconcile/jobset_outcome.py)."""

@@ -18,9 +18,9 @@ from modelops_api.validation import spec_error_message
 from modelops_operator.build.jobs import (
     ResourceIdentity,
     build_configmap,
-    build_job,
     spec_document,
 )
+from modelops_operator.build.jobsets import build_workload
 from modelops_operator.build.names import job_name
 from modelops_operator.config import OperatorConfig
 from modelops_operator.reconcile.actions import (
@@ -212,7 +212,7 @@ def create_plan(
     )
     return [
         EnsureConfigMap(build_configmap(ident, document)),
-        CreateJob(build_job(ident, spec, config, document)),
+        CreateJob(build_workload(ident, spec, config, document)),
         PatchStatus(patch),
         RecordEvent("Normal", "JobCreated", message),
     ]

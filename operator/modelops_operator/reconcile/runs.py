@@ -15,9 +15,9 @@ from modelops_api.status import Artifact, Phase
 from modelops_operator.build.jobs import (
     ResourceIdentity,
     build_configmap,
-    build_job,
     spec_document,
 )
+from modelops_operator.build.jobsets import build_workload
 from modelops_operator.build.names import job_name
 from modelops_operator.config import OperatorConfig
 from modelops_operator.reconcile.actions import Action, CreateJob, EnsureConfigMap, RecordEvent
@@ -176,7 +176,7 @@ def start_run(
     parallelism = spec.s3t.parallelism or None
     actions: list[Action] = [
         EnsureConfigMap(build_configmap(ident, document, active)),
-        CreateJob(build_job(ident, spec, config, document, active, indexed, parallelism)),
+        CreateJob(build_workload(ident, spec, config, document, active, indexed, parallelism)),
     ]
     new = record(
         run=active,
