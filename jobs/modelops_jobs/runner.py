@@ -93,6 +93,28 @@ def _text(raw: dict[str, Any], key: str) -> str:
     return str(raw[key])
 
 
+@dataclass
+class Attempt:
+    """What a failure must know: the world (shut down at the end) and the staging
+    directory (discarded on failure) as soon as it exists."""
+
+    world: distributed.World
+    staging: Path | None = None
+
+
+@dataclass
+class Launch:
+    """A parsed document ready to run: its kind, spec, method, algorithm and context."""
+
+    info: Any
+    spec: Any
+    method: Any
+    algorithm: Any
+    ctx: RunContext
+    uri: str | None = None
+    output: storage.Output | None = None
+
+
 def execute(
     document: dict[str, Any],
     reporter: Reporter | None = None,
@@ -102,105 +124,134 @@ def execute(
     """Parse, run and publish one spec document; never raises for algorithm failures."""
     reporter = reporter or NullReporter()
     started = time.time()
-    staging: Path | None = None
-    world = distributed.World(device=default_device())
+    attempt = Attempt(distributed.World(device=default_device()))
     try:
-        world = distributed.init_from_env()
-        info, spec = parse_document(document)
-        seed_everything(spec.seed)
-        torch.set_num_threads(thread_count())
-        method = registry.method_of(info, spec)
-        algorithm = registry.get(method)
-        ctx = RunContext(
-            output_dir=Path("."),
-            reporter=reporter,
-            seed=spec.seed,
-            device=world.device,
-            run=run_info(document),
-            world=world,
-        )
-        uri = storage.output_location(info, spec, document)
-        output: storage.Output | None = None
-        ckpt_every = getattr(getattr(spec, "optimization", None), "checkpoint_every", 100)
-        if uri is not None:
-            output = storage.prepare_output(ctx.resolver, uri, checkpoint_dir, world.is_main)
-            ctx.output_dir = staging = output.staging
-            ctx.checkpointer = _checkpointer(
-                world, lambda: output.checkpointer(ckpt_every, world.rank)
-            )
-        else:
-            ctx.checkpointer = Checkpointer(checkpoint_dir, every=ckpt_every, rank=world.rank)
+        attempt.world = distributed.init_from_env()
+        launch = launch_document(document, reporter, checkpoint_dir, attempt)
         if install_signals:
-            ctx.checkpointer.install_signal_handlers()
-        outcome = algorithm.run(spec, ctx)
-        results = dict(outcome.results)
-        if info.results is not None:
-            results = info.results.model_validate(results).to_wire()
-        else:  # ModelAdaptation runs: free-form numbers, camelCase like every status
-            results = {to_camel(k): v for k, v in results.items()}
-        ranks = distributed.gather_objects(world.describe(), world)
-        if not world.is_main:  # rank 0 alone publishes, writes the manifest and the result
-            _discard(staging)
-            return RunOutcome(JobResult(ok=True, reason="Succeeded"), EXIT_OK, world.rank)
-        artifact = None
-        if output is not None and outcome.publish:
-            manifest = {
-                "apiVersion": document.get("apiVersion"),
-                "kind": info.kind,
-                "name": document.get("metadata", {}).get("name"),
-                "namespace": document.get("metadata", {}).get("namespace"),
-                "uid": document.get("metadata", {}).get("uid"),
-                "run": document.get("run"),
-                "specDigest": spec_digest(document),
-                "algorithm": info.algorithm,
-                "method": method.method,
-                "results": results,
-                "lineage": outcome.lineage,
-                "metrics": outcome.metrics,
-                "createdAt": datetime.now(UTC).isoformat(),
-                "wallSeconds": round(time.time() - started, 3),
-                "distributed": {"worldSize": world.world_size, "ranks": ranks},
-            }
-            digest = storage.write_manifest(ctx.output_dir, manifest)
-            output.publish(reporter)
-            artifact = Artifact(uri=uri or "", manifest_digest=digest, version=outcome.version)
-        elif outcome.version is not None or uri is not None:
-            artifact = Artifact(uri=uri or "", version=outcome.version)
-        ctx.checkpointer.discard()  # the run is done: nothing left to resume
-        extra: dict[str, Any] = {}
-        if "receipt" in outcome.lineage:
-            extra["receipt"] = DeletionReceipt.model_validate(outcome.lineage["receipt"]).to_wire()
-        result = JobResult(
-            ok=True, reason="Succeeded", results=results, artifact=artifact, status=extra
-        )
-        return RunOutcome(result, EXIT_OK)
-    except Preempted as exc:
-        return RunOutcome(
-            JobResult(ok=False, reason=exc.reason, message=exc.message), EXIT_RETRYABLE, world.rank
-        )
-    except PermanentError as exc:
-        _discard(staging)
-        return RunOutcome(
-            JobResult(ok=False, reason=exc.reason, message=exc.message[:1024]),
-            EXIT_PERMANENT,
-            world.rank,
-        )
-    except JobError as exc:
-        _discard(staging)
-        return RunOutcome(
-            JobResult(ok=False, reason=exc.reason, message=exc.message[:1024]),
-            EXIT_RETRYABLE,
-            world.rank,
-        )
+            launch.ctx.checkpointer.install_signal_handlers()
+        outcome = launch.algorithm.run(launch.spec, launch.ctx)
+        return finish(document, launch, outcome, attempt, started)
     except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        _discard(staging)
-        message = f"{type(exc).__name__}: {exc}"[:1024]
-        return RunOutcome(
-            JobResult(ok=False, reason="InternalError", message=message), EXIT_RETRYABLE, world.rank
-        )
+        return failed(exc, attempt)
     finally:
-        distributed.shutdown(world)
+        distributed.shutdown(attempt.world)
+
+
+def launch_document(
+    document: dict[str, Any], reporter: Reporter, checkpoint_dir: Path | None, attempt: Attempt
+) -> Launch:
+    """Parse and seed; build the context, its staging output and its checkpointer."""
+    world = attempt.world
+    info, spec = parse_document(document)
+    seed_everything(spec.seed)
+    torch.set_num_threads(thread_count())
+    method = registry.method_of(info, spec)
+    algorithm = registry.get(method)
+    ctx = RunContext(
+        output_dir=Path("."),
+        reporter=reporter,
+        seed=spec.seed,
+        device=world.device,
+        run=run_info(document),
+        world=world,
+    )
+    launch = Launch(info, spec, method, algorithm, ctx)
+    launch.uri = storage.output_location(info, spec, document)
+    ckpt_every = getattr(getattr(spec, "optimization", None), "checkpoint_every", 100)
+    if launch.uri is not None:
+        output = storage.prepare_output(ctx.resolver, launch.uri, checkpoint_dir, world.is_main)
+        launch.output = output
+        ctx.output_dir = attempt.staging = output.staging
+        ctx.checkpointer = _checkpointer(world, lambda: output.checkpointer(ckpt_every, world.rank))
+    else:
+        ctx.checkpointer = Checkpointer(checkpoint_dir, every=ckpt_every, rank=world.rank)
+    return launch
+
+
+def wire_results(info: Any, raw: dict[str, Any]) -> dict[str, Any]:
+    """The kind's results model on the wire; ModelAdaptation's free-form numbers camelCased."""
+    results = dict(raw)
+    if info.results is not None:
+        return info.results.model_validate(results).to_wire()
+    return {to_camel(k): v for k, v in results.items()}
+
+
+def finish(
+    document: dict[str, Any], launch: Launch, outcome: Any, attempt: Attempt, started: float
+) -> RunOutcome:
+    """After the algorithm: rank 0 publishes with the manifest and reports the result."""
+    world = attempt.world
+    results = wire_results(launch.info, outcome.results)
+    ranks = distributed.gather_objects(world.describe(), world)
+    if not world.is_main:  # rank 0 alone publishes, writes the manifest and the result
+        _discard(attempt.staging)
+        return RunOutcome(JobResult(ok=True, reason="Succeeded"), EXIT_OK, world.rank)
+    artifact = publish(document, launch, outcome, results, ranks, started)
+    launch.ctx.checkpointer.discard()  # the run is done: nothing left to resume
+    extra: dict[str, Any] = {}
+    if "receipt" in outcome.lineage:
+        extra["receipt"] = DeletionReceipt.model_validate(outcome.lineage["receipt"]).to_wire()
+    result = JobResult(
+        ok=True, reason="Succeeded", results=results, artifact=artifact, status=extra
+    )
+    return RunOutcome(result, EXIT_OK)
+
+
+def publish(
+    document: dict[str, Any],
+    launch: Launch,
+    outcome: Any,
+    results: dict[str, Any],
+    ranks: list[Any],
+    started: float,
+) -> Artifact | None:
+    """Write the manifest and publish the output (when there is one); the artifact."""
+    output, uri, ctx = launch.output, launch.uri, launch.ctx
+    if output is not None and outcome.publish:
+        manifest = {
+            "apiVersion": document.get("apiVersion"),
+            "kind": launch.info.kind,
+            "name": document.get("metadata", {}).get("name"),
+            "namespace": document.get("metadata", {}).get("namespace"),
+            "uid": document.get("metadata", {}).get("uid"),
+            "run": document.get("run"),
+            "specDigest": spec_digest(document),
+            "algorithm": launch.info.algorithm,
+            "method": launch.method.method,
+            "results": results,
+            "lineage": outcome.lineage,
+            "metrics": outcome.metrics,
+            "createdAt": datetime.now(UTC).isoformat(),
+            "wallSeconds": round(time.time() - started, 3),
+            "distributed": {"worldSize": ctx.world.world_size, "ranks": ranks},
+        }
+        digest = storage.write_manifest(ctx.output_dir, manifest)
+        output.publish(ctx.reporter)
+        return Artifact(uri=uri or "", manifest_digest=digest, version=outcome.version)
+    if outcome.version is not None or uri is not None:
+        return Artifact(uri=uri or "", version=outcome.version)
+    return None
+
+
+def failed(exc: Exception, attempt: Attempt) -> RunOutcome:
+    """The outcome of a failed run: preempted (staging kept), permanent, or retryable."""
+    rank = attempt.world.rank
+    if isinstance(exc, Preempted):
+        return RunOutcome(
+            JobResult(ok=False, reason=exc.reason, message=exc.message), EXIT_RETRYABLE, rank
+        )
+    if not isinstance(exc, JobError):
+        traceback.print_exc(file=sys.stderr)
+    _discard(attempt.staging)
+    if isinstance(exc, JobError):
+        code = EXIT_PERMANENT if isinstance(exc, PermanentError) else EXIT_RETRYABLE
+        result = JobResult(ok=False, reason=exc.reason, message=exc.message[:1024])
+        return RunOutcome(result, code, rank)
+    message = f"{type(exc).__name__}: {exc}"[:1024]
+    return RunOutcome(
+        JobResult(ok=False, reason="InternalError", message=message), EXIT_RETRYABLE, rank
+    )
 
 
 def thread_count() -> int:

@@ -26,7 +26,7 @@ and lineage (source adapter, bases, seeds digest, synthetic-set digest).
 import json
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -186,9 +186,33 @@ def mmd_diagnostic(
     }
 
 
-def run(spec: LoRATransferSpec, ctx: RunContext) -> AlgorithmResult:
-    """One Trans-LoRA transfer (see the module docstring for the order of work)."""
-    state = RunState(ctx.checkpointer)
+@dataclass
+class Inputs:
+    """What the run reads before loading any model: the adapter, seeds, tokenizers."""
+
+    adapter_uri: str
+    adapter_dir: Path
+    seeds: list[translora.Seed]
+    source_path: Path
+    target_path: Path
+    source_tok: Any
+    target_tok: Any
+
+
+@dataclass
+class Models:
+    """The teacher (source + adapter, maybe a discriminator), the student, the generator."""
+
+    teacher: Any
+    discriminator: translora.Discriminator | None
+    student: Any
+    generator: Any
+    generator_tok: Any
+    generator_ctx: Any
+
+
+def read_inputs(spec: LoRATransferSpec, ctx: RunContext) -> Inputs:
+    """Steps 1-2: the source adapter and seeds; tokenizers (identical for `token` mode)."""
     adapter_uri = str(spec.source_adapter.uri)
     adapter_dir = ctx.resolve(adapter_uri)
     if not (adapter_dir / "adapter_config.json").exists():
@@ -197,106 +221,174 @@ def run(spec: LoRATransferSpec, ctx: RunContext) -> AlgorithmResult:
     source_path = ctx.resolve(str(spec.source_model.uri))
     target_path = ctx.resolve(str(spec.target_model.uri))
     source_tok, target_tok = load_tokenizer(source_path), load_tokenizer(target_path)
-    mode = spec.distillation.mode
-    if mode == "token":
+    if spec.distillation.mode == "token":
         translora.check_same_tokenizer(source_tok, target_tok, [s.prompt for s in seeds])
+    return Inputs(adapter_uri, adapter_dir, seeds, source_path, target_path, source_tok, target_tok)
 
-    ctx.reporter.phase("load")
+
+def load_teacher(
+    spec: LoRATransferSpec, ctx: RunContext, inputs: Inputs
+) -> tuple[Any, translora.Discriminator | None]:
+    """Step 3: source base + source adapter, and the stored discriminator if asked for."""
+    source_model = spec.source_model
     source = load_causal_lm(
-        source_path, spec.source_model.dtype, spec.source_model.quantization, ctx.device
+        inputs.source_path, source_model.dtype, source_model.quantization, ctx.device
     )
-    teacher = load_adapter(source, adapter_dir)
+    teacher = load_adapter(source, inputs.adapter_dir)
     discriminator = None
     if spec.synthesis.filter == "discriminator":
-        discriminator = load_discriminator(teacher, source_tok, adapter_dir)
+        discriminator = load_discriminator(teacher, inputs.source_tok, inputs.adapter_dir)
         if discriminator is None:
             ctx.reporter.log("no discriminator stored with the source adapter: running unfiltered")
+    return teacher, discriminator
+
+
+def load_models(spec: LoRATransferSpec, ctx: RunContext, inputs: Inputs) -> Models:
+    """Steps 3-4: the teacher, the student on the target base, and the generator."""
+    ctx.reporter.phase("load")
+    teacher, discriminator = load_teacher(spec, ctx, inputs)
+    target_model = spec.target_model
     target = load_causal_lm(
-        target_path, spec.target_model.dtype, spec.target_model.quantization, ctx.device
+        inputs.target_path, target_model.dtype, target_model.quantization, ctx.device
     )
     student = attach_lora(target, spec.target_adapter, ctx.seed)
     check_adapter_strategy(spec, ctx.world)
     if spec.synthesis.generator is None:
-        generator, generator_tok, generator_ctx = student, target_tok, student.disable_adapter()
+        generator, generator_tok = student, inputs.target_tok
+        generator_ctx: Any = student.disable_adapter()
     else:
         ref = spec.synthesis.generator
         path = ctx.resolve(str(ref.uri))
         generator = load_causal_lm(path, ref.dtype, ref.quantization, ctx.device)
         generator_tok, generator_ctx = load_tokenizer(path), nullcontext()
+    return Models(teacher, discriminator, student, generator, generator_tok, generator_ctx)
 
+
+def synthesize(
+    spec: LoRATransferSpec, ctx: RunContext, inputs: Inputs, models: Models, state: RunState
+) -> translora.SynthesisOutcome:
+    """Step 5a: prompts from the generator, filtered by the discriminator (resumable)."""
     ctx.reporter.phase("synthesize")
-    with generator_ctx:
-        outcome = translora.synthesize(
-            generator,
-            generator_tok,
-            seeds,
+    discriminator = models.discriminator
+    with models.generator_ctx:
+        return translora.synthesize(
+            models.generator,
+            models.generator_tok,
+            inputs.seeds,
             spec.synthesis,
             ctx,
             state,
             accept=discriminator.accepts if discriminator else None,
-            exclude={translora.normalise(s.prompt) for s in seeds},
+            exclude={translora.normalise(s.prompt) for s in inputs.seeds},
             key="synthesis/transfer",
             seed=ctx.seed,
         )
-    ctx.reporter.phase("label")
-    labels = label_with_teacher(teacher, source_tok, outcome.kept, spec, ctx, state)
 
+
+def distill(
+    spec: LoRATransferSpec,
+    ctx: RunContext,
+    inputs: Inputs,
+    models: Models,
+    state: RunState,
+    kept: list[str],
+    labels: list[str],
+) -> Any:
+    """Step 5c: train the student on the teacher's text (or its logits, `token` mode)."""
     ctx.reporter.phase("distill")
-    examples = encode_pairs(target_tok, outcome.kept, labels, spec.optimization.sequence_length)
+    target_tok = inputs.target_tok
+    examples = encode_pairs(target_tok, kept, labels, spec.optimization.sequence_length)
     loss_fn: translora.LossFn = cross_entropy_loss
-    if mode == "token":
-        loss_fn = translora.token_kl_loss(teacher, len(source_tok))
-    trained = train_adapter(
-        student, examples, spec.optimization, ctx, state,
+    if spec.distillation.mode == "token":
+        loss_fn = translora.token_kl_loss(models.teacher, len(inputs.source_tok))
+    return train_adapter(
+        models.student, examples, spec.optimization, ctx, state,
         phase="distill", pad_id=target_tok.pad_token_id, seed=ctx.seed, loss_fn=loss_fn,
     )  # fmt: skip
 
+
+def evaluate_transfer(
+    spec: LoRATransferSpec,
+    ctx: RunContext,
+    inputs: Inputs,
+    models: Models,
+    outcome: translora.SynthesisOutcome,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Step 6 (with `evaluationData`): exact match of the three models, and the MMD."""
+    assert spec.evaluation_data is not None
+    ctx.reporter.phase("evaluate")
+    prompts, refs = read_pairs(ctx.resolve(str(spec.evaluation_data.uri)), spec.evaluation_data)
+    teacher, student = models.teacher, models.student
+    scores = evaluate(
+        {
+            "source_score": (teacher, inputs.source_tok, nullcontext()),
+            "target_base_score": (student, inputs.target_tok, student.disable_adapter()),
+            "transferred_score": (student, inputs.target_tok, nullcontext()),
+        },
+        prompts,
+        refs,
+        spec,
+    )
+    return scores | {"metric": METRIC}, mmd_diagnostic(teacher, inputs.source_tok, prompts, outcome)
+
+
+def save_output(
+    spec: LoRATransferSpec,
+    ctx: RunContext,
+    inputs: Inputs,
+    models: Models,
+    kept: list[str],
+    labels: list[str],
+) -> dict[str, Any]:
+    """The transferred adapter, seeds.jsonl and synthetic.jsonl; returns the lineage."""
+    ctx.reporter.phase("save")
+    models.student.save_pretrained(str(ctx.output_dir))
+    write_jsonl(ctx.output_dir / translora.SEEDS_FILE, [asdict(s) for s in inputs.seeds])
+    synthetic = [{"prompt": p, "completion": c} for p, c in zip(kept, labels, strict=True)]
+    write_jsonl(ctx.output_dir / SYNTHETIC_FILE, synthetic)
+    adapter_uri, generator = inputs.adapter_uri, spec.synthesis.generator
+    filtered = models.discriminator is not None
+    return {
+        "sourceAdapter": adapter_uri,
+        "sourceModel": str(spec.source_model.uri),
+        "targetModel": str(spec.target_model.uri),
+        "generator": str(generator.uri) if generator else None,
+        "discriminator": f"{adapter_uri.rstrip('/')}/discriminator" if filtered else None,
+        "filtered": filtered,
+        "distillation": spec.distillation.mode,
+        "seedsDigest": translora.seeds_digest(inputs.seeds),
+        "syntheticDigest": translora.texts_digest(synthetic),
+    }
+
+
+def run(spec: LoRATransferSpec, ctx: RunContext) -> AlgorithmResult:
+    """One Trans-LoRA transfer (see the module docstring for the order of work)."""
+    state = RunState(ctx.checkpointer)
+    inputs = read_inputs(spec, ctx)
+    models = load_models(spec, ctx, inputs)
+    outcome = synthesize(spec, ctx, inputs, models, state)
+    ctx.reporter.phase("label")
+    labels = label_with_teacher(models.teacher, inputs.source_tok, outcome.kept, spec, ctx, state)
+    trained = distill(spec, ctx, inputs, models, state, outcome.kept, labels)
     results: dict[str, Any] = {
         "kept_samples": len(outcome.kept),
         "attempts": outcome.attempts,
         "acceptance_rate": outcome.acceptance_rate,
-        "filtered": discriminator is not None,
+        "filtered": models.discriminator is not None,
     }
     metrics: dict[str, Any] = {
         "distill_loss_first": trained.first_loss,
         "distill_loss_final": trained.final_loss,
         "distill_steps": trained.steps,
-        "seeds": len(seeds),
-        "trainable_parameters": count_parameters(student)[0],
+        "seeds": len(inputs.seeds),
+        "trainable_parameters": count_parameters(models.student)[0],
     }
     if spec.evaluation_data is not None:
-        ctx.reporter.phase("evaluate")
-        prompts, refs = read_pairs(ctx.resolve(str(spec.evaluation_data.uri)), spec.evaluation_data)
-        scores = evaluate(
-            {
-                "source_score": (teacher, source_tok, nullcontext()),
-                "target_base_score": (student, target_tok, student.disable_adapter()),
-                "transferred_score": (student, target_tok, nullcontext()),
-            },
-            prompts,
-            refs,
-            spec,
-        )
-        results |= scores | {"metric": METRIC}
-        metrics |= mmd_diagnostic(teacher, source_tok, prompts, outcome)
+        scores, mmd = evaluate_transfer(spec, ctx, inputs, models, outcome)
+        results |= scores
+        metrics |= mmd
     for name, value in {**results, **metrics}.items():
         if isinstance(value, int | float):
             ctx.reporter.metric(name, value)
-
-    ctx.reporter.phase("save")
-    student.save_pretrained(str(ctx.output_dir))
-    write_jsonl(ctx.output_dir / translora.SEEDS_FILE, [asdict(s) for s in seeds])
-    synthetic = [{"prompt": p, "completion": c} for p, c in zip(outcome.kept, labels, strict=True)]
-    write_jsonl(ctx.output_dir / SYNTHETIC_FILE, synthetic)
-    lineage = {
-        "sourceAdapter": adapter_uri,
-        "sourceModel": str(spec.source_model.uri),
-        "targetModel": str(spec.target_model.uri),
-        "generator": str(spec.synthesis.generator.uri) if spec.synthesis.generator else None,
-        "discriminator": f"{adapter_uri.rstrip('/')}/discriminator" if discriminator else None,
-        "filtered": discriminator is not None,
-        "distillation": mode,
-        "seedsDigest": translora.seeds_digest(seeds),
-        "syntheticDigest": translora.texts_digest(synthetic),
-    }
+    lineage = save_output(spec, ctx, inputs, models, outcome.kept, labels)
     return AlgorithmResult(results=results, lineage=lineage, metrics=metrics)
