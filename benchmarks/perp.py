@@ -35,7 +35,7 @@ import torch
 from modelops_api.common import LoRAConfig, Optimization
 from modelops_api.prune_retrain import PruneRetrainSpec, pattern_nm
 from modelops_jobs import data
-from modelops_jobs.algorithms import perp_eval, perp_peft, perp_train, pruning
+from modelops_jobs.algorithms import perp_eval, perp_peft, perp_train, pruning, pruning_driver
 from modelops_jobs.checkpoint import seed_everything
 from modelops_jobs.context import RunContext
 from modelops_jobs.reporting import ProgressEvent, Reporter
@@ -237,7 +237,7 @@ def prune(
 ) -> tuple[torch.nn.Module, dict]:
     model = copy.deepcopy(dense)
     config = pruning.PruneConfig(criterion=criterion, sparsity=sparsity, nm=pattern_nm(pattern))
-    masks = pruning.prune_model(model, pruning.prunable_layers(model), config, calibration)
+    masks = pruning_driver.prune_model(model, pruning.prunable_layers(model), config, calibration)
     return model, masks
 
 

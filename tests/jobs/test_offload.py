@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from modelops_api.prune_retrain import PruneRetrainSpec
 from modelops_jobs import data, modelio, offload
-from modelops_jobs.algorithms import perp_eval, perp_job, perp_train, pruning
+from modelops_jobs.algorithms import perp_eval, perp_job, perp_train, pruning, pruning_driver
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
 from modelops_jobs.context import RunContext
 from modelops_jobs.errors import PermanentError
@@ -94,7 +94,7 @@ def test_offloaded_pruning_equals_in_memory(
         layers = pruning.prunable_layers(model, embeddings_and_head=True)
         config = pruning.PruneConfig(criterion=criterion, sparsity=0.5, nm=nm, batch_size=4)
         config.placement = placement
-        masks = pruning.prune_model(model, layers, config, windows[:8])
+        masks = pruning_driver.prune_model(model, layers, config, windows[:8])
         results[name] = (masks, {k: v.clone() for k, v in model.state_dict().items()})
         if placement is not None:
             assert visits == [id(b) for b in pruning.find_blocks(model)], "one visit per block"
@@ -160,7 +160,7 @@ def test_offloaded_reconstruction_retraining_equals_in_memory(
         dense_blocks = [copy.deepcopy(b) for b in pruning.find_blocks(model)]
         layers = pruning.prunable_layers(model)
         config = pruning.PruneConfig(criterion="wanda", sparsity=0.5, batch_size=4)
-        pruning.prune_model(model, layers, config, windows[:8])
+        pruning_driver.prune_model(model, layers, config, windows[:8])
         for name, param in model.named_parameters():
             param.requires_grad_(name.endswith("bias") or "layer_norm" in name)
         perp_train.freeze_outside_blocks(model)

@@ -19,7 +19,7 @@ from modelops_api.common import LoRAConfig
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT
 from modelops_api.prune_retrain import PruneRetrainResults, PruneRetrainSpec
 from modelops_jobs import data
-from modelops_jobs.algorithms import perp_job, perp_peft, pruning, sparsegpt
+from modelops_jobs.algorithms import perp_job, perp_peft, pruning, pruning_driver, sparsegpt
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
 from modelops_jobs.context import RunContext
 from modelops_jobs.errors import Preempted
@@ -141,7 +141,7 @@ def pruned(
         copy_ = copy.deepcopy(model)
         layers = pruning.prunable_layers(copy_)
         config = pruning.PruneConfig(criterion=criterion, sparsity=0.5, nm=PATTERNS[pattern])
-        cache[key] = (copy_, pruning.prune_model(copy_, layers, config, windows[:16]))
+        cache[key] = (copy_, pruning_driver.prune_model(copy_, layers, config, windows[:16]))
     model_, masks = cache[key]
     return copy.deepcopy(model_), masks
 
@@ -207,7 +207,7 @@ def test_gpt2_conv1d_and_4_8_pattern(tokenizer: Any, train_windows: torch.Tensor
     layers = pruning.prunable_layers(model)
     assert {lay.name.rsplit(".", 1)[-1] for lay in layers} == {"c_attn", "c_proj", "c_fc"}
     config = pruning.PruneConfig(criterion="sparsegpt", sparsity=0.5, nm=(4, 8))
-    masks = pruning.prune_model(model, layers, config, train_windows[:8])
+    masks = pruning_driver.prune_model(model, layers, config, train_windows[:8])
     plan = perp_peft.select_subset(model, ["masklora"], layers, masks, LoRAConfig(rank=2))
     for adapter in plan.adapters.values():
         torch.nn.init.normal_(adapter.lora_B)
@@ -247,7 +247,7 @@ def test_calibrated_criteria_beat_magnitude(
             keep = pruning.select_keep_mask(pruning.wanda_scores(weight, (x**2).mean(0)), 0.5, nm)
             candidate = weight * keep
         else:
-            candidate, keep = pruning.sparsegpt_prune(weight, 2 * x.t() @ x / x.shape[0], 0.5, nm)
+            candidate, keep = sparsegpt.sparsegpt_prune(weight, 2 * x.t() @ x / x.shape[0], 0.5, nm)
         assert int((~keep).sum()) == weight.numel() // 2
         errors["magnitude"] += sparsegpt.reconstruction_error(weight, magnitude, x)
         errors[criterion] += sparsegpt.reconstruction_error(weight, candidate, x)
@@ -461,7 +461,7 @@ def test_quantized_base_prunes_retrains_and_merges_to_sparse_linears(
     config = pruning.PruneConfig(
         criterion="wanda", sparsity=0.5, nm=(2, 4), full_precision=full_precision
     )
-    masks = pruning.prune_model(model, layers, config, train_windows[:8])
+    masks = pruning_driver.prune_model(model, layers, config, train_windows[:8])
     for layer in layers:
         assert bool((pruning.read_matrix(layer.module)[~masks[layer.name]] == 0).all())
         assert torch.equal(full_precision[layer.name] == 0, ~masks[layer.name])

@@ -37,6 +37,18 @@ CASES = [
     ("lora_training-is-not-a-finetune-client", "lora_training", "lora_finetune", None),
     ("lora_finetune-imports-translora-at-the-top", "lora_finetune", "translora", True),
     ("translora-imports-lora_training-at-the-top", "translora", "lora_training", True),
+    (
+        "translora_discriminator-does-not-import-lora_finetune",
+        "translora_discriminator",
+        "lora_finetune",
+        None,
+    ),
+    (
+        "lora_finetune-imports-translora_discriminator-at-the-top",
+        "lora_finetune",
+        "translora_discriminator",
+        True,
+    ),
 ]
 
 

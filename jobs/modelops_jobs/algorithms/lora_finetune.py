@@ -3,7 +3,7 @@
 The source side of Trans-LoRA (arXiv:2405.17258): train an adapter on the task data
 while that data exists, and with `transferReady` also train the discriminator and keep
 a few seed examples, so that a later LoRATransfer needs no task data
-(`translora.build_discriminator`).
+(`translora_discriminator.build_discriminator`).
 
 The training itself (`train_adapter`, `attach_lora`, `RunState`, ...) is shared with the
 transfer's distillation and lives in `lora_training`; under torchrun it is data-parallel
@@ -20,7 +20,7 @@ import random
 from typing import Any
 
 from modelops_api.model_adaptation import ModelAdaptationSpec
-from modelops_jobs.algorithms import translora
+from modelops_jobs.algorithms import translora, translora_discriminator
 from modelops_jobs.algorithms.lora_training import (
     Example,
     RunState,
@@ -101,7 +101,7 @@ def run(spec: ModelAdaptationSpec, ctx: RunContext) -> AlgorithmResult:
             settings.seed_examples,
             ctx.seed,
         )
-        report = translora.build_discriminator(
+        report = translora_discriminator.build_discriminator(
             model,
             tokenizer,
             real_prompts=[prompts[i] for i in train_idx],
@@ -118,7 +118,7 @@ def run(spec: ModelAdaptationSpec, ctx: RunContext) -> AlgorithmResult:
     ctx.reporter.phase("save")
     model.save_pretrained(str(ctx.output_dir))
     if settings.transfer_ready:
-        translora.write_transfer_kit(ctx.output_dir, seeds, report)
+        translora_discriminator.write_transfer_kit(ctx.output_dir, seeds, report)
     for name, value in results.items():
         ctx.reporter.metric(name, value)
     number = int(ctx.run.get("number", 1))

@@ -34,6 +34,7 @@ from modelops_jobs.algorithms import (
     perp_state,
     perp_train,
     pruning,
+    pruning_driver,
 )
 from modelops_jobs.algorithms.perp_eval import perplexity
 from modelops_jobs.context import AlgorithmResult, RunContext
@@ -202,7 +203,7 @@ def _prune_or_reuse(
         placement=job.placement,
         world=ctx.world if ctx.world.distributed else None,
     )
-    masks = pruning.prune_model(
+    masks = pruning_driver.prune_model(
         job.model,
         job.layers,
         config,

@@ -20,7 +20,7 @@ from torch import nn
 
 from modelops_api.prune_retrain import PruneRetrainSpec
 from modelops_jobs import distributed, offload
-from modelops_jobs.algorithms import perp_peft, perp_ranks, pruning
+from modelops_jobs.algorithms import perp_peft, perp_ranks, pruning, pruning_driver
 from modelops_jobs.algorithms.perp_eval import autocast
 from modelops_jobs.algorithms.perp_state import spec_digest
 from modelops_jobs.context import RunContext
@@ -240,7 +240,7 @@ def _reconstruct_blocks(
     blocks = pruning.find_blocks(model)
     started = time.monotonic()
     with autocast(device, amp):
-        inputs = pruning.capture_block_inputs(
+        inputs = pruning_driver.capture_block_inputs(
             model, calibration, spec.retrain.optimization.batch_size
         )
     for index, block in enumerate(blocks):
@@ -253,12 +253,12 @@ def _reconstruct_blocks(
                 dense_blocks[index] = None  # each dense block is needed once
                 with torch.no_grad(), autocast(device, amp):
                     dense = dense.to(device)
-                    targets = [pruning.run_block(dense, h, kw).float() for h, kw in inputs]
+                    targets = [pruning_driver.run_block(dense, h, kw).float() for h, kw in inputs]
                 del dense
                 fit = _BlockFit(model, index, len(blocks), spec, ctx, point, amp, device, started)
                 fit.run(block, params, inputs, targets)
             with torch.no_grad(), autocast(device, amp):
-                inputs = [(pruning.run_block(block, h, kw), kw) for h, kw in inputs]
+                inputs = [(pruning_driver.run_block(block, h, kw), kw) for h, kw in inputs]
 
 
 @dataclass
@@ -294,7 +294,7 @@ class _BlockFit:
                 chunk = next(order)
                 hidden, kwargs = inputs[chunk]
                 with autocast(self.device, self.amp):
-                    out = pruning.run_block(block, hidden, kwargs)
+                    out = pruning_driver.run_block(block, hidden, kwargs)
                 loss = F.mse_loss(out.float(), targets[chunk]) / opt.gradient_accumulation
                 loss.backward()
             torch.nn.utils.clip_grad_norm_(params, opt.max_grad_norm)

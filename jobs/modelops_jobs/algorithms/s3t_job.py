@@ -1,7 +1,8 @@
 """ModelAdaptation strategy `s3t`: train an exactly-unlearnable S3T model store.
 
-Why a module of its own: it turns a spec into a store (s3t.py knows what a store is),
-and it owns how the shards of one store are trained by several pods.
+Why a module of its own: it turns a spec into a store (s3t_model.py, s3t_train.py and
+s3t.py know what a store holds), and it owns how the shards of one store are trained by
+several pods.
 
 Multi-pod assembly. The operator runs an Indexed Job with `completions = shards`; each
 pod sees `JOB_COMPLETION_INDEX` and trains that one shard (without it, one pod trains
@@ -33,7 +34,7 @@ import torch
 
 from modelops_api.model_adaptation import ModelAdaptationSpec
 from modelops_jobs import distributed
-from modelops_jobs.algorithms import s3t, s3t_orders, s3t_store
+from modelops_jobs.algorithms import s3t, s3t_model, s3t_orders, s3t_store, s3t_train
 from modelops_jobs.context import AlgorithmResult, RunContext
 from modelops_jobs.data import read_records
 from modelops_jobs.errors import PermanentError, Preempted
@@ -99,8 +100,8 @@ def slices_of(
     return out
 
 
-def train_settings(config: dict[str, Any]) -> s3t.TrainSettings:
-    return s3t.TrainSettings(**config["settings"])
+def train_settings(config: dict[str, Any]) -> s3t_train.TrainSettings:
+    return s3t_train.TrainSettings(**config["settings"])
 
 
 def store_config(
@@ -109,7 +110,7 @@ def store_config(
     """The store.json body; its digest roots every step key."""
     s3 = spec.s3t
     opt = spec.optimization
-    settings = s3t.TrainSettings(
+    settings = s3t_train.TrainSettings(
         epochs=s3.epochs_per_step,
         learning_rate=opt.learning_rate,
         batch_size=opt.batch_size,
@@ -210,7 +211,7 @@ def seal(
 
 
 def train_shard(
-    model: s3t.S3TModel,
+    model: s3t_model.S3TModel,
     store: Path,
     shard: int,
     config: dict[str, Any],
@@ -230,7 +231,7 @@ def train_shard(
         ctx.reporter.step(done, total, loss=None if loss != loss else loss)
 
     try:
-        orders = s3t.train_orders(
+        orders = s3t_train.train_orders(
             model,
             store,
             shard,
@@ -288,7 +289,9 @@ def run(spec: ModelAdaptationSpec, ctx: RunContext) -> AlgorithmResult:
             "slices": s3.slices,
         }
         try:
-            model = s3t.build_model({**probe, "lora": _lora_dict(s3.lora)}, base_path, ctx.device)
+            model = s3t_model.build_model(
+                {**probe, "lora": _lora_dict(s3.lora)}, base_path, ctx.device
+            )
         except ValueError as exc:
             raise PermanentError(str(exc), "UnsupportedModel") from exc
         config = store_config(spec, model.groups, int(tokenizer.pad_token_id or 0), orders)

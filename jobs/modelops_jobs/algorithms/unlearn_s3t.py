@@ -37,7 +37,7 @@ from modelops_api.unlearn_request import (
     UnlearnResults,
 )
 from modelops_jobs import unlearn_eval
-from modelops_jobs.algorithms import s3t, s3t_job, s3t_orders, s3t_store
+from modelops_jobs.algorithms import s3t, s3t_job, s3t_model, s3t_orders, s3t_store, s3t_train
 from modelops_jobs.context import AlgorithmResult, RunContext
 from modelops_jobs.data import read_records
 from modelops_jobs.deletion import ids_digest, requested_ids
@@ -147,14 +147,14 @@ def retrain_affected(
             f"{len(missing)} retained training samples are gone from {config['data_uri']}",
             "TrainingDataChanged",
         )
-    model = s3t.build_model(config, base, ctx.device)
+    model = s3t_model.build_model(config, base, ctx.device)
     retrained: dict[int, list[dict[str, Any]]] = {}
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         for shard, orders in sorted(todo.items()):
             ctx.reporter.phase(f"s3t-retrain-shard-{shard}")
-            retrained[shard] = s3t.train_orders(
+            retrained[shard] = s3t_train.train_orders(
                 model,
                 store,
                 shard,
