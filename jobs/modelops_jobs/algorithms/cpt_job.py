@@ -38,103 +38,33 @@ import torch
 
 from modelops_api.model_adaptation import ModelAdaptationSpec
 from modelops_jobs import dist_checkpoint, distributed
+from modelops_jobs.algorithms.cpt_checkpoint import (
+    OPTIMIZER_FILE,
+    PRE_ANNEAL_DIR,
+    TrainState,
+    pre_anneal_staging,
+    save_checkpoint,
+    save_pre_anneal,
+)
+from modelops_jobs.algorithms.cpt_data import (
+    CPTData,
+    evaluate_both,
+    prepare_data,
+    schedule_settings,
+)
 from modelops_jobs.algorithms.lr_schedules import (
-    ScheduleSettings,
     multiplier_function,
     pre_anneal_point,
 )
 from modelops_jobs.algorithms.replay import ReplayMixer
 from modelops_jobs.context import AlgorithmResult, RunContext
-from modelops_jobs.data import field_values, lm_windows, read_records, token_stream
-from modelops_jobs.distributed import World
 from modelops_jobs.errors import PermanentError, Preempted
 from modelops_jobs.modelio import count_parameters, load_causal_lm, load_tokenizer
 
-PRE_ANNEAL_DIR = "pre_anneal"
-OPTIMIZER_FILE = "optimizer.pt"
-HOLDOUT_SHARE = 0.05
 CURVE_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 """Where the loss curve is evaluated: dense at the start, to show a re-warming spike."""
 CURVE_WINDOWS = 64
 ADAM_BETAS = (0.9, 0.95)  # the paper's GPT-NeoX setting
-
-
-@dataclass
-class CPTData:
-    """Token windows: D1 and D0 for training, and their validation sets."""
-
-    train_new: torch.Tensor
-    train_old: torch.Tensor | None
-    val_new: torch.Tensor
-    val_old: torch.Tensor | None
-
-
-@dataclass
-class TrainState:
-    """Everything a resumed run needs besides the model and optimizer weights."""
-
-    step: int = 0
-    tokens: int = 0
-    replay_tokens: int = 0
-    before: dict[str, float] = field(default_factory=dict)
-    curve: list[dict[str, float]] = field(default_factory=list)
-    train_loss: list[list[float]] = field(default_factory=list)
-
-
-# -- inputs ----------------------------------------------------------------------
-def schedule_settings(schedule: Any) -> ScheduleSettings:
-    """The spec's LRSchedule as plain values."""
-    return ScheduleSettings(
-        kind=schedule.kind,
-        warmup_ratio=schedule.warmup_ratio,
-        min_lr_ratio=schedule.min_lr_ratio,
-        cooldown_ratio=schedule.cooldown_ratio,
-        constant_lr_ratio=schedule.constant_lr_ratio,
-        anneal_ratio=schedule.anneal_ratio,
-    )
-
-
-def dataset_windows(ctx: RunContext, ref: Any, tokenizer: Any, length: int) -> torch.Tensor:
-    """A DatasetRef's texts, tokenized, joined with EOS and cut into windows."""
-    records = read_records(ctx.resolve(str(ref.uri)), ref.max_samples)
-    texts = field_values(records, ref.text_field, str(ref.uri))
-    return lm_windows(token_stream(tokenizer, [str(t) for t in texts]), length)
-
-
-def split_holdout(windows: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, validation): the last 5% of the windows (at least one) are held out."""
-    held = max(1, round(HOLDOUT_SHARE * len(windows)))
-    if len(windows) - held < 1:
-        raise PermanentError(
-            f"{what} has {len(windows)} window(s): too few to hold out validation data; "
-            "give a validation dataset or more data",
-            "DataTooShort",
-        )
-    return windows[:-held], windows[-held:]
-
-
-def prepare_data(spec: Any, ctx: RunContext, tokenizer: Any) -> CPTData:
-    """Read D1, D0 and the validation sets; hold out validation data where none is given."""
-    length = spec.optimization.sequence_length
-    cpt = spec.cpt
-    train_new = dataset_windows(ctx, spec.data, tokenizer, length)
-    if cpt.validation_new is not None:
-        val_new = dataset_windows(ctx, cpt.validation_new, tokenizer, length)
-    else:
-        train_new, val_new = split_holdout(train_new, "spec.data")
-    train_old = val_old = None
-    if cpt.replay_data is not None:
-        train_old = dataset_windows(ctx, cpt.replay_data, tokenizer, length)
-        if cpt.validation_old is None:
-            train_old, val_old = split_holdout(train_old, "spec.cpt.replayData")
-    if cpt.validation_old is not None:
-        val_old = dataset_windows(ctx, cpt.validation_old, tokenizer, length)
-    if cpt.replay_ratio > 0 and train_old is None:
-        raise PermanentError(
-            f"spec.cpt.replayRatio is {cpt.replay_ratio} but spec.cpt.replayData is not set",
-            "ReplayDataMissing",
-        )
-    return CPTData(train_new, train_old, val_new, val_old)
 
 
 def parent_model(spec: Any, ctx: RunContext) -> tuple[str, Path]:
@@ -142,61 +72,6 @@ def parent_model(spec: Any, ctx: RunContext) -> tuple[str, Path]:
     run_info = ctx.run
     uri = run_info.get("parent") or str(spec.model.uri)
     return uri, ctx.resolve(uri)
-
-
-# -- evaluation ------------------------------------------------------------------
-@torch.no_grad()
-def evaluate_loss(
-    model: Any, windows: torch.Tensor, batch_size: int, device: torch.device
-) -> float:
-    """Mean next-token loss over the windows (all of one length, so rows weigh equally)."""
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    for start in range(0, len(windows), batch_size):
-        batch = windows[start : start + batch_size].to(device)
-        total += float(model(input_ids=batch, labels=batch).loss) * len(batch)
-    model.train(was_training)
-    return total / len(windows)
-
-
-def evaluate_both(
-    model: Any, data: CPTData, batch_size: int, device: torch.device, limit: int | None = None
-) -> dict[str, float]:
-    """old_loss, new_loss and (when both exist) avg_loss."""
-    out = {"new_loss": evaluate_loss(model, data.val_new[:limit], batch_size, device)}
-    if data.val_old is not None:
-        out["old_loss"] = evaluate_loss(model, data.val_old[:limit], batch_size, device)
-        out["avg_loss"] = (out["old_loss"] + out["new_loss"]) / 2
-    return out
-
-
-# -- checkpoints -----------------------------------------------------------------
-def save_pre_anneal(
-    model: Any, tokenizer: Any, optimizer: Any, directory: Path, world: World | None = None
-) -> None:
-    """Write the un-annealed model, tokenizer and AdamW state atomically (rank 0 writes
-    the full states; gathering them is a collective under FSDP2)."""
-    world = world or World()
-    weights = distributed.full_model_state(model, world) if world.distributed else None
-    moments = distributed.full_optimizer_state(model, optimizer, world)
-    if not world.is_main:
-        return
-    partial = directory.with_name(directory.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    model.save_pretrained(partial, state_dict=weights)
-    tokenizer.save_pretrained(partial)
-    torch.save(moments, partial / OPTIMIZER_FILE)
-    if directory.exists():
-        shutil.rmtree(directory)
-    partial.rename(directory)
-
-
-def pre_anneal_staging(ctx: RunContext) -> Path:
-    """Where the pre-anneal checkpoint is written during the run (survives a retry)."""
-    base = ctx.checkpointer.directory or ctx.output_dir
-    return base / PRE_ANNEAL_DIR
 
 
 def build_optimizer(model: Any, spec: Any) -> torch.optim.AdamW:
@@ -207,15 +82,6 @@ def build_optimizer(model: Any, spec: Any) -> torch.optim.AdamW:
         eps=1e-8,
         weight_decay=spec.optimization.weight_decay,
     )
-
-
-def save_checkpoint(
-    ctx: RunContext, model: Any, optimizer: Any, mixer: Any, state: TrainState
-) -> None:
-    """Model and optimizer (sharded under torch.distributed.checkpoint on several
-    ranks), replay cursors and counters (collective)."""
-    extra = {"mixer": mixer.state_dict(), "train": state.__dict__}
-    dist_checkpoint.save(ctx.checkpointer, ctx.world, model, optimizer, extra, state.step)
 
 
 def spec_strategy(spec: Any) -> str:
