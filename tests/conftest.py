@@ -21,6 +21,7 @@ import pytest
 DEADLINE_S = 60.0
 T = TypeVar("T")
 TESTS = Path(__file__).resolve().parent
+REPO_ROOT = TESTS.parent
 CLUSTER_TIERS = (TESTS / "integration", TESTS / "e2e")
 CLUSTER_PLUGIN = "tests.cluster_fixtures"
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "modelops"
 RELEASE, RELEASE_NS = "mo", "modelops-system"
 SCENARIOS = sorted(CHART.glob("ci/*-values.yaml"))

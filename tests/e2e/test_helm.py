@@ -32,9 +32,9 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from tests.chart.test_chart import helm_path
 from tests.conftest import REPO_ROOT, poll_until
 from tests.integration.kube_helpers import condition, create, get, prune
-from tests.unit.test_chart import helm_path
 
 from modelops_api.meta import GROUP, VERSION
 from modelops_operator.config import OperatorConfig

@@ -3,11 +3,11 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from tests.conftest import REPO_ROOT
 
 from modelops_api.kinds import kind_info
 from modelops_api.meta import GROUP, VERSION
@@ -42,9 +42,6 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if cond["type"] == type_:
             return cond
     return None
-
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_or_none(fn: Any, name: str, namespace: str) -> Any:
