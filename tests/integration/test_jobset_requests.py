@@ -19,7 +19,6 @@ from tests.integration.kube_helpers import create, get
 
 from modelops_operator import metrics
 from modelops_operator.build.jobsets import JOBSET_GROUP, JOBSET_PLURAL, JOBSET_VERSION
-from modelops_operator.k8s.api import ApiSession
 
 SPEC = {
     "model": {"uri": "pvc://models/tiny"},
@@ -27,20 +26,6 @@ SPEC = {
     "resources": {"nodes": 2, "gpu": {"count": 0}, "cpu": "1", "memory": "1Gi"},
     "distribution": {"processesPerNode": 2},
 }
-
-
-@pytest.fixture
-def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, float]]:
-    """Every request the operator makes: (method, path, when); set before it starts."""
-    seen: list[tuple[str, str, float]] = []
-    real = ApiSession.request
-
-    async def counted(self, method, path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append((method, path, time.monotonic()))
-        return await real(self, method, path, *args, **kwargs)
-
-    monkeypatch.setattr(ApiSession, "request", counted)
-    return seen
 
 
 @pytest.fixture

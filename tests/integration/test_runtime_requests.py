@@ -8,11 +8,8 @@ controller reports them) and its JobCreated Event."""
 import time
 from collections import Counter
 
-import pytest
 from kubernetes import client
 from tests.integration.kube_helpers import create, get, read_or_none
-
-from modelops_operator.k8s.api import ApiSession
 
 MODEL = {"uri": "pvc://models/tiny"}
 RESOURCES = [
@@ -36,20 +33,6 @@ RESOURCES = [
         "m-adapt-1",
     ),
 ]
-
-
-@pytest.fixture
-def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, float]]:
-    """Every request the operator makes: (method, path, when); set before it starts."""
-    seen: list[tuple[str, str, float]] = []
-    real = ApiSession.request
-
-    async def counted(self, method, path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append((method, path, time.monotonic()))
-        return await real(self, method, path, *args, **kwargs)
-
-    monkeypatch.setattr(ApiSession, "request", counted)
-    return seen
 
 
 def what(method: str, path: str) -> str:
