@@ -86,3 +86,55 @@ class Observed:
     jobset_api: str | None = None
     """None when JobSets can be created (or are not needed); else why not: the reason
     JobSetNotInstalled (no CRD) or JobSetForbidden (no RBAC) (reconcile/jobset_outcome.py)."""
+
+
+@dataclass(frozen=True)
+class VersionView:
+    """A ModelVersion: its name, its spec and status as stored (wire form)."""
+
+    name: str
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    creation_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InferenceServiceView:
+    """The part of a KServe InferenceService a rollout reads."""
+
+    name: str
+    generation: int
+    storage_uri: str | None
+    """spec.predictor.model.storageUri."""
+    canary_traffic_percent: int | None
+    """spec.predictor.canaryTrafficPercent (None: unset)."""
+    ready: bool
+    """status.conditions Ready is True."""
+    observed_generation: int | None = None
+    """status.observedGeneration (KServe sets it once it acted on a spec)."""
+    traffic: tuple[tuple[str, int, bool], ...] = ()
+    """status.components.predictor.traffic: (revisionName, percent, latestRevision)."""
+    latest_ready_revision: str | None = None
+    previous_rolledout_revision: str | None = None
+
+
+@dataclass(frozen=True)
+class RolloutObserved:
+    """Everything the rollout state machine decides from."""
+
+    resource: ResourceView
+    versions: tuple[VersionView, ...] = ()
+    """Every ModelVersion in the namespace made by the spec's candidates, and the
+    UnlearnRequest versions whose parent is the serving version; oldest first."""
+    isvc: InferenceServiceView | None = None
+    """None: the InferenceService does not exist (or KServe is not installed)."""
+    isvc_missing_reason: str | None = None
+    """Why isvc is None: InferenceServiceNotFound or KServeNotInstalled."""
+    analysis: Any = None
+    """The analysis query outcome (drift.state.QueryOutcome) when one ran now, else None."""
+    eval_job: JobView | None = None
+    """The gate's evaluation Job of the current candidate, if it exists."""
+    gate: Gate = field(default_factory=Gate)
+    """The ModelOpsPolicy in force (the analysis URL must be allowed)."""
+    registry_configured: bool = False
+    """The installation has an MLflow registry URL."""

@@ -1,0 +1,202 @@
+"""ModelRollout: one InferenceService's release channel, the spec side.
+
+A ModelRollout names a KServe InferenceService and the resources whose versions may
+serve there. Each new ModelVersion from them goes through the same steps: an
+evaluation gate (against the version in service on the same held-out data, or against
+absolute thresholds), optional manual approval, then a canary (canaryTrafficPercent
+steps, each held while a Prometheus analysis query stays in bounds), then promotion to
+the default, or a rollback to the previous URI. One ModelRollout per InferenceService,
+one rollout at a time: a newer candidate supersedes a pending one. Versions made by an
+UnlearnRequest from the version in service are always taken (a deletion is effective in
+serving only once they serve). The status side: `rollout_status.py`.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from modelops_api.base import ApiModel, cel, with_cel
+from modelops_api.common import DatasetRef, DNSName, JobTemplate, SecretKeyRef
+from modelops_api.durations import Duration, cel_bounds, within
+from modelops_api.model_adaptation import BasicAuth
+from modelops_api.model_version import Comparison, MetricName, MetricValue, SourceKind
+
+ANNOTATION_APPROVE = "modelops.dev/approve"
+"""On a ModelRollout: the name of the version awaiting approval approves it."""
+ANNOTATION_REJECT = "modelops.dev/reject"
+"""On a ModelRollout: the name of a pending or canary version rejects it (rolled back)."""
+
+StepPercent = Annotated[int, Field(ge=1, le=100)]
+HoldDuration = Annotated[Duration, AfterValidator(within("interval", "0s", "168h"))]
+
+
+class InferenceServiceRef(ApiModel):
+    """The KServe InferenceService (serving.kserve.io/v1beta1) in this namespace."""
+
+    name: DNSName = Field(description="Its name.")
+
+
+class CandidateSource(ApiModel):
+    """A resource whose published versions are candidates for this InferenceService."""
+
+    kind: SourceKind = Field(description="Its kind.")
+    name: DNSName = Field(description="Its name (same namespace).")
+
+
+class GateRule(ApiModel):
+    """One declarative check a candidate must pass before it takes any traffic."""
+
+    model_config = with_cel(
+        cel(
+            "self.baseline == 'Absolute' ? has(self.threshold) : !has(self.threshold)",
+            "threshold is required with baseline Absolute and not allowed with Serving",
+            ".threshold",
+        ),
+    )
+
+    metric: MetricName = Field(
+        description="perplexity, taskScore, forgetAccuracy, retainAccuracy, membershipAuc,"
+        " transferredScore, ... (the evaluation's or the run's own results)."
+    )
+    comparison: Comparison = Field(description="LessOrEqual: lower is better; GreaterOrEqual.")
+    baseline: Literal["Serving", "Absolute"] = Field(
+        "Serving",
+        description="Serving: compare with the version in service, scored on the same"
+        " held-out data (needs gate.evaluation); Absolute: compare with threshold.",
+    )
+    tolerance: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = Field(
+        0.0,
+        description="Serving: the relative worsening allowed (0.02 = 2%).",
+    )
+    threshold: MetricValue | None = Field(None, description="Absolute: the bound.")
+
+
+class GateEvaluation(ApiModel):
+    """Score the candidate and the version in service on the same held-out data, in a
+    Job (the jobs image) owned by this ModelRollout."""
+
+    data: DatasetRef = Field(description="Held-out data (JSON Lines), never trained on.")
+    max_samples: int = Field(256, ge=1, le=1_000_000, description="Score at most this many.")
+    seq_len: int = Field(256, ge=8, le=32768, description="Tokens per sample.")
+
+
+class Gate(ApiModel):
+    """What a candidate must show before it takes traffic. Empty: every version passes."""
+
+    rules: list[GateRule] = Field(default_factory=list, max_length=16, description="All must hold.")
+    evaluation: GateEvaluation | None = Field(
+        None, description="Held-out scoring of candidate and serving version (for Serving rules)."
+    )
+
+
+class Analysis(ApiModel):
+    """A Prometheus query that must stay within bounds while a canary step holds. The
+    URL must be allowed by the ModelOpsPolicy (allowedPrometheusEndpoints); a failed or
+    empty query holds the step (never promotes on missing data)."""
+
+    model_config = with_cel(
+        cel("has(self.min) || has(self.max)", "set min, max or both", ".max"),
+        cel(
+            "[has(self.bearerTokenSecretRef), has(self.basicAuth)].filter(x, x).size() <= 1",
+            "set at most one of bearerTokenSecretRef and basicAuth",
+            ".basicAuth",
+        ),
+        cel_bounds("interval", "1s", "1h"),
+        cel_bounds("timeout", "100ms", "5m"),
+    )
+
+    prometheus_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=512)] = Field(
+        description="Base URL of the Prometheus HTTP API."
+    )
+    query: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
+        description="PromQL that returns exactly one value (for example the canary's error rate)."
+    )
+    min: MetricValue | None = Field(None, description="Fail below this.")
+    max: MetricValue | None = Field(None, description="Fail above this.")
+    interval: Annotated[Duration, AfterValidator(within("interval", "1s", "1h"))] = Field(
+        "30s", description="Query every (1s to 1h)."
+    )
+    timeout: Annotated[Duration, AfterValidator(within("timeout", "100ms", "5m"))] = Field(
+        "10s", description="Query timeout (100ms to 5m)."
+    )
+    bearer_token_secret_ref: SecretKeyRef | None = Field(None, description="Bearer token Secret.")
+    basic_auth: BasicAuth | None = Field(None, description="Basic-auth Secrets.")
+    ca_secret_ref: SecretKeyRef | None = Field(None, description="CA bundle (PEM) Secret.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Analysis":
+        if self.min is None and self.max is None:
+            raise ValueError("set min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class Canary(ApiModel):
+    """Traffic steps to the candidate, each held for `interval` while analysis holds."""
+
+    model_config = with_cel(
+        cel("self.steps[self.steps.size() - 1] == 100", "the last step must be 100", ".steps"),
+        cel(
+            "self.steps.isSorted() && self.steps.all(s, self.steps.filter(t, t == s).size() == 1)",
+            "steps must be strictly increasing",
+            ".steps",
+        ),
+        cel_bounds("interval", "0s", "168h"),
+    )
+
+    steps: list[StepPercent] = Field(
+        default_factory=lambda: [10, 50, 100],
+        min_length=1,
+        max_length=10,
+        description="Percent of traffic to the candidate, strictly increasing, ending at 100.",
+    )
+    interval: HoldDuration = Field("5m", description="Hold each step this long (0s to 168h).")
+    analysis: Analysis | None = Field(None, description="Query that must hold during each step.")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> "Canary":
+        if self.steps[-1] != 100:
+            raise ValueError("steps: the last step must be 100")
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError("steps must be strictly increasing")
+        return self
+
+
+class Registry(ApiModel):
+    """Register each version in the installation's MLflow model registry (the chart's
+    registry.mlflow.url) under this name; champion/challenger aliases follow the rollout."""
+
+    model_name: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^/\s][^\s]*$")] = (
+        Field(description="Registered model name.")
+    )
+
+
+class Unlearning(ApiModel):
+    """How long a deletion may take to reach serving before it is reported."""
+
+    max_delay: Annotated[Duration, AfterValidator(within("maxDelay", "0s", "720h"))] = Field(
+        "24h",
+        description="After an UnlearnRequest succeeds, its version must serve within this"
+        " (0s to 720h); past it the DeletionEffective condition turns False and an alert fires.",
+    )
+
+
+class ModelRolloutSpec(ApiModel):
+    """The release channel of one InferenceService."""
+
+    inference_service: InferenceServiceRef = Field(description="Where versions serve.")
+    candidates: list[CandidateSource] = Field(
+        min_length=1, max_length=16, description="Resources whose versions may serve here."
+    )
+    gate: Gate = Field(default_factory=Gate, description="What a candidate must show first.")
+    canary: Canary = Field(default_factory=Canary, description="Traffic steps and analysis.")
+    require_approval: bool = Field(
+        False,
+        description="Wait after the gate until modelops.dev/approve names the version.",
+    )
+    registry: Registry | None = Field(None, description="Also register versions in MLflow.")
+    unlearning: Unlearning = Field(default_factory=Unlearning, description="Deletion deadline.")
+    evaluation_job: JobTemplate | None = Field(
+        None, description="Image, resources and scheduling of the gate's evaluation Job."
+    )
