@@ -200,3 +200,37 @@ class ModelRolloutSpec(ApiModel):
     evaluation_job: JobTemplate | None = Field(
         None, description="Image, resources and scheduling of the gate's evaluation Job."
     )
+
+
+EVALUATION_KIND = "ModelEvaluation"
+"""The `kind` of the gate's evaluation Job document: not a custom resource, the
+document a ModelRollout's evaluation Job reads (registry method `evaluate`)."""
+
+
+class EvaluatedModel(ApiModel):
+    """A version to score: where it is and what made it (how to load it)."""
+
+    version: Annotated[str, Field(max_length=253)] = Field(description="The ModelVersion.")
+    uri: Annotated[str, Field(max_length=1024)] = Field(description="Where the model is.")
+    kind: SourceKind = Field(description="The kind that published it.")
+    method: Annotated[str, Field(max_length=64)] | None = Field(None, description="Its method.")
+    base_uri: Annotated[str, Field(max_length=1024)] | None = Field(
+        None, description="For an adapter (LoRA, Trans-LoRA): the base model it applies to."
+    )
+
+
+class EvaluationJobSpec(JobTemplate):
+    """What the gate's evaluation Job runs: score the candidate and (when one serves)
+    the serving version on the same held-out data, with the same seed."""
+
+    candidate: EvaluatedModel = Field(description="The candidate.")
+    baseline: EvaluatedModel | None = Field(None, description="The version in service.")
+    data: DatasetRef = Field(description="Held-out data.")
+    max_samples: int = Field(256, ge=1, le=1_000_000, description="Score at most this many.")
+    seq_len: int = Field(256, ge=8, le=32768, description="Tokens per sample.")
+    metrics: list[MetricName] = Field(
+        default_factory=lambda: ["perplexity"],
+        min_length=1,
+        max_length=16,
+        description="Metrics the gate's rules name (the Job reports each it can compute).",
+    )
