@@ -1,0 +1,1 @@
+"""Model registries the operator records versions in (MLflow's, when configured)."""
