@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,12 @@ def run_examples(
     workdir: Path,
     out_root: Path | None = None,
     stages: tuple[tuple[str, ...], ...] = STAGES,
+    finale: Callable[[], None] | None = None,
 ) -> tuple[list[tuple[str, str, str, str, str]], list[str]]:
     """Apply the examples stage by stage with the operator and the stand-in kubelet
     running, wait for each to finish; returns (summary rows, failure explanations).
-    `out_root` replaces /tmp/modelops/out in the examples' URIs."""
+    `out_root` replaces /tmp/modelops/out in the examples' URIs. `finale` runs last,
+    the operator and the stand-in kubelet still running (the release loop)."""
     from modelops_api.kinds import kind_info
     from modelops_api.meta import GROUP, VERSION
     from modelops_devcluster.pod_runner import LocalPodRunner
@@ -130,6 +133,8 @@ def run_examples(
                 rows.append((kind, name, phase, key_metrics(obj), took(obj, time.monotonic() - t0)))
                 if phase != "Succeeded":
                     failures.append(_explain(obj, workdir, namespace))
+        if finale is not None and not failures:
+            finale()
     return rows, failures
 
 
@@ -158,9 +163,10 @@ def quiet() -> None:
 def main() -> int:
     started = time.monotonic()
     quiet()
-    from modelops_api.crdgen import crd_for
-    from modelops_api.kinds import KINDS
     from modelops_devcluster import ControlPlane
+    from modelops_devcluster.demo_release import ReleaseRun, release_summary, run_release
+    from modelops_devcluster.kserve import install_inferenceservice_crd
+    from modelops_devcluster.persistent import install_crds
     from modelops_jobs.testing.fixtures import build_example_fixtures
 
     say("creating tiny models and data under /tmp/modelops (first run only)")
@@ -170,42 +176,34 @@ def main() -> int:
     say("starting the local control plane (kube-apiserver, etcd, kube-controller-manager)")
     with ControlPlane() as cp:
         api = config.new_client_from_config(config_file=str(cp.kubeconfig))
-        ext: Any = client.ApiextensionsV1Api(api)
-        for info in KINDS:
-            ext.create_custom_resource_definition(crd_for(info))
+        install_crds(cp.kubeconfig)
+        install_inferenceservice_crd(cp.kubeconfig)
         core: Any = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": NAMESPACE}})
-        _wait_crds(ext)
         say(
-            f"control plane up in {cp.startup_seconds or 0:.1f}s; CRDs installed; starting the operator"
+            f"control plane up in {cp.startup_seconds or 0:.1f}s; CRDs installed (modelops,"
+            " KServe's InferenceService); starting the operator"
         )
-        rows, failures = run_examples(api, str(cp.kubeconfig), NAMESPACE, workdir)
+        release = ReleaseRun(error="not reached: an example failed")
+
+        def finale() -> None:
+            nonlocal release
+            say("the release loop: a version gated, canaried and promoted")
+            release = run_release(api, NAMESPACE, say)
+
+        rows, failures = run_examples(api, str(cp.kubeconfig), NAMESPACE, workdir, finale=finale)
     _table(rows)
+    print("\n".join(release_summary(release)) + "\n")
     total = time.monotonic() - started
+    if release.error and not failures:
+        failures.append(f"release loop: {release.error}")
     if failures:
         for text in failures:
             print(text, file=sys.stderr)
         say(f"demo FAILED after {total:.0f}s")
         return 1
-    say(f"demo finished: {len(rows)} resources succeeded in {total:.0f}s")
+    say(f"demo finished: {len(rows)} resources succeeded and one version promoted in {total:.0f}s")
     return 0
-
-
-def _wait_crds(ext: Any) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        crds = ext.list_custom_resource_definition().items
-        ok = [
-            c
-            for c in crds
-            if any(
-                x.type == "Established" and x.status == "True" for x in (c.status.conditions or [])
-            )
-        ]
-        if len([c for c in ok if c.spec.group == "modelops.dev"]) == 4:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("CRDs did not become Established")
 
 
 def _wait_all(
