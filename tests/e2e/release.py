@@ -170,9 +170,18 @@ class SpecRecorder:
         self.states: list[tuple[str | None, int | None]] = []
         self.generations: list[int] = []
         self._watch = watch.Watch()
+        self._stopping = threading.Event()
+        self.error: Exception | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="isvc-recorder")
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception as exc:  # surfaced by __exit__ unless the test stopped the watch
+            if not self._stopping.is_set():
+                self.error = exc
+
+    def _follow(self) -> None:
         stream = self._watch.stream(
             self.custom.list_namespaced_custom_object,
             *KSERVE[:2],
@@ -190,14 +199,19 @@ class SpecRecorder:
             state = predictor(obj)
             if not self.states or self.states[-1] != state:
                 self.states.append(state)
+        if not self._stopping.is_set():
+            raise RuntimeError("the API server ended the watch: states may be missing")
 
     def __enter__(self) -> SpecRecorder:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
         self._watch.stop()
         self._thread.join(5)
+        if self.error is not None:
+            raise RuntimeError("the InferenceService watch failed") from self.error
 
     def since(self, state: tuple[str | None, int | None]) -> list[tuple[str | None, int | None]]:
         """The states from the last time `state` was recorded on."""

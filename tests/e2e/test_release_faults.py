@@ -181,7 +181,7 @@ def test_an_inference_service_edited_by_hand_pauses_the_rollout_until_restored(
         ),
     )
     isvc = rel.get_isvc(api, ns, ISVC)
-    assert rel.predictor(isvc) == ("file:///models/hotfix", None)
+    assert rel.predictor(isvc) == ("file:///models/hotfix", 10)
     assert isvc["metadata"]["generation"] == generation
     assert rel.rollout_status(api, ns, ISVC)["phase"] == "Paused"
 
