@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
-from modelops_api.kinds import KINDS, KindInfo
+from modelops_api.kinds import CRD_KINDS, CrdKind
 from modelops_api.meta import CATEGORY, GROUP, VERSION
 
 _DROP = {"title", "examples", "additionalProperties", "$defs", "propertyNames"}
@@ -103,7 +103,7 @@ def schema_for(model: type[BaseModel]) -> dict[str, Any]:
     return _convert(raw, defs)
 
 
-def crd_for(info: KindInfo) -> dict[str, Any]:
+def crd_for(info: CrdKind) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     spec_schema = schema_for(info.spec)
     status_schema = schema_for(info.status)
@@ -216,9 +216,9 @@ def render(crd: dict[str, Any]) -> str:
 
 
 def generate_all() -> dict[str, str]:
-    """File name -> YAML text for every kind, the ModelOpsPolicy CRD and the
+    """File name -> YAML text for every kind (job and release kinds), the ModelOpsPolicy CRD and the
     ValidatingAdmissionPolicy that enforces it."""
-    out = {f"{GROUP}_{info.plural}.yaml": render(crd_for(info)) for info in KINDS}
+    out = {f"{GROUP}_{info.plural}.yaml": render(crd_for(info)) for info in CRD_KINDS}
     policy = policy_crd()
     out[f"{GROUP}_{policy['spec']['names']['plural']}.yaml"] = render(policy)
     from modelops_api.admission import FILE_NAME, validating_admission_policy
