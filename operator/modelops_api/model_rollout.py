@@ -163,6 +163,8 @@ class Analysis(ApiModel):
             raise ValueError("set min, max or both")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min must not exceed max")
+        if self.bearer_token_secret_ref is not None and self.basic_auth is not None:
+            raise ValueError("set at most one of bearerTokenSecretRef and basicAuth")
         return self
 
 
@@ -170,7 +172,11 @@ class Canary(ApiModel):
     """Traffic steps to the candidate, each held for `interval` while analysis holds."""
 
     model_config = with_cel(
-        cel("self.steps[self.steps.size() - 1] == 100", "the last step must be 100", ".steps"),
+        cel(
+            "self.steps.size() == 0 || self.steps[self.steps.size() - 1] == 100",
+            "the last step must be 100",
+            ".steps",
+        ),
         cel(
             "self.steps.isSorted() && self.steps.all(s, self.steps.filter(t, t == s).size() == 1)",
             "steps must be strictly increasing",
