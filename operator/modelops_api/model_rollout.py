@@ -215,6 +215,8 @@ class Registry(ApiModel):
 class Unlearning(ApiModel):
     """How long a deletion may take to reach serving before it is reported."""
 
+    model_config = with_cel(cel_bounds("maxDelay", "0s", "720h"))
+
     max_delay: Annotated[Duration, AfterValidator(within("maxDelay", "0s", "720h"))] = Field(
         "24h",
         description="After an UnlearnRequest succeeds, its version must serve within this"

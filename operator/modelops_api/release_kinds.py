@@ -21,7 +21,7 @@ def _short_name(kind: str, why: str) -> dict[str, str]:
         f"size(self.metadata.name) <= {MAX_NAME} && self.metadata.name.matches('{NAME_PATTERN}')",
         f"metadata.name: a {kind} name must be a DNS label of at most {MAX_NAME} characters"
         f" ({why})",
-        ".metadata.name",
+        None,  # a fieldPath must lie inside the schema; metadata's is not (the message names it)
         "FieldValueInvalid",
     )
 

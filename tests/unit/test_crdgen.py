@@ -10,7 +10,17 @@ from modelops_api.crdgen import crd_for, generate_all
 from modelops_api.kinds import CRD_KINDS, KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = {"anyOf", "oneOf", "allOf", "$ref", "$defs", "title", "const", "uniqueItems"}
+FORBIDDEN = {
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+    "$defs",
+    "title",
+    "const",
+    "uniqueItems",
+    "patternProperties",  # the API server refuses it in a structural schema
+}
 
 
 def walk(node, path="$"):
