@@ -99,6 +99,10 @@ class BaseStatus(ApiModel):
         None, description="Short summary of the current state."
     )
     retries: int | None = Field(None, ge=0, description="Failed pod attempts that were retried.")
+    model_version: Annotated[str, Field(max_length=253)] | None = Field(
+        None,
+        description="The ModelVersion recorded for the output (ModelAdaptation: the latest run's).",
+    )
 
 
 class JobResult(ApiModel):
