@@ -153,7 +153,6 @@ if TYPE_CHECKING:  # the same conformance, checked by mypy without importing tor
         PruneRetrainSpec,
         UnlearnRequestSpec,
     )
-    from modelops_api.model_rollout import EvaluationJobSpec as _EvaluationSpec
     from modelops_jobs.algorithms import (
         cpt_job,
         evaluate,
@@ -172,4 +171,4 @@ if TYPE_CHECKING:  # the same conformance, checked by mypy without importing tor
     _cpt: Algorithm[ModelAdaptationSpec] = cpt_job
     _s3t: Algorithm[ModelAdaptationSpec] = s3t_job
     _lora: Algorithm[ModelAdaptationSpec] = lora_finetune
-    _evaluate: Algorithm[_EvaluationSpec] = evaluate
+    _evaluate: Algorithm[EvaluationJobSpec] = evaluate
