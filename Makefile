@@ -10,10 +10,11 @@ export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/jobs
 export PIP_CACHE_DIR ?= $(CACHE)/pip
 KUBE_VERSION ?= 1.35.4
 JOBSET_VERSION ?= 0.12.0
+KSERVE_VERSION ?= 0.16.0
 PYTEST       := $(PY) -m pytest
 MODELOPS     := $(PY) -m modelops_cli.main
 
-.PHONY: help install system-deps control-plane jobset seaweedfs crds crds-check lint typecheck test test-unit test-chart test-jobs \
+.PHONY: help install system-deps control-plane jobset kserve seaweedfs crds crds-check lint typecheck test test-unit test-chart test-jobs \
         test-integration test-e2e cluster-up cluster-down cluster-restart demo bench clean-venv dashboards
 
 help: ## list the targets
@@ -26,8 +27,8 @@ $(VENV)/.installed:
 	$(PY) -m pip install -q -r requirements/lock.txt
 	touch $@
 
-install: $(VENV)/.installed system-deps ## install Python deps (cached venv), Prometheus, and build the control plane
-	@$(MAKE) --no-print-directory control-plane
+install: $(VENV)/.installed system-deps ## install Python deps (cached venv), Prometheus, build the control plane, fetch KServe's CRD
+	@$(MAKE) --no-print-directory control-plane kserve
 
 system-deps: ## install Debian packages the tests need (prometheus, promtool, openssl)
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null; then \
@@ -43,6 +44,9 @@ control-plane: ## build kube-apiserver, kube-controller-manager, kubectl and etc
 
 jobset: ## build the JobSet controller (sigs.k8s.io/jobset) from source, with its CRD (cached)
 	@JOBSET_VERSION=$(JOBSET_VERSION) MODELOPS_CACHE=$(CACHE) hack/build-jobset.sh >/dev/null
+
+kserve: ## fetch KServe's InferenceService CRD (github.com/kserve/kserve) through the Go module proxy (cached)
+	@KSERVE_VERSION=$(KSERVE_VERSION) MODELOPS_CACHE=$(CACHE) hack/kserve-crds.sh >/dev/null
 
 crds: $(VENV)/.installed ## generate crds/, the chart's CRD copy and docs/api.md from the API models
 	$(MODELOPS) crds --out crds --out charts/modelops/files/crds
@@ -64,7 +68,7 @@ lint: $(VENV)/.installed ## ruff lint + format check, and import boundaries (imp
 typecheck: $(VENV)/.installed ## mypy on the operator side and the jobs (modelops_jobs)
 	$(PY) -m mypy
 
-test: install helm seaweedfs jobset crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)
+test: install helm seaweedfs jobset kserve crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)
 	$(PYTEST) tests/unit tests/chart tests/jobs tests/integration tests/e2e
 
 test-unit: $(VENV)/.installed ## unit tier: models, CRD generation, plan(), builders (no servers, no binaries)
@@ -79,7 +83,7 @@ test-jobs: $(VENV)/.installed seaweedfs ## jobs tier: each algorithm end to end 
 test-integration: install ## integration tier: the real local control plane
 	$(PYTEST) tests/integration
 
-test-e2e: install seaweedfs jobset ## e2e tier: control plane + a real Prometheus + SeaweedFS
+test-e2e: install seaweedfs jobset kserve ## e2e tier: control plane + a real Prometheus + SeaweedFS
 	$(PYTEST) tests/e2e
 
 cluster-up: install ## local control plane + CRDs + stand-in kubelet in the background; prints KUBECONFIG

@@ -197,11 +197,32 @@ class UnlearnResults(ApiModel):
     seconds: float | None = Field(None, description="Wall time of the deletion.")
 
 
+class DeletionEffective(ApiModel):
+    """When the deletion reached serving: the unlearned version (or a later version made
+    from it) became the InferenceService's default."""
+
+    time: datetime = Field(description="When that version became the default.")
+    inference_service: Annotated[str, Field(max_length=253)] = Field(
+        description="The InferenceService that served the model the samples were deleted from."
+    )
+    version: Annotated[str, Field(max_length=253)] = Field(
+        description="The ModelVersion it serves now (this request's, or one made from it)."
+    )
+
+
 class UnlearnRequestStatus(BaseStatus):
     """Status of an UnlearnRequest."""
 
     results: UnlearnResults | None = Field(None, description="Measured results.")
     receipt: DeletionReceipt | None = Field(None, description="The deletion receipt.")
+    deletion_pending_since: datetime | None = Field(
+        None,
+        description="Set while an InferenceService still serves the model the samples were"
+        " deleted from: since when (the request's success).",
+    )
+    deletion_effective: DeletionEffective | None = Field(
+        None, description="When and where the deletion became effective in serving."
+    )
 
 
 class UnlearnRequest(Resource[UnlearnRequestSpec, UnlearnRequestStatus]):

@@ -88,7 +88,8 @@ def _say_up(state: Any, started: bool) -> None:
     bin_dir = ensure_binaries()
     print(f"control plane {verb} at {state.server} (v{state.kube_version}); "
           f"logs in {state.data_dir / 'logs'}", file=sys.stderr)  # fmt: skip
-    print("CRDs installed (kubectl get crd | grep modelops.dev)", file=sys.stderr)
+    print("CRDs installed (kubectl get crd | grep -e modelops.dev -e serving.kserve.io)",
+          file=sys.stderr)  # fmt: skip
     print(f"kubectl: {bin_dir / 'kubectl'}  (export PATH={bin_dir}:$PATH)", file=sys.stderr)
     if any(p.name == "pod-runner" for p in state.processes):
         print(f"pod runner: running Job pods as local processes (work dir "

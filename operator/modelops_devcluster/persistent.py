@@ -5,7 +5,7 @@ examples at across many commands. `up` starts the control plane detached (each
 process in its own session) and records pids, ports and the kubeconfig in a
 state file under `~/.cache/modelops/cluster/`; `down` reads that file and stops
 exactly those processes, checking each pid still runs the recorded executable.
-`up` also installs the modelops CRDs and, with `run_pods`, starts the stand-in kubelet
+`up` also installs the modelops CRDs (and KServe's InferenceService CRD) and, with `run_pods`, starts the stand-in kubelet
 (`pod_runner`) detached too; `restart` stops and starts components for fault drills
 and records the new pids, so `down` stops them as well.
 """
@@ -25,6 +25,7 @@ from typing import Any
 from modelops_devcluster.binaries import KUBE_VERSION, cache_root, ensure_binaries
 from modelops_devcluster.components import DEFAULT_CONTROLLERS
 from modelops_devcluster.controlplane import ControlPlane, ControlPlaneError
+from modelops_devcluster.kserve import install_inferenceservice_crd
 from modelops_devcluster.process import ManagedProcess, stop_all
 
 STATE_FORMAT = 1
@@ -146,6 +147,7 @@ def up(
     )
     try:
         install_crds(state.kubeconfig)
+        install_inferenceservice_crd(state.kubeconfig)
         if run_pods:
             state.processes.append(_spawn_pod_runner(state.kubeconfig))
         _write_state(state)
@@ -162,13 +164,13 @@ def install_crds(kubeconfig: Path, timeout: float = 60.0) -> list[str]:
     from kubernetes.client.exceptions import ApiException
 
     from modelops_api.crdgen import crd_for, policy_crd
-    from modelops_api.kinds import KINDS
+    from modelops_api.kinds import CRD_KINDS
 
     api = config.new_client_from_config(config_file=str(kubeconfig))
     ext: Any = client.ApiextensionsV1Api(api)  # dict bodies, as the API server takes them
     try:
         names = []
-        for body in [*(crd_for(info) for info in KINDS), policy_crd()]:
+        for body in [*(crd_for(info) for info in CRD_KINDS), policy_crd()]:
             name = body["metadata"]["name"]
             try:
                 ext.create_custom_resource_definition(body)

@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from modelops_api.kinds import kind_info
+from modelops_operator.k8s.kinds import status_model
 from modelops_operator.reconcile.actions import Action, PatchStatus, RecordEvent
 from modelops_operator.reconcile.conditions import get_condition, set_condition
 from modelops_operator.reconcile.status_patch import desired_status
@@ -135,7 +135,7 @@ def error_plan(
     if ready and ready.get("reason") == REASON and ready.get("message") == message:
         return []
     conds = set_condition(conditions, "Ready", "False", REASON, message, now, generation)
-    patch = desired_status(kind_info(kind).status, conditions=conds, message=message)
+    patch = desired_status(status_model(kind), conditions=conds, message=message)
     return [PatchStatus(patch), RecordEvent("Warning", REASON, message)]
 
 

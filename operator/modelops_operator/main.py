@@ -16,7 +16,7 @@ from prometheus_client import start_http_server
 
 from modelops_operator import failures, metrics
 from modelops_operator.config import OperatorConfig
-from modelops_operator.handlers import jobs, lifecycle, resources
+from modelops_operator.handlers import jobs, lifecycle, releases, resources
 from modelops_operator.k8s.client import load_api_client
 from modelops_operator.service import Reconciler
 
@@ -29,6 +29,7 @@ def build(
     registry = kopf.OperatorRegistry()
     resources.register(registry, reconciler)
     jobs.register(registry, reconciler)
+    releases.register(registry, reconciler)
     lifecycle.register(registry, reconciler, config, tick, api.configuration)
     return registry, reconciler
 

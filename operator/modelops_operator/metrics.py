@@ -99,6 +99,51 @@ S3T_SHARDS_IN_SERVICE = Gauge(
 )
 _STORE_STAMPS: dict[tuple[str, str], str] = {}
 
+# -- releases (issue 15): versions, gates, rollouts, deletions in serving -------------
+VERSIONS_RECORDED = Counter(
+    "modelops_versions_recorded_total",
+    "ModelVersions recorded, by the resource whose output they are.",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
+GATE_PASSES = Counter(
+    "modelops_gate_passes_total",
+    "Candidates that passed a ModelRollout's evaluation gate.",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
+GATE_FAILURES = Counter(
+    "modelops_gate_failures_total",
+    "Candidates that failed a ModelRollout's evaluation gate (serving untouched).",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
+CANARY_PERCENT = Gauge(
+    "modelops_rollout_canary_percent",
+    "Percent of the InferenceService's traffic the ModelRollout's canary gets (0: none).",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
+PROMOTIONS = Counter(
+    "modelops_rollout_promotions_total",
+    "Candidates a ModelRollout promoted to the InferenceService's default.",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
+ROLLBACKS = Counter(
+    "modelops_rollout_rollbacks_total",
+    "Canaries a ModelRollout rolled back (analysis out of bounds, or rejected).",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
+DELETION_PENDING = Gauge(
+    "modelops_deletion_pending_seconds",
+    "Seconds since an UnlearnRequest succeeded while a served version still holds the"
+    " deleted samples (0 once its version serves, or when nothing it unlearned serves).",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
+
 KIND_NAMES = ("PruneRetrain", "UnlearnRequest", "LoRATransfer", "ModelAdaptation")
 # Counters exist at 0 from the start, so increase() counts their first event.
 for _kind in KIND_NAMES:
@@ -118,6 +163,12 @@ def track_resource(namespace: str, name: str, kind: str) -> None:
         DELETED_SAMPLES.labels(namespace, name, kind)
     if kind == "ModelAdaptation":
         PROMETHEUS_ERRORS.labels(namespace, name, kind)
+    if kind == "ModelRollout":
+        for counter in (GATE_PASSES, GATE_FAILURES, PROMOTIONS, ROLLBACKS):
+            counter.labels(namespace, name, kind)
+        CANARY_PERCENT.labels(namespace, name, kind)
+    elif kind != "ModelVersion":
+        VERSIONS_RECORDED.labels(namespace, name, kind)
 
 
 _PER_RESOURCE_METRICS = (
@@ -128,6 +179,13 @@ _PER_RESOURCE_METRICS = (
     TRIGGERS,
     DELETED_SAMPLES,
     PROMETHEUS_ERRORS,
+    VERSIONS_RECORDED,
+    GATE_PASSES,
+    GATE_FAILURES,
+    CANARY_PERCENT,
+    PROMOTIONS,
+    ROLLBACKS,
+    DELETION_PENDING,
 )
 _PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed", "Idle")
 

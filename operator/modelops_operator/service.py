@@ -29,12 +29,15 @@ from modelops_operator.k8s.api import ApiSession
 from modelops_operator.k8s.apply import Applier
 from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.k8s.jobsets import JobSetObserver
+from modelops_operator.k8s.kinds import ROLLOUT_KIND
 from modelops_operator.k8s.observe import Observer, resource_view
 from modelops_operator.k8s.policy import PolicyReader, observe_gate
+from modelops_operator.k8s.release_apply import registry_factory
 from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
 from modelops_operator.reconcile import plan
-from modelops_operator.reconcile.actions import Action
+from modelops_operator.reconcile.actions import Action, PatchStatus, RequeueAfter
 from modelops_operator.reconcile.policy import Gate, refusal
+from modelops_operator.release_service import Releases
 from modelops_operator.run_metrics import RunMetrics
 
 log = logging.getLogger("modelops.reconciler")
@@ -52,9 +55,15 @@ class Reconciler:
         self.cache = InformerCache()
         jobsets = JobSetObserver(self.api, self.cache, watched=config.jobsets)
         self.observer = Observer(self.api, self.cache, jobsets)
-        self.applier = Applier(self.api, self.cache)
+        registry = registry_factory(
+            getattr(config, "mlflow_url", None), getattr(config, "mlflow_token_file", None)
+        )
+        self.applier = Applier(self.api, self.cache, registry)
         self.secrets = SecretReader(self.api)
         self.policies = PolicyReader(self.api, config.policy_name, config.policy_namespace)
+        self.releases = Releases(
+            config, self.cache, self.observer, self.applier, self.secrets, self.policies
+        )
         self._locks: dict[Key, asyncio.Lock] = {}
         self.index: dict[Key, schedule.Tracked] = {}
         self.run_metrics = RunMetrics()
@@ -115,12 +124,18 @@ class Reconciler:
                     return []
                 body.setdefault("kind", kind)
                 body = self.track(body)
+                if kind == ROLLOUT_KIND:
+                    actions = await self.releases.reconcile_rollout(body)
+                    self._after(key, actions)
+                    return actions
                 gate = await observe_gate(
                     self.policies, self.secrets, kind, namespace, body.get("spec")
                 )
                 drift = await self._query_drift(body, gate) if with_drift else None
                 observed = replace(await self.observer.observe(body), gate=gate)
                 actions = plan(observed, self.config, datetime.now(UTC), drift=drift)
+                if kind == "UnlearnRequest":
+                    actions = self.releases.with_deletion_effect(observed.resource, actions)
                 # Metrics first: whoever sees the status write sees its metrics too (they
                 # record what was decided; recording is idempotent if the write fails).
                 errors = self.run_metrics.record(observed.resource, actions, drift)
@@ -128,8 +143,7 @@ class Reconciler:
                 if errors is not None and entry is not None:
                     entry.drift_errors = errors
                 await self.applier.apply(observed.resource, actions)
-                if self._failures.pop(key, 0):
-                    self._failure_log.recovered(f"{kind} {namespace}/{name}")
+                self._after(key, actions)
                 return actions
             except Exception as exc:
                 await self._failed(key, body, exc)
@@ -138,6 +152,32 @@ class Reconciler:
                 return []
             finally:
                 metrics.RECONCILE_DURATION.labels(kind).observe(time.perf_counter() - started)
+
+    def _after(self, key: Key, actions: list[Action]) -> None:
+        """After a successful reconcile: clear its failures, honour RequeueAfter, and
+        when a rollout changed what serves, look at the namespace's UnlearnRequests now
+        (their deletion may have become effective)."""
+        kind, namespace, name = key
+        if self._failures.pop(key, 0):
+            self._failure_log.recovered(f"{kind} {namespace}/{name}")
+        now = time.monotonic()
+        entry = self.index.get(key)
+        for action in actions:
+            if isinstance(action, RequeueAfter) and entry is not None:
+                entry.next_resync = min(entry.next_resync, now + max(action.seconds, 0.05))
+                self._wake.set()
+            serving_changed = isinstance(action, PatchStatus) and "servingVersion" in action.patch
+            if kind == ROLLOUT_KIND and serving_changed:
+                self.resync_soon("UnlearnRequest", namespace)
+
+    def resync_soon(self, kind: str, namespace: str, names: list[str] | None = None) -> None:
+        """Make these tracked resources (all of the kind in the namespace when `names`
+        is None) due at once in the resync loop."""
+        now = time.monotonic()
+        for (k, ns, name), entry in self.index.items():
+            if k == kind and ns == namespace and (names is None or name in names):
+                entry.next_resync = min(entry.next_resync, now)
+                self._wake.set()
 
     async def _failed(self, key: Key, body: dict[str, Any] | None, exc: Exception) -> None:
         """Count, log (rate-limited), back off, and show the error on the resource. A

@@ -6,6 +6,8 @@ was deleted meanwhile is dropped. What the API server answers to a Job (or JobSe
 create and a status patch is written through to the informer cache (`k8s/informer.py`),
 so the next reconcile sees the operator's own writes before their watch events arrive.
 A JobSet (resources.nodes > 1) is created and deleted on the same HTTP path as a Job.
+The release actions (ModelVersions, the InferenceService, the registry) are carried out
+by `k8s/release_apply.py`.
 """
 
 import asyncio
@@ -15,18 +17,22 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from modelops_api.kinds import kind_info
 from modelops_api.meta import API_VERSION, GROUP, VERSION
 from modelops_operator.build.jobsets import JOBSET_API_VERSION, JOBSET_PLURAL, is_jobset
 from modelops_operator.k8s.api import MERGE_PATCH, ApiSession, core_path, group_path
 from modelops_operator.k8s.informer import InformerCache
+from modelops_operator.k8s.kinds import plural
+from modelops_operator.k8s.release_apply import RegistryFactory, ReleaseAction, ReleaseApplier
 from modelops_operator.reconcile.actions import (
     Action,
     CreateJob,
     DeleteJob,
     EnsureConfigMap,
+    PatchInferenceService,
     PatchStatus,
     RecordEvent,
+    RegisterVersion,
+    SetRegistryAliases,
 )
 from modelops_operator.reconcile.observed import ResourceView
 
@@ -37,19 +43,30 @@ COMPONENT = "modelops-operator"
 class Applier:
     """Applies actions for one resource."""
 
-    def __init__(self, api: ApiSession, cache: InformerCache) -> None:
+    def __init__(
+        self, api: ApiSession, cache: InformerCache, registry: RegistryFactory | None = None
+    ) -> None:
         self.api = api
         self.cache = cache
         self.api_calls = 0
+        self.release = ReleaseApplier(api, cache, registry or (lambda: None))
 
     async def apply(self, res: ResourceView, actions: list[Action]) -> None:
         """In order — the ConfigMap before the Job, the Job before the status that names
-        it — then the status patch and the events together."""
-        last = [a for a in actions if isinstance(a, PatchStatus | RecordEvent)]
+        it — then the status patch and the events together. A plan that patches an
+        InferenceService writes its status in place instead: the status records the
+        patch before it is made (write-ahead, `rollout_status.py`). Registry calls go
+        last: a slow or failing registry never holds back the rollout's own writes."""
+        ahead = any(isinstance(a, PatchInferenceService) for a in actions)
+        deferred = (RecordEvent,) if ahead else (PatchStatus, RecordEvent)
+        registry = (RegisterVersion, SetRegistryAliases)
         for action in actions:
-            if not isinstance(action, PatchStatus | RecordEvent):
+            if not isinstance(action, deferred + registry):
                 await self._one(res, action)
-        await asyncio.gather(*(self._one(res, a) for a in last))
+        await asyncio.gather(*(self._one(res, a) for a in actions if isinstance(a, deferred)))
+        for action in actions:
+            if isinstance(action, registry):
+                await self._one(res, action)
 
     async def _one(self, res: ResourceView, action: Action) -> None:
         self.api_calls += 1
@@ -75,6 +92,8 @@ class Applier:
             await self._patch_status(res, action.patch)
         elif isinstance(action, RecordEvent):
             await self._event(res, action)
+        elif isinstance(action, ReleaseAction):
+            await self.release.apply(res, action)
 
     async def _delete(self, path: str) -> None:
         """A Job or JobSet (its pods go in the background); gone (or no CRD): done."""
@@ -85,9 +104,7 @@ class Applier:
                 raise
 
     async def _patch_status(self, res: ResourceView, patch: dict[str, Any]) -> None:
-        path = group_path(
-            f"{GROUP}/{VERSION}", res.namespace, kind_info(res.kind).plural, res.name, "status"
-        )
+        path = group_path(f"{GROUP}/{VERSION}", res.namespace, plural(res.kind), res.name, "status")
         try:
             body = await self.api.request(
                 "PATCH", path, {"status": patch}, content_type=MERGE_PATCH

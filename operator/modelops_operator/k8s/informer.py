@@ -8,7 +8,10 @@ writes (so a reconcile right after a write never sees the state from before it):
 - `resources`: each custom resource's latest body, by (kind, namespace, name);
 - `jobs`: the managed Jobs, by their owner (kind, namespace, name), then by Job name;
 - `jobsets`: the managed JobSets (resources.nodes > 1), the same way, when the
-  operator watches JobSets (MODELOPS_JOBSETS; `handlers/jobs.py`).
+  operator watches JobSets (MODELOPS_JOBSETS; `handlers/jobs.py`);
+- `versions`: the ModelVersions, by namespace then name (`handlers/releases.py`);
+- `isvcs`: KServe InferenceServices, by (namespace, name), while KServe's CRD is
+  served (`k8s/inferenceservices.py` reads one with a GET until a watch event came).
 
 Each object is kept only if it is not older than the copy already held (its
 resourceVersion, an etcd revision, compared as a number): a watch event queued before
@@ -117,6 +120,10 @@ class InformerCache:
         which no event would update, and `k8s/jobsets.py` lists instead."""
         self._pods: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         """Job uid -> (the Job's resourceVersion, its pods as then listed)."""
+        self.versions: dict[str, dict[str, dict[str, Any]]] = {}
+        self.isvcs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.isvcs_watched = False
+        """Whether an InferenceService watch event has arrived (until then: GET)."""
 
     # -- resources ----------------------------------------------------------------
     def put_resource(self, key: Key, body: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +176,39 @@ class InformerCache:
             self._pods.pop(str(old["metadata"].get("uid", "")), None)
         if not held:
             store.pop(owner, None)
+
+    # -- ModelVersions and InferenceServices ---------------------------------------
+    def put_version(self, version: dict[str, Any]) -> dict[str, Any]:
+        """Keep a ModelVersion unless a newer copy is held; return the copy kept."""
+        meta = version["metadata"]
+        held = self.versions.setdefault(meta.get("namespace", "default"), {})
+        old = held.get(meta["name"])
+        if newer_or_same(version, old):
+            held[meta["name"]] = version
+            return version
+        assert old is not None
+        return old
+
+    def drop_version(self, version: dict[str, Any]) -> None:
+        meta = version["metadata"]
+        self.versions.get(meta.get("namespace", "default"), {}).pop(meta["name"], None)
+
+    def versions_in(self, namespace: str) -> list[dict[str, Any]]:
+        return list(self.versions.get(namespace, {}).values())
+
+    def put_isvc(self, isvc: dict[str, Any], watched: bool = False) -> None:
+        meta = isvc["metadata"]
+        key = (meta.get("namespace", "default"), meta["name"])
+        self.isvcs_watched = self.isvcs_watched or watched
+        if newer_or_same(isvc, self.isvcs.get(key)):
+            self.isvcs[key] = isvc
+
+    def drop_isvc(self, isvc: dict[str, Any]) -> None:
+        meta = isvc["metadata"]
+        self.isvcs.pop((meta.get("namespace", "default"), meta["name"]), None)
+
+    def isvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.isvcs.get((namespace, name))
 
     # -- pods of finished Jobs ----------------------------------------------------
     def pods_for(self, job: dict[str, Any]) -> list[dict[str, Any]] | None:

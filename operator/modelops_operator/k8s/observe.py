@@ -7,7 +7,6 @@ Job version. A resource with resources.nodes > 1 runs as a JobSet, read by
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from modelops_api.kinds import kind_info
 from modelops_api.meta import (
     ANNOTATION_GENERATION,
     ANNOTATION_SPEC_DIGEST,
@@ -20,6 +19,7 @@ from modelops_api.times import parse_time
 from modelops_operator.build.names import label_value
 from modelops_operator.k8s.api import ApiSession, core_path, group_path
 from modelops_operator.k8s.informer import InformerCache
+from modelops_operator.k8s.kinds import plural
 from modelops_operator.reconcile.observed import JobView, Observed, PodTermination, ResourceView
 
 if TYPE_CHECKING:
@@ -108,8 +108,7 @@ class Observer:
     async def get_resource(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A GET of the resource: only where no watch event delivered it (a drift
         failure report after the cache dropped it)."""
-        plural = kind_info(kind).plural
-        body = await self.api.get(group_path(f"{GROUP}/{VERSION}", namespace, plural, name))
+        body = await self.api.get(group_path(f"{GROUP}/{VERSION}", namespace, plural(kind), name))
         if body is not None:
             body.setdefault("kind", kind)
         return body

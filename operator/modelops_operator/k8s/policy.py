@@ -16,7 +16,6 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from modelops_api.kinds import kind_info
 from modelops_api.meta import GROUP, VERSION
 from modelops_api.policy import (
     LABEL_POLICY_SCOPE,
@@ -27,6 +26,7 @@ from modelops_api.policy import (
     secret_refs,
 )
 from modelops_operator.k8s.api import ApiSession, group_path
+from modelops_operator.k8s.kinds import spec_model
 from modelops_operator.k8s.secrets import SecretReader
 from modelops_operator.reconcile.policy import Gate, PolicyView
 
@@ -112,7 +112,7 @@ async def observe_gate(
     """The policy in force and the opt-in of every Secret the spec references (an
     invalid spec references nothing: plan() reports it as invalid first)."""
     try:
-        model = kind_info(kind).spec.model_validate(spec or {})
+        model = spec_model(kind).model_validate(spec or {})
     except ValidationError:
         return Gate()
     names = {ref.name for _, ref in secret_refs(model)}

@@ -1,4 +1,4 @@
-"""The Secrets a resource references: whether they opted in, and (for a drift trigger)
+"""The Secrets a resource references: whether they opted in, and (for a drift trigger or a canary analysis)
 their values. Values stay in memory: never logged, never written to a status, event or
 ConfigMap.
 
@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelops_api.common import SecretKeyRef
 from modelops_api.model_adaptation import DriftTrigger
+from modelops_api.model_rollout import Analysis
 from modelops_api.policy import LABEL_SECRET_USABLE
 from modelops_operator.credentials import Credentials
 from modelops_operator.k8s.api import JSON, ApiSession, core_path
@@ -91,7 +92,8 @@ class SecretReader:
             raise SecretNotFound(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
         return base64.b64decode(data[ref.key]).decode()
 
-    async def credentials(self, namespace: str, trigger: DriftTrigger) -> Credentials:
+    async def credentials(self, namespace: str, trigger: DriftTrigger | Analysis) -> Credentials:
+        """A drift trigger's or a canary analysis's Prometheus credentials."""
         token = (
             await self.read(namespace, trigger.bearer_token_secret_ref)
             if trigger.bearer_token_secret_ref
