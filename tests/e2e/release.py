@@ -153,6 +153,16 @@ def predictor(isvc: dict[str, Any]) -> tuple[str | None, int | None]:
     return pred.get("model", {}).get("storageUri"), pred.get("canaryTrafficPercent")
 
 
+def isvc_at(
+    api: client.ApiClient, ns: str, name: str, state: tuple[str | None, int | None]
+) -> dict[str, Any] | None:
+    """The InferenceService once its spec is `state` (storageUri, canaryTrafficPercent):
+    the rollout records a decision in its status first, then patches the InferenceService
+    (write-ahead), so a test waits for both."""
+    isvc = get_isvc(api, ns, name)
+    return isvc if predictor(isvc) == state else None
+
+
 def edit_isvc_by_hand(api: client.ApiClient, ns: str, name: str, uri: str) -> None:
     """What a person with kubectl edit would do: point the predictor elsewhere."""
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
@@ -212,11 +222,6 @@ class SpecRecorder:
         self._thread.join(5)
         if self.error is not None:
             raise RuntimeError("the InferenceService watch failed") from self.error
-
-    def since(self, state: tuple[str | None, int | None]) -> list[tuple[str | None, int | None]]:
-        """The states from the last time `state` was recorded on."""
-        index = len(self.states) - 1 - self.states[::-1].index(state)
-        return self.states[index:]
 
 
 # -- the release kinds ------------------------------------------------------------------

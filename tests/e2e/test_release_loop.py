@@ -154,7 +154,7 @@ def test_drift_to_serving_gate_failure_and_rollback(
                 "v1 promoted", lambda: rel.history_has(api, ns, ISVC, v1, "Promoted"), timeout=240
             )
             assert status["servingVersion"] == v1 and status["servingUri"] == uri1
-            assert rel.predictor(rel.get_isvc(api, ns, ISVC)) == (uri1, None)
+            wait_for("v1 the default", lambda: rel.isvc_at(api, ns, ISVC, (uri1, None)))
             assert isvc_specs.states == [
                 (BASE_URI, None),
                 (uri1, 10),
@@ -229,8 +229,11 @@ def test_drift_to_serving_gate_failure_and_rollback(
                 timeout=240,
             )
             assert status["servingVersion"] == v1 and status.get("current") is None
-            assert rel.predictor(rel.get_isvc(api, ns, ISVC)) == (uri1, None)
-            assert isvc_specs.since((uri1, None))[-3:] == [
+            wait_for("v1 back", lambda: rel.isvc_at(api, ns, ISVC, (uri1, None)))
+            assert isvc_specs.states == [
+                (BASE_URI, None),
+                (uri1, 10),
+                (uri1, 50),
                 (uri1, None),
                 (uri3, 10),
                 (uri1, None),

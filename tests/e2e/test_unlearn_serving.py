@@ -153,7 +153,7 @@ def test_an_unlearned_version_replaces_the_served_one_and_the_deletion_is_effect
         approve(api, ns, v1)
         wait_for("v1 promoted", lambda: rel.history_has(api, ns, ISVC, v1, "Promoted"), timeout=60)
         uri1 = rel.get_release(api, ns, "ModelVersion", v1)["spec"]["uri"]
-        assert rel.predictor(rel.get_isvc(api, ns, ISVC)) == (uri1, None)
+        wait_for("v1 the default", lambda: rel.isvc_at(api, ns, ISVC, (uri1, None)))
 
         # Forget two training samples of the served model.
         importance = tmp_path / "importance.safetensors"
@@ -201,7 +201,7 @@ def test_an_unlearned_version_replaces_the_served_one_and_the_deletion_is_effect
         approve(api, ns, v2)
         wait_for("v2 promoted", lambda: rel.history_has(api, ns, ISVC, v2, "Promoted"), timeout=60)
         uri2 = f"file://{tmp_path / 'forgotten'}"
-        assert rel.predictor(rel.get_isvc(api, ns, ISVC)) == (uri2, None)
+        wait_for("v2 the default", lambda: rel.isvc_at(api, ns, ISVC, (uri2, None)))
         effective = wait_for(
             "deletion effective", lambda: deletion_condition(api, ns, status="True")
         )
