@@ -117,7 +117,7 @@ def run_version(api: client.ApiClient, ns: str, name: str, number: int) -> str |
     status names it."""
     obj = custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, "modeladaptations", name)
     runs = obj.get("status", {}).get("runs", [])
-    run = next((r for r in runs if r.get("number") == number), None)
+    run = next((r for r in runs if r.get("run") == number), None)
     return run.get("modelVersion") if run else None
 
 
