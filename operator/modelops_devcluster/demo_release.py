@@ -210,7 +210,7 @@ def release_summary(run: ReleaseRun) -> list[str]:
         f"  gate     {gate_words(run.version.get('status', {}).get('evaluation'))}",
         f"  canary   {steps_words(run.states, spec.get('uri'))}",
     ]
-    took = _took(run.version, outcome)
+    took = _took(run.rollout, outcome)
     result = f"  result   {outcome.get('outcome', '?')}"
     if outcome.get("outcome") == "Promoted":
         result += f": {ISVC} now serves {name}"
@@ -218,12 +218,13 @@ def release_summary(run: ReleaseRun) -> list[str]:
             result += f" (before: {status['previousVersion']})"
     elif outcome.get("message"):
         result += f": {outcome['message']}"
-    lines.append(result + (f", {took} after the version was recorded" if took else ""))
+    lines.append(result + (f", {took} after the ModelRollout was created" if took else ""))
     return lines
 
 
-def _took(version: dict[str, Any], outcome: dict[str, Any]) -> str | None:
-    created = parse_time(version.get("metadata", {}).get("creationTimestamp"))
+def _took(rollout: dict[str, Any], outcome: dict[str, Any]) -> str | None:
+    """From the ModelRollout's creation (the version was waiting already) to the outcome."""
+    created = parse_time(rollout.get("metadata", {}).get("creationTimestamp"))
     ended = parse_time(outcome.get("time"))
     if created is None or ended is None:
         return None

@@ -61,6 +61,7 @@ def release(outcome="Promoted", passed=True, states=None, message="", candidate=
     }
     return ReleaseRun(
         rollout={
+            "metadata": {"creationTimestamp": "2026-12-02T04:10:00Z"},
             "status": {
                 "previousVersion": "tiny-opt-wanda-50-0123456789",
                 "history": [
@@ -71,7 +72,7 @@ def release(outcome="Promoted", passed=True, states=None, message="", candidate=
                         "message": message,
                     }
                 ],
-            }
+            },
         },
         version={
             "metadata": {
@@ -113,7 +114,7 @@ def release(outcome="Promoted", passed=True, states=None, message="", candidate=
                 " limit 40.22 (serving version: 38.3)",
                 "  canary   10% -> 50% -> 100% (the default)",
                 "  result   Promoted: tiny-opt now serves tiny-opt-cpt-3f9c2a71d0 (before:"
-                " tiny-opt-wanda-50-0123456789), 21s after the version was recorded",
+                " tiny-opt-wanda-50-0123456789), 21s after the ModelRollout was created",
             ],
         ),
         (
@@ -130,7 +131,7 @@ def release(outcome="Promoted", passed=True, states=None, message="", candidate=
                 "  gate     FAILED against tiny-opt-wanda-50-0123456789: perplexity 41.5 <="
                 " limit 40.22 (serving version: 38.3) FAILED",
                 "  canary   no traffic",
-                "  result   GateFailed: worse, 21s after the version was recorded",
+                "  result   GateFailed: worse, 21s after the ModelRollout was created",
             ],
         ),
         (
@@ -145,7 +146,7 @@ def release(outcome="Promoted", passed=True, states=None, message="", candidate=
                 "  gate     passed against tiny-opt-wanda-50-0123456789: perplexity 8.123 <="
                 " limit 40.22 (serving version: 38.3)",
                 "  canary   10%",
-                "  result   RolledBack: 0.5 > max 0.05, 21s after the version was recorded",
+                "  result   RolledBack: 0.5 > max 0.05, 21s after the ModelRollout was created",
             ],
         ),
     ],
