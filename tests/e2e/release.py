@@ -315,20 +315,29 @@ def event_reasons(api: client.ApiClient, ns: str, name: str) -> list[str]:
 # -- a real MLflow server, read through its documented REST API ------------------------
 
 
+def _mlflow_get(url: str, path: str, **params: str) -> dict[str, Any]:
+    query = urllib.parse.urlencode(params)
+    with urllib.request.urlopen(f"{url.rstrip('/')}/api/2.0/mlflow/{path}?{query}", timeout=5) as r:
+        return json.loads(r.read())
+
+
 def mlflow_alias(url: str, model: str, alias: str) -> dict[str, Any] | None:
-    """The model version an alias points at (its tags as a dict), None when unset."""
-    query = urllib.parse.urlencode({"name": model, "alias": alias})
+    """The model version an alias points at (its tags as a dict), None when unset. Read
+    from the registered model's alias list: MLflow answers a lookup of an absent alias
+    with a generic 400 INVALID_PARAMETER_VALUE."""
     try:
-        with urllib.request.urlopen(
-            f"{url.rstrip('/')}/api/2.0/mlflow/registered-models/alias?{query}", timeout=5
-        ) as resp:
-            body = json.loads(resp.read())["model_version"]
+        registered = _mlflow_get(url, "registered-models/get", name=model)["registered_model"]
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
         raise
-    body["tags"] = {t["key"]: t["value"] for t in body.get("tags", [])}
-    return body
+    numbers = {a["alias"]: a["version"] for a in registered.get("aliases", [])}
+    if alias not in numbers:
+        return None
+    body = _mlflow_get(url, "model-versions/get", name=model, version=numbers[alias])
+    version = body["model_version"]
+    version["tags"] = {t["key"]: t["value"] for t in version.get("tags", [])}
+    return version
 
 
 @contextmanager

@@ -228,8 +228,15 @@ def test_drift_to_serving_gate_failure_and_rollback(
                 lambda: rel.history_has(api, ns, ISVC, v3, "RolledBack"),
                 timeout=240,
             )
-            assert status["servingVersion"] == v1 and status.get("current") is None
+            assert status["servingVersion"] == v1
             wait_for("v1 back", lambda: rel.isvc_at(api, ns, ISVC, (uri1, None)))
+            status = wait_for(
+                "idle again",
+                lambda: (
+                    s if (s := rel.rollout_status(api, ns, ISVC)).get("phase") == "Idle" else None
+                ),
+            )
+            assert status["servingVersion"] == v1 and status.get("current") is None
             assert isvc_specs.states == [
                 (BASE_URI, None),
                 (uri1, 10),
