@@ -26,8 +26,6 @@ import pytest
 from tests.e2e import release as rel
 from tests.integration.kube_helpers import condition, start_operator_process
 
-pytestmark = rel.pending_release_loop
-
 ISVC = "faulty-bot"
 SOURCE = {"kind": "ModelAdaptation", "name": "seeded"}
 BASE = "file:///models/base"
