@@ -11,6 +11,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,12 @@ def records(n: int, seed: int) -> list[dict[str, Any]]:
     """Held-out records with text (perplexity) and prompt/completion (taskScore)."""
     texts = tiny.grammar_corpus(n, seed=seed)
     return [
-        {"id": f"s-{seed}-{i}", "text": t, **pair}
+        {
+            "id": f"s-{seed}-{i}",
+            "text": t,
+            "prompt": pair["prompt"],
+            "completion": pair["completion"],
+        }
         for i, (t, pair) in enumerate(zip(texts, reversal_task(n, seed), strict=True))
     ]
 
@@ -332,6 +338,44 @@ def test_s3t_store_is_scored_as_its_ensemble_serves(
             logits[:, :-1].reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1)
         )
         assert results["candidate"]["perplexity"] == pytest.approx(math.exp(nll), rel=1e-5)
+
+
+def test_unlearned_s3t_version_is_the_one_its_output_names(
+    world: dict[str, Path], s3t_store: tuple[Path, Any], tmp_path: Path
+) -> None:
+    """An UnlearnRequest s3t with an output publishes the receipt and a manifest naming
+    the store: the version scored is the one after the deletion, not the trained one."""
+    root, store = world["root"], Path(shutil.copytree(s3t_store[0], tmp_path / "store"))
+    request = {
+        "apiVersion": "modelops.dev/v1alpha1",
+        "kind": "UnlearnRequest",
+        "metadata": {"name": "forget"},
+        "spec": {
+            "method": "s3t",
+            "model": {"uri": f"file://{store}"},
+            "sampleIds": ["s-0-0"],
+            "output": {"uri": f"file://{tmp_path / 'receipt'}"},
+        },
+    }
+    outcome = runner.execute(request)
+    assert outcome.exit_code == EXIT_OK, outcome.result
+    after = outcome.result.artifact.version
+    assert after and after != "v0001", outcome.result
+    shutil.copytree(store, tmp_path / "trained")  # pin v0001's score on an unchanged copy
+    (tmp_path / "trained" / "CURRENT").write_text("v0001\n")
+    doc = evaluation(
+        root,
+        model(tmp_path / "receipt", "UnlearnRequest", "s3t"),
+        model(store / "versions" / after, "UnlearnRequest", "s3t"),
+        metrics=["perplexity"],
+    )
+    out = runner.execute(doc)
+    assert out.exit_code == EXIT_OK, out.result
+    results = out.result.results
+    assert results["candidate"] == results["baseline"], "the output names the version after"
+    assert f"candidate: S3T {after}" in out.result.message
+    trained = evaluate(evaluation(root, model(tmp_path / "trained", method="s3t")))
+    assert trained["candidate"]["perplexity"] != results["candidate"]["perplexity"]
 
 
 # -- dataset digests in the lineage --------------------------------------------------------

@@ -157,6 +157,8 @@ def run(spec: EvaluationJobSpec, ctx: RunContext) -> AlgorithmResult:
         torch.manual_seed(spec.seed)  # the same seed for each model
         loaded = evaluate_models.load(model, role, ctx)
         values, missing, stream = score(loaded, records, spec)
+        if loaded.note:
+            notes.append(f"{role}: {loaded.note}")
         del loaded
         _free(ctx.device)
         results[role] = values
