@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT
 from modelops_api.status import MAX_DATASETS, Artifact, DatasetLineage, JobResult
@@ -395,6 +396,44 @@ def test_a_run_publishes_the_digests_of_the_data_it_read(
     assert wire["artifact"]["datasets"] == [expected.to_wire()]
     store_artifact = s3t_store[1].result.artifact  # a store publishes itself: no manifest
     assert store_artifact.datasets == [expected] and store_artifact.version
+
+
+@pytest.mark.parametrize(
+    ("example", "roles"),
+    [
+        ("prune-retrain.yaml", ["retrain.data", "evaluation.data"]),
+        ("model-adaptation-cpt.yaml", ["data", "cpt.replayData", "cpt.validationOld", "cpt.validationNew"]),
+        ("model-adaptation-lora.yaml", ["data"]),
+        ("unlearn-request.yaml", ["evaluation.testData"]),
+        ("lora-transfer.yaml", ["evaluationData"]),
+    ],
+    ids=["perp", "cpt", "lora", "unlearn", "translora"],
+)  # fmt: skip
+def test_every_dataset_of_a_kind_is_found_by_its_field(example: str, roles: list[str]) -> None:
+    from modelops_api import kind_info
+    from modelops_jobs.dataset_lineage import dataset_refs
+
+    doc = yaml.safe_load((ROOT / "examples" / example).read_text())
+    spec = kind_info(doc["kind"]).spec.model_validate(doc["spec"])
+    assert [role for role, _ in dataset_refs(spec)] == roles
+    forget = spec.model_copy(update={"sample_ids": None, "samples_uri": "s3://b/forget.jsonl"})
+    if doc["kind"] == "UnlearnRequest":
+        assert ("samplesUri", "s3://b/forget.jsonl") in dataset_refs(forget)
+
+
+def test_a_dataset_digest_covers_every_file_it_reads(tmp_path: Path) -> None:
+    from modelops_jobs.dataset_lineage import digest
+
+    (tmp_path / "d").mkdir()
+    data.write_jsonl(tmp_path / "d" / "a.jsonl", [{"text": "a"}])
+    data.write_jsonl(tmp_path / "d" / "b.jsonl", [{"text": "b"}])
+    (tmp_path / "d" / "notes.txt").write_text("not read")
+    first = digest(tmp_path / "d")
+    (tmp_path / "d" / "notes.txt").write_text("changed, still not read")
+    assert digest(tmp_path / "d") == first
+    data.write_jsonl(tmp_path / "d" / "b.jsonl", [{"text": "B"}])
+    assert digest(tmp_path / "d") != first and first is not None
+    assert digest(tmp_path / "missing") is None and digest(tmp_path / "d" / "notes.txt")
 
 
 def test_dataset_lineage_keeps_the_termination_message_under_its_limit() -> None:
