@@ -167,6 +167,27 @@ def test_a_nan_loss_leaves_the_metric_out(world: dict[str, Path], tmp_path: Path
     assert "NaN" not in text and "Infinity" not in text
 
 
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"seqLen": 128}, "candidate perplexity: seqLen 128 exceeds the model's 64 positions"),
+        ({"seqLen": 4096}, "candidate perplexity: seqLen 4096 exceeds"),
+        ({"data": {"uri": "HELDOUT", "textField": "body"}}, "has no field 'body'"),
+    ],
+    ids=["seq-len-over-positions", "seq-len-far-over", "no-text-field"],
+)
+def test_a_metric_the_data_does_not_allow_is_unavailable(
+    world: dict[str, Path], spec: dict, needle: str
+) -> None:
+    root = world["root"]
+    if "data" in spec:
+        spec["data"]["uri"] = f"file://{root / 'heldout.jsonl'}"
+    outcome = runner.execute(evaluation(root, model(root / "base"), metrics=["perplexity"], **spec))
+    assert outcome.exit_code == EXIT_OK, outcome.result
+    assert outcome.result.results == {"candidate": {}, "unavailable": {"candidate": ["perplexity"]}}
+    assert needle in outcome.result.message
+
+
 def test_metrics_of_the_run_itself_are_not_recomputed(world: dict[str, Path]) -> None:
     root = world["root"]
     doc = evaluation(

@@ -82,6 +82,9 @@ def score_perplexity(
     """(perplexity, the token stream it was measured on)."""
     if not loaded.language_model:
         raise Unavailable("an S3T classification store has no next-token perplexity")
+    positions = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and positions < spec.seq_len:
+        raise Unavailable(f"seqLen {spec.seq_len} exceeds the model's {positions} positions")
     stream = data.token_stream(loaded.tokenizer, texts_of(records, spec.data.text_field))
     try:
         windows = data.lm_windows(stream, spec.seq_len)
@@ -133,7 +136,7 @@ def score(
                 missing[metric] = "not a metric the evaluation computes"
         except Unavailable as exc:
             missing[metric] = str(exc)
-        except RuntimeError as exc:  # e.g. windows longer than the model's positions
+        except (RuntimeError, IndexError, ValueError) as exc:  # the model cannot take the data
             missing[metric] = f"{type(exc).__name__}: {exc}"[:300]
     for metric, value in list(values.items()):
         if not math.isfinite(value):
