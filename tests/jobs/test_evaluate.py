@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT
 from modelops_api.status import MAX_DATASETS, Artifact, DatasetLineage, JobResult
@@ -227,6 +229,14 @@ def test_bad_input_fails_permanently_naming_the_field(
 
 
 # -- each kind's output, loaded the way it was published -----------------------------------
+
+
+def test_every_method_that_publishes_a_model_has_a_layout() -> None:
+    from modelops_jobs import registry
+    from modelops_jobs.algorithms.evaluate_models import LAYOUTS
+
+    kinds = {m for m in registry.METHODS if m.kind != registry.EVALUATION.kind}
+    assert set(LAYOUTS) == {(m.kind, m.method) for m in kinds}
 
 
 @pytest.mark.parametrize(
@@ -475,3 +485,34 @@ def test_dataset_lineage_keeps_the_termination_message_under_its_limit() -> None
     assert 0 < len(kept) < MAX_DATASETS and kept == datasets[: len(kept)]
     with pytest.raises(ValueError, match="at most 16"):
         Artifact(uri="x", datasets=datasets + datasets[:1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    uri_len=st.integers(1, 1000),
+    count=st.integers(0, MAX_DATASETS),
+    result_keys=st.integers(0, 400),
+    message_len=st.integers(0, 1024),
+)
+def test_any_result_fits_and_keeps_what_it_can(
+    uri_len: int, count: int, result_keys: int, message_len: int
+) -> None:
+    """Whatever the sizes, the message is at most 4096 bytes and parses; the datasets
+    kept are a prefix of the run's; results that fit alone are never dropped for them."""
+    datasets = [DatasetLineage(role="data", uri="f" * uri_len + str(i)) for i in range(count)]
+    artifact = Artifact(uri="file:///m", datasets=datasets)
+    results = {f"metric{i}": float(i) for i in range(result_keys)}
+    result = JobResult(
+        ok=True, reason="Succeeded", message="m" * message_len, results=results, artifact=artifact
+    )
+    text = runner.termination_message(result)
+    assert len(text.encode()) <= runner.TERMINATION_LIMIT
+    parsed = JobResult.model_validate_json(text)
+    assert parsed.artifact is not None and parsed.artifact.uri == "file:///m"
+    kept = parsed.artifact.datasets
+    assert kept == datasets[: len(kept)]
+    alone = result.model_copy(
+        update={"message": "", "artifact": artifact.model_copy(update={"datasets": []})}
+    )
+    if len(json.dumps(alone.to_wire(), separators=(",", ":"))) <= runner.TERMINATION_LIMIT - 200:
+        assert parsed.results == results
