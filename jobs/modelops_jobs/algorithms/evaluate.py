@@ -24,7 +24,6 @@ recomputed here. Nothing is published: the result is the termination message onl
 
 import gc
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -121,21 +120,20 @@ def score(
     values: dict[str, float] = {}
     missing: dict[str, str] = {}
     stream = None
-    scorers: dict[str, Callable[[], float]] = {
-        "taskScore": lambda: score_task(loaded, records, spec),
-    }
     for metric in spec.metrics:
         try:
             if metric == "perplexity":
                 values[metric], stream = score_perplexity(loaded, records, spec)
-            elif metric in scorers:
-                values[metric] = scorers[metric]()
+            elif metric == "taskScore":
+                values[metric] = score_task(loaded, records, spec)
             elif metric in RUN_METRICS:
                 missing[metric] = "a result of the run itself (ModelVersion.spec.metrics)"
             else:
                 missing[metric] = "not a metric the evaluation computes"
         except Unavailable as exc:
             missing[metric] = str(exc)
+        except torch.cuda.OutOfMemoryError:
+            raise  # the pod's device, not the data: retryable, never "unavailable"
         except (RuntimeError, IndexError, ValueError) as exc:  # the model cannot take the data
             missing[metric] = f"{type(exc).__name__}: {exc}"[:300]
     for metric, value in list(values.items()):
