@@ -9,10 +9,12 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 from tests.integration.kube_helpers import create, get
+from tests.unit.test_release_api import STEP_LISTS, steps_valid
 
 from modelops_api.meta import GROUP, VERSION
 from modelops_api.model_rollout import ModelRolloutSpec
@@ -269,3 +271,29 @@ def test_printer_columns(control_plane, kube_api, crds_installed, namespace):
     # The category: `kubectl get modelops` lists the release kinds too.
     listed = control_plane.kubectl("get", "modelops", "-n", namespace, "-o", "name").stdout
     assert "modelversion.modelops.dev/v2" in listed and "modelrollout.modelops.dev/bot" in listed
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=STEP_LISTS)
+def test_api_server_steps_match_the_reference(kube_api, crds_installed, namespace, steps):
+    """The schema bounds and CEL rules on the real API server (isSorted() included)
+    accept exactly the step lists the reference does; dry runs, nothing stored."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelRollout",
+        "metadata": {"name": "steps"},
+        "spec": canary(steps=steps),
+    }
+    try:
+        client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modelrollouts", body, dry_run="All"
+        )
+        accepted = True
+    except ApiException as exc:
+        assert exc.status == 422 and "spec.canary.steps" in exc.body, exc.body
+        accepted = False
+    assert accepted == steps_valid(steps), steps
