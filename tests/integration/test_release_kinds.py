@@ -137,14 +137,30 @@ def test_valid_steps_are_admitted(kube_api, crds_installed, namespace, steps):
 
 
 @pytest.mark.parametrize(
-    ("kind", "spec"), [("ModelRollout", ROLLOUT), ("ModelVersion", VERSION_SPEC)], ids=str
+    ("kind", "spec", "name", "admitted"),
+    [
+        ("ModelRollout", ROLLOUT, "a" * 63, True),
+        ("ModelRollout", ROLLOUT, "a" * 64, False),
+        ("ModelRollout", ROLLOUT, "a" * 253, False),
+        ("ModelRollout", ROLLOUT, "a.b", False),  # a label: ServingRecord.rollout
+        ("ModelVersion", VERSION_SPEC, "a" * 63, True),
+        ("ModelVersion", VERSION_SPEC, "a" * 64, False),
+        ("ModelVersion", VERSION_SPEC, "a" * 253, False),
+        # version_name keeps a dotted source name (`llama.v2` -> `llama.v2-<hex>`).
+        ("ModelVersion", VERSION_SPEC, "llama.v2-0123456789", True),
+    ],
+    ids=[
+        "rollout-63",
+        "rollout-64",
+        "rollout-253",
+        "rollout-dotted",
+        "version-63",
+        "version-64",
+        "version-253",
+        "version-dotted",
+    ],
 )
-@pytest.mark.parametrize(
-    ("name", "admitted"),
-    [("a" * 63, True), ("a" * 64, False), ("a" * 253, False), ("a.b", False)],
-    ids=["63", "64", "253", "dotted"],
-)
-def test_names_are_dns_labels(kube_api, crds_installed, namespace, kind, spec, name, admitted):
+def test_names_are_short(kube_api, crds_installed, namespace, kind, spec, name, admitted):
     body = {"kind": kind, "metadata": {"name": name}, "spec": spec}
     if admitted:
         assert create(kube_api, namespace, body)["metadata"]["name"] == name
