@@ -105,6 +105,10 @@ MODEL_ROLLOUT = CrdKind(
     conditions=(
         ConditionDoc("Ready", "True while Idle, serving its version with no candidate pending."),
         ConditionDoc(
+            "SpecValid",
+            "False (reason InvalidSpec) when the operator refused the spec; nothing is touched.",
+        ),
+        ConditionDoc(
             "GatePassed",
             "The candidate's gate: True when every rule held; False (reason GateFailed) names"
             " the metric that failed and by how much; serving is untouched.",
