@@ -6,6 +6,9 @@ Kubernetes' default `edit` and `view` roles. A tenant bound to `edit` in a names
 may create and change ModelRollouts there, and may only read ModelVersions: a version
 is the operator's record of a published model, so no tenant creates, edits, deletes or
 writes the status of one. A tenant bound to `view` reads both and writes neither.
+The chart's operator role, asked of the API server's authorizer, may create versions
+and patch their status but never change or delete one, and may patch InferenceServices
+but never create or delete one.
 """
 
 from __future__ import annotations
@@ -214,3 +217,65 @@ def test_a_viewer_reads_and_writes_nothing(control_plane, kube_api, tenant_roles
         )
         == 403
     )
+
+
+# (verb, resource, subresource, allowed): what the chart's operator role lets it do to
+# the release kinds and KServe, asked of the real API server's authorizer.
+OPERATOR_ACCESS = [
+    ("create", "modelops.dev", "modelversions", "", True),
+    ("watch", "modelops.dev", "modelversions", "", True),
+    ("update", "modelops.dev", "modelversions", "", False),
+    ("patch", "modelops.dev", "modelversions", "", False),
+    ("delete", "modelops.dev", "modelversions", "", False),
+    ("patch", "modelops.dev", "modelversions", "status", True),
+    ("watch", "modelops.dev", "modelrollouts", "", True),
+    ("patch", "modelops.dev", "modelrollouts", "", False),
+    ("create", "modelops.dev", "modelrollouts", "", False),
+    ("patch", "modelops.dev", "modelrollouts", "status", True),
+    ("watch", "serving.kserve.io", "inferenceservices", "", True),
+    ("patch", "serving.kserve.io", "inferenceservices", "", True),
+    ("create", "serving.kserve.io", "inferenceservices", "", False),
+    ("delete", "serving.kserve.io", "inferenceservices", "", False),
+]
+
+
+def test_the_operator_role_on_release_kinds(kube_api, crds_installed, tmp_path, namespace):
+    """The chart's cluster-wide operator ClusterRole, bound to a stand-in user: the API
+    server's authorizer allows exactly the release verbs the operator needs."""
+    run = uuid.uuid4().hex[:6]
+    docs = render(tmp_dir=tmp_path)
+    (role,) = [
+        r
+        for r in of_kind(docs, "ClusterRole")
+        if r["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]
+    role["metadata"]["name"] += f"-{run}"
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    rbac.create_cluster_role(role)
+    user = f"operator-{run}"
+    bind(kube_api, namespace, user, role["metadata"]["name"])
+    authz = client.AuthorizationV1Api(kube_api)
+
+    def allowed(verb: str, group: str, resource: str, sub: str) -> bool:
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                    "subresource": sub,
+                },
+            },
+        }
+        return bool(authz.create_subject_access_review(review).status.allowed)
+
+    try:
+        got = {(v, r, s): allowed(v, g, r, s) for v, g, r, s, _ in OPERATOR_ACCESS}
+        want = {(v, r, s): ok for v, _, r, s, ok in OPERATOR_ACCESS}
+        assert got == want
+    finally:
+        rbac.delete_cluster_role(role["metadata"]["name"])
