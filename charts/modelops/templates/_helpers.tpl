@@ -130,7 +130,12 @@ pruneretrains unlearnrequests loratransfers modeladaptations
      - Pods: list by label (termination messages of Job pods);
      - ConfigMaps: create (the validated spec of a Job; never read or changed after);
      - Events: create (reported on the resources);
-     - Secrets: get (by name, for drift-trigger credentials; never list or watch). */}}
+     - Secrets: get (by name, for drift-trigger credentials; never list or watch);
+     - ModelVersions (issue 15): create them (one per published output) and patch their
+       status; never update, patch or delete a version's spec (versions are records);
+     - ModelRollouts: watch them, read one, patch its status (never the spec);
+     - KServe InferenceServices: watch them, read one, patch the predictor's storageUri
+       and canaryTrafficPercent (never create or delete one). */}}
 {{- define "modelops.rules" -}}
 - apiGroups: ["modelops.dev"]
   resources:
@@ -144,6 +149,18 @@ pruneretrains unlearnrequests loratransfers modeladaptations
   - {{ . }}/status
   {{- end }}
   verbs: ["get", "patch"]
+- apiGroups: ["modelops.dev"]
+  resources: ["modelversions"]
+  verbs: ["get", "list", "watch", "create"]
+- apiGroups: ["modelops.dev"]
+  resources: ["modelrollouts"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["modelops.dev"]
+  resources: ["modelversions/status", "modelrollouts/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
