@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 
+from modelops_api.model_version import ModelVersionSpec
 from modelops_devcluster.mlflow import MlflowServer
+from modelops_operator.registry.lineage import version_tags
 from modelops_operator.registry.mlflow import (
     MAX_TAG_VALUE,
     MlflowRegistry,
@@ -32,16 +34,18 @@ from modelops_operator.registry.mlflow import (
     RegistryError,
 )
 
-LINEAGE = {
-    "modelops.namespace": "team-a",
-    "modelops.source.kind": "ModelAdaptation",
-    "modelops.source.name": "chat-cpt",
-    "modelops.source.run": "3",
-    "modelops.manifest.digest": "sha256:" + "ab" * 32,
-    "modelops.parent.base": "hf://org/base-model",
-    "modelops.dataset.train": "s3://data/train.jsonl sha256:" + "cd" * 32,
-    "modelops.metric.perplexity": "12.5",
-}
+SPEC = ModelVersionSpec.model_validate(
+    {
+        "uri": "s3://models/chat/v3",
+        "manifestDigest": "sha256:" + "ab" * 32,
+        "source": {"kind": "ModelAdaptation", "name": "chat-cpt", "uid": "u-1", "run": 3},
+        "parents": [{"role": "base", "uri": "hf://org/base", "digest": "sha256:" + "ef" * 32}],
+        "datasets": [{"role": "train", "uri": "s3://data/train.jsonl", "digest": "cd" * 32}],
+        "metrics": {"perplexity": 12.5, "taskScore": 0.8125},
+        "createdTime": "2026-12-02T04:00:00Z",
+    }
+)
+LINEAGE = version_tags("team-a", SPEC)
 
 
 def fresh(prefix: str = "m") -> str:
