@@ -18,7 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -257,25 +257,18 @@ def test_odd_model_names_register_exactly_or_fail_clearly(
 # -- where the server is: path prefix, outage ---------------------------------------
 
 
-@pytest.fixture(scope="module")
-def prefixed(mlflow_factory: Callable[..., MlflowServer]) -> MlflowServer:
-    """A second server under /mlflow (as behind a reverse proxy); the outage test stops
-    and restarts it, so the session's server is never touched."""
-    return mlflow_factory(static_prefix="/mlflow")
-
-
 @pytest.mark.parametrize("suffix", ["", "/"], ids=["no-trailing-slash", "trailing-slash"])
-def test_a_server_under_a_path_prefix_works(prefixed: MlflowServer, suffix: str) -> None:
-    assert prefixed.url.endswith("/mlflow")
-    registry = MlflowRegistry(prefixed.url + suffix)
+def test_a_server_under_a_path_prefix_works(mlflow_server: MlflowServer, suffix: str) -> None:
+    assert mlflow_server.url.endswith("/mlflow")  # every test here goes through the prefix
+    registry = MlflowRegistry(mlflow_server.url + suffix)
     model = fresh()
     entry = registry.register(model, "v1", "s3://models/v1", {})
     registry.set_aliases(model, {"champion": "v1"})
     assert registry.get_alias(model, "champion") == entry
 
 
-def test_the_prefix_left_out_is_a_clear_refusal(prefixed: MlflowServer) -> None:
-    bare = prefixed.url.removesuffix("/mlflow")
+def test_the_prefix_left_out_is_a_clear_refusal(mlflow_server: MlflowServer) -> None:
+    bare = mlflow_server.url.removesuffix("/mlflow")
     with pytest.raises(RegistryError) as caught:
         MlflowRegistry(bare).register(fresh(), "v1", "s3://models/v1", {})
     assert caught.value.reason == "RegistryRefused"
@@ -283,12 +276,12 @@ def test_the_prefix_left_out_is_a_clear_refusal(prefixed: MlflowServer) -> None:
 
 
 def test_outage_is_unreachable_at_once_and_recovers_when_the_server_is_back(
-    prefixed: MlflowServer,
+    mlflow_server: MlflowServer,
 ) -> None:
-    registry = MlflowRegistry(prefixed.url, timeout=2.0)
+    registry = MlflowRegistry(mlflow_server.url, timeout=2.0)
     model = fresh()
     registry.register(model, "v1", "s3://models/v1", {})
-    prefixed.stop()
+    mlflow_server.stop()
     try:
         for call in (
             lambda: registry.register(model, "v2", "s3://models/v2", {}),
@@ -300,11 +293,11 @@ def test_outage_is_unreachable_at_once_and_recovers_when_the_server_is_back(
             assert caught.value.reason == "RegistryUnreachable"
             assert time.monotonic() - began < 2.0
     finally:
-        prefixed.start()
+        mlflow_server.start()  # same port and data: the session's server again
     v2 = registry.register(model, "v2", "s3://models/v2", {})
     registry.set_aliases(model, {"champion": "v1", "challenger": "v2"})
-    assert v2.version == "2"
-    assert aliases_of(prefixed.url, model) == {"champion": "v1", "challenger": "v2"}
+    assert v2.version == "2"  # v1 survived the restart: no duplicate
+    assert aliases_of(mlflow_server.url, model) == {"champion": "v1", "challenger": "v2"}
 
 
 def test_a_server_that_never_answers_is_unreachable_after_the_timeout() -> None:
