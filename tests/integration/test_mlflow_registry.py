@@ -118,6 +118,63 @@ def test_registering_again_returns_the_same_version_and_adds_none(
     assert len(found["model_versions"]) == 2
 
 
+def test_racing_writers_agree_on_one_version_and_leave_no_duplicate(
+    registry: MlflowRegistry, mlflow_server: MlflowServer
+) -> None:
+    """Two operator replicas (or a retry racing the first try) register one ModelVersion
+    at once: each may create, and each then settles on the first one created."""
+    model = fresh()
+    registry.register(model, "other", "s3://models/other", {})  # the model exists
+    barrier = threading.Barrier(6)
+    results: list[RegisteredVersion | BaseException] = []
+
+    def writer() -> None:
+        barrier.wait()
+        try:
+            results.append(registry.register(model, "v-race", "s3://models/race", {}))
+        except BaseException as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    agreed = {r.version if isinstance(r, RegisteredVersion) else repr(r) for r in results}
+    assert len(results) == 6 and len(agreed) == 1, results
+    tagged = rest(
+        mlflow_server.url,
+        "model-versions/search",
+        filter=f"name='{model}' and tags.`modelops.version`='v-race'",
+    )
+    assert [mv["version"] for mv in tagged["model_versions"]] == list(agreed)
+
+
+def test_a_duplicate_left_by_a_racing_writer_is_never_chosen(
+    registry: MlflowRegistry, mlflow_server: MlflowServer
+) -> None:
+    """A writer that crashed between its create and its settle leaves a second entry:
+    every later call takes the first one (lowest number)."""
+    model = fresh()
+    first = registry.register(model, "v-dup", "s3://models/dup", {})
+    body = {
+        "name": model,
+        "source": "s3://models/dup",
+        "tags": [{"key": "modelops.version", "value": "v-dup"}],
+    }
+    request = urllib.request.Request(
+        f"{mlflow_server.url}/api/2.0/mlflow/model-versions/create",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        stray = json.loads(resp.read())["model_version"]["version"]
+    assert int(stray) > int(first.version)
+    assert registry.register(model, "v-dup", "s3://models/dup", {}) == first
+    registry.set_aliases(model, {"champion": "v-dup"})
+    assert registry.aliases(model) == {"champion": first.version}
+
+
 def test_a_huge_tag_value_is_cut_to_mlflows_limit_not_refused(
     registry: MlflowRegistry, mlflow_server: MlflowServer
 ) -> None:
@@ -225,6 +282,7 @@ NAME_CASES = [
     ("one-quote", f"it's-{uuid.uuid4().hex[:6]}", None, None),
     ("url-metacharacters", f"a?b&name=c#d%2F-{uuid.uuid4().hex[:6]}", None, None),
     ("unicode", f"modèle-{uuid.uuid4().hex[:6]}", None, None),
+    ("backslash-backtick", f"a\\b`c-{uuid.uuid4().hex[:6]}", None, None),
 ]
 
 

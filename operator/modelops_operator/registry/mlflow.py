@@ -139,7 +139,26 @@ class MlflowRegistry:
         if description:
             payload["description"] = description
         doc = self._http.call("POST", "model-versions/create", payload)
-        return _registered(doc.get("model_version"), model_name, "model-versions/create")
+        created = _registered(doc.get("model_version"), model_name, "model-versions/create")
+        return self._settle(created, version)
+
+    def _settle(self, created: RegisteredVersion, version: str) -> RegisteredVersion:
+        """After a create: if a racing writer created the same ModelVersion first (a
+        lower number: numbers follow creation), that one is the entry, and ours is
+        deleted. Every writer then agrees on the first one; no writer ever returned ours,
+        since the first one was visible to each writer's own search after its create."""
+        first = self.find_version(created.model_name, version)
+        if first is None or first.version == created.version:
+            return created
+        try:
+            self._http.call(
+                "DELETE",
+                "model-versions/delete",
+                {"name": created.model_name, "version": created.version},
+            )
+        except RegistryError:
+            pass  # a stray duplicate is harmless: every lookup takes the lowest number
+        return first
 
     def set_aliases(self, model_name: str, aliases: dict[str, str | None]) -> None:
         """Point each alias (champion, challenger) at the registry version of the named
