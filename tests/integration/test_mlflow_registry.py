@@ -376,8 +376,8 @@ TOKEN = "s3cr3t-token-" + uuid.uuid4().hex
 
 
 class Broken(BaseHTTPRequestHandler):
-    """Answers every request as its first path segment says (redirect, 5xx, junk, huge,
-    echo, echo-padded)."""
+    """Answers every request as its first path segment says (redirect, 5xx, junk, host,
+    huge, echo, echo-padded)."""
 
     def do_GET(self) -> None:
         mode = self.path.split("/")[1]
@@ -387,6 +387,8 @@ class Broken(BaseHTTPRequestHandler):
             self._send(503, json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE"}).encode())
         elif mode == "junk":
             self._send(200, b"<html>not json</html>")
+        elif mode == "host":  # what MLflow 3.5+ answers a Host outside --allowed-hosts
+            self._send(403, b"Invalid Host header - possible DNS rebinding attack detected")
         elif mode == "huge":
             self._send(200, b"{" + b" " * (5 << 20) + b"}")
         else:  # echo, echo-padded: a refusal that repeats the Authorization header
@@ -426,6 +428,7 @@ def broken() -> Iterator[str]:
         ("5xx", "RegistryError", "TEMPORARILY_UNAVAILABLE"),
         ("junk", "RegistryBadResponse", "not a JSON object"),
         ("huge", "RegistryBadResponse", "bytes"),
+        ("host", "RegistryRefused", "add it to --allowed-hosts"),
         ("echo", "RegistryRefused", "PERMISSION_DENIED"),
         ("echo-padded", "RegistryRefused", "PERMISSION_DENIED"),
     ],
@@ -434,6 +437,7 @@ def broken() -> Iterator[str]:
         "server-error",
         "not-json",
         "oversized-body",
+        "host-not-allowed",
         "echoed-token",
         "echoed-token-where-the-message-is-cut",
     ],

@@ -150,6 +150,8 @@ class Transport:
         text = f"{what} answered HTTP {status}" + (f": {code}: {detail}" if code else "")
         if status == 404 and code is None:
             text += f" (no MLflow API under {self.url}: check the URL's path prefix)"
+        if status == 403 and code is None and body.startswith(b"Invalid Host header"):
+            text += " (MLflow's security middleware refused the host: add it to --allowed-hosts)"
         reason = "RegistryRefused" if 400 <= status < 500 else "RegistryError"
         raise self._error(reason, text, token, code)
 
