@@ -5,8 +5,8 @@ its modelops.version tag) and records its lineage as tags; champion/challenger a
 are set, moved and deleted; an unknown version, an odd name or an outage is a
 RegistryError with a reason and a clear message; a server under a path prefix works.
 Each check reads MLflow back over its REST API directly, not through the client.
-The misbehaving-server cases (redirect, 5xx, junk, oversize, echoed token) use a
-stdlib HTTP server that plays a broken registry, since MLflow itself never does that.
+A registry that misbehaves as MLflow never does (redirect, 5xx, junk, oversize,
+echoed token) is tests/integration/test_mlflow_transport.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -368,99 +366,3 @@ def test_a_server_that_never_answers_is_unreachable_after_the_timeout() -> None:
             registry.register("m", "v1", "s3://models/v1", {})
         assert caught.value.reason == "RegistryUnreachable"
         assert time.monotonic() - began < 3.0
-
-
-# -- a broken registry (a stdlib server plays one) ----------------------------------
-
-TOKEN = "s3cr3t-token-" + uuid.uuid4().hex
-
-
-class Broken(BaseHTTPRequestHandler):
-    """Answers every request as its first path segment says (redirect, 5xx, junk, host,
-    huge, echo, echo-padded)."""
-
-    def do_GET(self) -> None:
-        mode = self.path.split("/")[1]
-        if mode == "redirect":
-            self._send(302, b"", {"Location": "http://198.51.100.1/steal"})
-        elif mode == "5xx":
-            self._send(503, json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE"}).encode())
-        elif mode == "junk":
-            self._send(200, b"<html>not json</html>")
-        elif mode == "host":  # what MLflow 3.5+ answers a Host outside --allowed-hosts
-            self._send(403, b"Invalid Host header - possible DNS rebinding attack detected")
-        elif mode == "huge":
-            self._send(200, b"{" + b" " * (5 << 20) + b"}")
-        else:  # echo, echo-padded: a refusal that repeats the Authorization header
-            auth = self.headers.get("Authorization", "")
-            pad = "." * 1000 if mode == "echo-padded" else ""  # the token where cuts fall
-            body = {"error_code": "PERMISSION_DENIED", "message": f"{pad}bad credentials {auth}"}
-            self._send(403, json.dumps(body).encode())
-
-    def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def broken() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.mark.parametrize(
-    ("mode", "reason", "says"),
-    [
-        ("redirect", "RegistryBadResponse", "redirect"),
-        ("5xx", "RegistryError", "TEMPORARILY_UNAVAILABLE"),
-        ("junk", "RegistryBadResponse", "not a JSON object"),
-        ("huge", "RegistryBadResponse", "bytes"),
-        ("host", "RegistryRefused", "add it to --allowed-hosts"),
-        ("echo", "RegistryRefused", "PERMISSION_DENIED"),
-        ("echo-padded", "RegistryRefused", "PERMISSION_DENIED"),
-    ],
-    ids=[
-        "redirect-not-followed",
-        "server-error",
-        "not-json",
-        "oversized-body",
-        "host-not-allowed",
-        "echoed-token",
-        "echoed-token-where-the-message-is-cut",
-    ],
-)
-def test_a_broken_registry_is_a_clear_error_that_never_shows_the_token(
-    broken: str, mode: str, reason: str, says: str
-) -> None:
-    registry = MlflowRegistry(f"{broken}/{mode}", token=TOKEN)
-    with pytest.raises(RegistryError) as caught:
-        registry.find_version("m", "v1")
-    assert caught.value.reason == reason
-    assert says in str(caught.value)
-    assert TOKEN not in str(caught.value) and TOKEN[:12] not in str(caught.value)
-
-
-def test_the_token_file_is_read_on_each_call(broken: str, tmp_path: Any) -> None:
-    token_file = tmp_path / "token"
-    registry = MlflowRegistry(f"{broken}/echo", token_file=str(token_file))
-    with pytest.raises(RegistryError) as caught:
-        registry.find_version("m", "v1")
-    assert caught.value.reason == "RegistryTokenUnreadable"
-    token_file.write_text("first-" + TOKEN)
-    with pytest.raises(RegistryError) as caught:
-        registry.find_version("m", "v1")
-    assert caught.value.reason == "RegistryRefused" and "***" in str(caught.value)
-    assert TOKEN not in str(caught.value)
