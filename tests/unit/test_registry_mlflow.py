@@ -3,12 +3,15 @@ client against a real `mlflow server` is tests/integration/test_mlflow_registry.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelops_operator.config import OperatorConfig
 from modelops_operator.registry.mlflow import (
@@ -19,7 +22,7 @@ from modelops_operator.registry.mlflow import (
     cut_tags,
     registry_source,
 )
-from modelops_operator.registry.mlflow_http import base_url
+from modelops_operator.registry.mlflow_http import MAX_ERROR, Transport, base_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,3 +144,41 @@ def test_the_mlflow_server_pins_are_exact() -> None:
     ]
     assert all("==" in line for line in lines), "requirements/mlflow.txt pins exact versions"
     assert any(line.startswith("mlflow==") for line in lines)
+
+
+TOKEN = "tok-" + "Z" * 40
+KNOWN_REASONS = {"RegistryRefused", "RegistryError", "RegistryBadResponse"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    status=st.integers(min_value=100, max_value=599),
+    body=st.one_of(
+        st.binary(max_size=2048),
+        st.builds(
+            lambda code, message: json.dumps({"error_code": code, "message": message}).encode(),
+            st.one_of(st.text(max_size=50), st.just(TOKEN)),
+            st.text(max_size=3000).map(lambda t: t + TOKEN + t),
+        ),
+        st.recursive(
+            st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=30)),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+            ),
+            max_leaves=12,
+        ).map(lambda doc: json.dumps(doc).encode()),
+    ),
+)
+def test_any_answer_is_a_json_object_or_a_bounded_registry_error_without_the_token(
+    status: int, body: bytes
+) -> None:
+    transport = Transport("http://mlflow:5000", token=TOKEN)
+    try:
+        doc = transport._decode(status, body, "registered-models/get", TOKEN)
+    except RegistryError as exc:
+        assert exc.reason in KNOWN_REASONS
+        assert len(str(exc)) <= MAX_ERROR
+        assert TOKEN[:8] not in str(exc) and TOKEN not in (exc.error_code or "")
+        return
+    assert 200 <= status < 300 and isinstance(doc, dict)
