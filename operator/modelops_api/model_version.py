@@ -121,7 +121,8 @@ class MetricCheck(ApiModel):
         None, description="The serving version's value on the same data (Serving rules)."
     )
     limit: MetricValue | None = Field(
-        None, description="The bound the candidate had to meet (baseline with tolerance, or the threshold)."
+        None,
+        description="The bound the candidate had to meet (baseline with tolerance, or the threshold).",
     )
     passed: bool = Field(description="Whether the rule held.")
     message: Annotated[str, Field(max_length=512)] = Field(

@@ -79,6 +79,8 @@ class OperatorConfig:
     registry.mlflow.url); None: no registry. Installation config, never a tenant's."""
     mlflow_token_file: str | None = None
     """A file (a mounted Secret) holding MLflow's bearer token, read on every call."""
+    mlflow_ca_file: str | None = None
+    """A PEM CA bundle (a mounted Secret) for an https:// MLflow with a private CA."""
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -112,4 +114,5 @@ class OperatorConfig:
             jobsets=env.get("MODELOPS_JOBSETS", "").lower() in ("1", "true", "yes"),
             mlflow_url=_env_url(env, "MODELOPS_MLFLOW_URL"),
             mlflow_token_file=env.get("MODELOPS_MLFLOW_TOKEN_FILE") or None,
+            mlflow_ca_file=env.get("MODELOPS_MLFLOW_CA_FILE") or None,
         )

@@ -639,6 +639,24 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
         ),
     ),
     (
+        "registry-private-ca-from-a-secret-file",
+        {
+            "registry": {
+                "mlflow": {
+                    "url": "https://mlflow.internal",
+                    "caSecret": {"name": "mlflow-ca", "key": "bundle.pem"},
+                }
+            }
+        },
+        lambda d: (
+            container_env(d)["MODELOPS_MLFLOW_CA_FILE"]
+            == "/var/run/secrets/modelops/mlflow-ca/ca.crt"
+            and pod_volumes(d)["mlflow-ca"]["secret"]["items"]
+            == [{"key": "bundle.pem", "path": "ca.crt"}]
+            and "mlflow-token" not in pod_volumes(d)
+        ),
+    ),
+    (
         "no-networkpolicy",
         {"networkPolicy": {"enabled": False}},
         lambda d: not of_kind(d, "NetworkPolicy"),
@@ -765,6 +783,16 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
         "registry-token-without-url",
         {"registry": {"mlflow": {"tokenSecret": {"name": "mlflow-token"}}}},
         "registry.mlflow.tokenSecret.name needs registry.mlflow.url",
+    ),
+    (
+        "registry-ca-without-https",
+        {"registry": {"mlflow": {"url": "http://mlflow", "caSecret": {"name": "mlflow-ca"}}}},
+        "registry.mlflow.caSecret.name needs an https:// registry.mlflow.url",
+    ),
+    (
+        "registry-bad-secret-name",
+        {"registry": {"mlflow": {"url": "http://mlflow", "tokenSecret": {"name": "Bad_Name"}}}},
+        "/registry/mlflow/tokenSecret/name",
     ),
     (
         "empty-dashboard-folder",

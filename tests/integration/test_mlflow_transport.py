@@ -7,10 +7,13 @@ the broken registry; the real `mlflow server` cases are test_mlflow_registry.py.
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +37,8 @@ class Broken(BaseHTTPRequestHandler):
             self._send(503, json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE"}).encode())
         elif mode == "junk":
             self._send(200, b"<html>not json</html>")
+        elif mode == "ok":  # an empty search result
+            self._send(200, b"{}")
         elif mode == "host":  # what MLflow 3.5+ answers a Host outside --allowed-hosts
             self._send(403, b"Invalid Host header - possible DNS rebinding attack detected")
         elif mode == "huge":
@@ -111,3 +116,84 @@ def test_the_token_file_is_read_on_each_call(broken: str, tmp_path: Any) -> None
         registry.find_version("m", "v1")
     assert caught.value.reason == "RegistryRefused" and "***" in str(caught.value)
     assert TOKEN not in str(caught.value)
+
+
+# -- https: the system CA bundle, or the installation's own ---------------------------
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The broken registry over TLS, with a certificate for IP 127.0.0.1 signed by
+    itself (a private CA, openssl); (its https URL, the CA file)."""
+    where = tmp_path_factory.mktemp("tls")
+    key, cert = where / "key.pem", where / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=mlflow",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_with_the_installations_ca_works(tls: tuple[str, Path]) -> None:
+    url, ca = tls
+    assert MlflowRegistry(f"{url}/ok", ca_file=str(ca)).find_version("m", "v1") is None
+
+
+@pytest.mark.parametrize(
+    ("host", "ca", "reason", "says"),
+    [
+        ("127.0.0.1", None, "RegistryUnreachable", "CERTIFICATE_VERIFY_FAILED"),
+        ("localhost", "ca", "RegistryUnreachable", "CERTIFICATE_VERIFY_FAILED"),
+        ("127.0.0.1", "garbage", "RegistryCAUnreadable", "cannot load the MLflow CA bundle"),
+        ("127.0.0.1", "missing", "RegistryCAUnreadable", "cannot load the MLflow CA bundle"),
+    ],
+    ids=["system-cas-only", "name-not-in-certificate", "ca-not-pem", "ca-file-missing"],
+)
+def test_https_that_cannot_be_verified_is_refused_with_a_reason(
+    tls: tuple[str, Path], tmp_path: Path, host: str, ca: str | None, reason: str, says: str
+) -> None:
+    url, real_ca = tls
+    files = {
+        "ca": str(real_ca),
+        "garbage": str(tmp_path / "junk.pem"),
+        "missing": str(tmp_path / "none"),
+    }
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    registry = MlflowRegistry(
+        url.replace("127.0.0.1", host) + "/ok", ca_file=files[ca] if ca else None
+    )
+    with pytest.raises(RegistryError) as caught:
+        registry.find_version("m", "v1")
+    assert caught.value.reason == reason
+    assert says in str(caught.value)

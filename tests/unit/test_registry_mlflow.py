@@ -103,9 +103,11 @@ def test_registry_source(uri: str, source: str) -> None:
 def test_config_reads_the_registry_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELOPS_MLFLOW_URL", "http://mlflow.mlflow:5000/")
     monkeypatch.setenv("MODELOPS_MLFLOW_TOKEN_FILE", "/var/run/secrets/modelops/mlflow/token")
+    monkeypatch.setenv("MODELOPS_MLFLOW_CA_FILE", "/var/run/secrets/modelops/mlflow-ca/ca.crt")
     config = OperatorConfig.from_env()
     assert config.mlflow_url == "http://mlflow.mlflow:5000/"
     assert config.mlflow_token_file == "/var/run/secrets/modelops/mlflow/token"
+    assert config.mlflow_ca_file == "/var/run/secrets/modelops/mlflow-ca/ca.crt"
     registry = MlflowRegistry.from_config(config)
     assert registry is not None and registry.url == "http://mlflow.mlflow:5000"
 

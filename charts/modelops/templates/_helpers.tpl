@@ -113,6 +113,9 @@ app.kubernetes.io/part-of: modelops
 {{- if and .Values.registry.mlflow.tokenSecret.name (not .Values.registry.mlflow.url) -}}
 {{- fail "registry.mlflow.tokenSecret.name needs registry.mlflow.url: a token without a server would never be used" -}}
 {{- end -}}
+{{- if and .Values.registry.mlflow.caSecret.name (not (hasPrefix "https://" .Values.registry.mlflow.url)) -}}
+{{- fail "registry.mlflow.caSecret.name needs an https:// registry.mlflow.url: a CA bundle verifies TLS only" -}}
+{{- end -}}
 {{- if and .Values.podDisruptionBudget.enabled .Values.podDisruptionBudget.minAvailable (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- fail (printf "podDisruptionBudget.minAvailable=%d must be below replicaCount=%d, or no node could ever be drained" (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- end -}}

@@ -96,7 +96,8 @@ def _quote(value: str) -> str:
 
 
 class MlflowRegistry:
-    """One MLflow tracking server (`url`, optionally a bearer token or a token file)."""
+    """One MLflow tracking server (`url`, optionally a bearer token or a token file, and
+    a CA bundle for https)."""
 
     def __init__(
         self,
@@ -105,16 +106,19 @@ class MlflowRegistry:
         timeout: float = 10.0,
         *,
         token_file: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.url, self.token, self.timeout = base_url(url), token, timeout
-        self._http = Transport(self.url, token, token_file, timeout)
+        self._http = Transport(self.url, token, token_file, timeout, ca_file)
 
     @classmethod
     def from_config(cls, config: OperatorConfig) -> MlflowRegistry | None:
         """The installation's registry (MODELOPS_MLFLOW_URL), None when unconfigured."""
         if not config.mlflow_url:
             return None
-        return cls(config.mlflow_url, token_file=config.mlflow_token_file)
+        return cls(
+            config.mlflow_url, token_file=config.mlflow_token_file, ca_file=config.mlflow_ca_file
+        )
 
     def register(
         self,

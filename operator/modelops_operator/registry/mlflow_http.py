@@ -70,6 +70,9 @@ class Transport:
     token_file: str | None = None
     """A mounted Secret file holding the bearer token, read on every call (rotation)."""
     timeout: float = 10.0
+    ca_file: str | None = None
+    """A PEM CA bundle (a mounted Secret) that https:// servers are verified against,
+    instead of the system's."""
 
     def call(self, method: str, endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send `payload` (query string for GET, JSON body otherwise) to `endpoint`
@@ -116,7 +119,7 @@ class Transport:
         request = urllib.request.Request(full, data=data, method=method, headers=headers)
         handlers: list[Any] = [_NoRedirect()]
         if full.startswith("https://"):
-            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context()))
+            handlers.append(urllib.request.HTTPSHandler(context=self._tls()))
         opener = urllib.request.build_opener(*handlers)
         try:
             with opener.open(request, timeout=self.timeout) as resp:
@@ -129,6 +132,15 @@ class Transport:
             finally:
                 exc.close()
             return int(exc.code), body
+
+    def _tls(self) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except OSError as exc:  # ssl.SSLError is one: not PEM, no certificate in it
+            raise RegistryError(
+                "RegistryCAUnreadable",
+                f"cannot load the MLflow CA bundle {self.ca_file}: {str(exc)[:MAX_FIELD]}",
+            ) from None
 
     def _decode(self, status: int, body: bytes, endpoint: str, token: str | None) -> dict[str, Any]:
         what = f"MLflow {endpoint}"
