@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelops_devcluster.mlflow import MlflowServer, MlflowServerError
 from modelops_operator.config import OperatorConfig
 from modelops_operator.registry.mlflow import (
     MAX_TAG_VALUE,
@@ -184,3 +185,22 @@ def test_any_answer_is_a_json_object_or_a_bounded_registry_error_without_the_tok
         assert TOKEN[:8] not in str(exc) and TOKEN not in (exc.error_code or "")
         return
     assert 200 <= status < 300 and isinstance(doc, dict)
+
+
+def test_a_missing_mlflow_install_names_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MODELOPS_MLFLOW", str(tmp_path / "no-mlflow"))
+    with pytest.raises(MlflowServerError, match="make mlflow"):
+        MlflowServer(tmp_path).start()
+
+
+def test_a_server_that_dies_at_start_fails_with_its_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = tmp_path / "mlflow"
+    fake.write_text("#!/bin/sh\necho 'alembic: database is locked' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("MODELOPS_MLFLOW", str(fake))
+    with pytest.raises(MlflowServerError, match="database is locked"):
+        MlflowServer(tmp_path / "work").start(timeout=30)
