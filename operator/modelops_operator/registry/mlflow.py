@@ -193,7 +193,8 @@ class MlflowRegistry:
         a race ever made two), None if there is none or no such registered model."""
         check_model_name(model_name)
         query = f"name={_quote(model_name)} and tags.`{VERSION_TAG}`={_quote(version)}"
-        doc = self._http.call("GET", "model-versions/search", {"filter": query, "max_results": 10})
+        params = {"filter": query, "order_by": "version_number ASC", "max_results": 10}
+        doc = self._http.call("GET", "model-versions/search", params)
         found = doc.get("model_versions") or []
         if not isinstance(found, list):
             raise RegistryError("RegistryBadResponse", "model-versions/search: not a list")
