@@ -10,6 +10,7 @@ import json
 import ssl
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +42,17 @@ class Broken(BaseHTTPRequestHandler):
             self._send(200, b"{}")
         elif mode == "host":  # what MLflow 3.5+ answers a Host outside --allowed-hosts
             self._send(403, b"Invalid Host header - possible DNS rebinding attack detected")
+        elif mode == "trickle":  # one byte at a time, each well within the timeout
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(1000):
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.05)
         elif mode == "huge":
             self._send(200, b"{" + b" " * (5 << 20) + b"}")
         else:  # echo, echo-padded: a refusal that repeats the Authorization header
@@ -103,6 +115,15 @@ def test_a_broken_registry_is_a_clear_error_that_never_shows_the_token(
     assert caught.value.reason == reason
     assert says in str(caught.value)
     assert TOKEN not in str(caught.value) and TOKEN[:12] not in str(caught.value)
+
+
+def test_a_trickled_answer_is_unreachable_within_the_timeout(broken: str) -> None:
+    registry = MlflowRegistry(f"{broken}/trickle", timeout=0.5)
+    began = time.monotonic()
+    with pytest.raises(RegistryError) as caught:
+        registry.find_version("m", "v1")
+    assert caught.value.reason == "RegistryUnreachable"
+    assert time.monotonic() - began < 2.0
 
 
 def test_the_token_file_is_read_on_each_call(broken: str, tmp_path: Any) -> None:

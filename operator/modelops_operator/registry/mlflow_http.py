@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -121,12 +122,13 @@ class Transport:
         if full.startswith("https://"):
             handlers.append(urllib.request.HTTPSHandler(context=self._tls()))
         opener = urllib.request.build_opener(*handlers)
+        deadline = time.monotonic() + self.timeout
         try:
             with opener.open(request, timeout=self.timeout) as resp:
-                return int(resp.status), resp.read(MAX_BODY + 1)
+                return int(resp.status), _read(resp, deadline)
         except urllib.error.HTTPError as exc:
             try:
-                body = exc.read(MAX_BODY + 1)
+                body = _read(exc, deadline)
             except Exception:
                 body = b""
             finally:
@@ -176,6 +178,22 @@ class Transport:
             message = message.replace(token, "***")
             code = code.replace(token, "***") if code else code
         return RegistryError(reason, message[:MAX_ERROR], code[:MAX_FIELD] if code else code)
+
+
+def _read(resp: Any, deadline: float) -> bytes:
+    """At most MAX_BODY + 1 bytes of the body, all of it before `deadline` (a server that
+    trickles its answer is as good as none: TimeoutError, i.e. RegistryUnreachable)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY:
+        chunk = resp.read1(min(64 << 10, MAX_BODY + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the answer took longer than the timeout")
+    return b"".join(chunks)
 
 
 def _mlflow_error(doc: Any) -> tuple[str | None, str]:
