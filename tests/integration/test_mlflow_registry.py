@@ -116,6 +116,34 @@ def test_registering_again_returns_the_same_version_and_adds_none(
     assert len(found["model_versions"]) == 2
 
 
+def test_tags_are_added_later_but_the_identity_tags_never_change(
+    registry: MlflowRegistry, mlflow_server: MlflowServer
+) -> None:
+    model = fresh()
+    entry = registry.register(model, "v1", "s3://models/v1", {"modelops.gate.passed": "pending"})
+    again = registry.set_tags(
+        model,
+        "v1",
+        {
+            "modelops.gate.passed": "true",
+            "modelops.gate.perplexity": "11.5",
+            "modelops.version": "hijacked",
+            "modelops.uri": "s3://elsewhere",
+        },
+    )
+    assert again == entry
+    tags = {t["key"]: t["value"] for t in version_doc(mlflow_server.url, model, "1")["tags"]}
+    assert tags == {
+        "modelops.gate.passed": "true",
+        "modelops.gate.perplexity": "11.5",
+        "modelops.version": "v1",
+        "modelops.uri": "s3://models/v1",
+    }
+    with pytest.raises(RegistryError) as caught:
+        registry.set_tags(model, "never-registered", {"a": "b"})
+    assert caught.value.reason == "VersionNotRegistered"
+
+
 def test_racing_writers_agree_on_one_version_and_leave_no_duplicate(
     registry: MlflowRegistry, mlflow_server: MlflowServer
 ) -> None:

@@ -188,6 +188,22 @@ class MlflowRegistry:
                 payload = {"name": model_name, "alias": alias, "version": targets[alias]}
                 self._http.call("POST", "registered-models/alias", payload)
 
+    def set_tags(self, model_name: str, version: str, tags: dict[str, str]) -> RegisteredVersion:
+        """Add or overwrite tags of the registry version of the ModelVersion `version`
+        (e.g. the gate's verdict, once known); values cut like register's. The tags
+        modelops.version and modelops.uri are the record's identity: never changed."""
+        check_model_name(model_name)
+        found = self.find_version(model_name, version)
+        if found is None:
+            raise RegistryError(
+                "VersionNotRegistered",
+                f"ModelVersion {version} is not registered under {model_name!r}: no tags set",
+            )
+        for tag in cut_tags({k: v for k, v in tags.items() if k not in (VERSION_TAG, URI_TAG)}):
+            payload = {"name": model_name, "version": found.version, **tag}
+            self._http.call("POST", "model-versions/set-tag", payload)
+        return found
+
     def find_version(self, model_name: str, version: str) -> RegisteredVersion | None:
         """The registry version tagged `modelops.version=<version>` (the lowest number if
         a race ever made two), None if there is none or no such registered model."""
