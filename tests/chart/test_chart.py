@@ -103,6 +103,11 @@ def container_env(docs: list[Doc]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
+def pod_volumes(docs: list[Doc]) -> dict[str, Doc]:
+    spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    return {v["name"]: v for v in spec.get("volumes", [])}
+
+
 def rules_of(role: Doc) -> list[tuple[str, str, frozenset[str]]]:
     """(apiGroup, resource, verbs) for every resource a role names."""
     out = []
@@ -658,6 +663,68 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
         ),
     ),
     (
+        "registry-off-by-default",
+        {},
+        lambda d: (
+            not {"MODELOPS_MLFLOW_URL", "MODELOPS_MLFLOW_TOKEN_FILE"} & set(container_env(d))
+            and "mlflow-token" not in pod_volumes(d)
+        ),
+    ),
+    (
+        "registry-url-without-token",
+        {"registry": {"mlflow": {"url": "http://mlflow:5000"}}},
+        lambda d: (
+            container_env(d)["MODELOPS_MLFLOW_URL"] == "http://mlflow:5000"
+            and "MODELOPS_MLFLOW_TOKEN_FILE" not in container_env(d)
+            and "mlflow-token" not in pod_volumes(d)
+        ),
+    ),
+    (
+        "registry-token-from-a-secret-file",
+        {
+            "registry": {
+                "mlflow": {
+                    "url": "https://mlflow.example/prefix",
+                    "tokenSecret": {"name": "mlflow-token", "key": "bearer"},
+                }
+            }
+        },
+        lambda d: (
+            container_env(d)["MODELOPS_MLFLOW_TOKEN_FILE"]
+            == "/var/run/secrets/modelops/mlflow/token"
+            and pod_volumes(d)["mlflow-token"]["secret"]
+            == {
+                "secretName": "mlflow-token",
+                "defaultMode": 0o440,
+                "items": [{"key": "bearer", "path": "token"}],
+            }
+            and {
+                "name": "mlflow-token",
+                "mountPath": "/var/run/secrets/modelops/mlflow",
+                "readOnly": True,
+            }
+            in one(d, "Deployment")["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        ),
+    ),
+    (
+        "registry-private-ca-from-a-secret-file",
+        {
+            "registry": {
+                "mlflow": {
+                    "url": "https://mlflow.internal",
+                    "caSecret": {"name": "mlflow-ca", "key": "bundle.pem"},
+                }
+            }
+        },
+        lambda d: (
+            container_env(d)["MODELOPS_MLFLOW_CA_FILE"]
+            == "/var/run/secrets/modelops/mlflow-ca/ca.crt"
+            and pod_volumes(d)["mlflow-ca"]["secret"]["items"]
+            == [{"key": "bundle.pem", "path": "ca.crt"}]
+            and "mlflow-token" not in pod_volumes(d)
+        ),
+    ),
+    (
         "no-networkpolicy",
         {"networkPolicy": {"enabled": False}},
         lambda d: not of_kind(d, "NetworkPolicy"),
@@ -770,6 +837,31 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
         "servicemonitor-without-service",
         {"service": {"enabled": False}, "metrics": {"serviceMonitor": {"enabled": True}}},
         "needs service.enabled=true",
+    ),
+    (
+        "registry-url-not-http",
+        {"registry": {"mlflow": {"url": "mlflow:5000"}}},
+        "/registry/mlflow/url",
+    ),
+    (
+        "registry-url-with-credentials",
+        {"registry": {"mlflow": {"url": "http://user:pw@mlflow:5000"}}},
+        "/registry/mlflow/url",
+    ),
+    (
+        "registry-token-without-url",
+        {"registry": {"mlflow": {"tokenSecret": {"name": "mlflow-token"}}}},
+        "registry.mlflow.tokenSecret.name needs registry.mlflow.url",
+    ),
+    (
+        "registry-ca-without-https",
+        {"registry": {"mlflow": {"url": "http://mlflow", "caSecret": {"name": "mlflow-ca"}}}},
+        "registry.mlflow.caSecret.name needs an https:// registry.mlflow.url",
+    ),
+    (
+        "registry-bad-secret-name",
+        {"registry": {"mlflow": {"url": "http://mlflow", "tokenSecret": {"name": "Bad_Name"}}}},
+        "/registry/mlflow/tokenSecret/name",
     ),
     (
         "empty-dashboard-folder",

@@ -110,6 +110,12 @@ app.kubernetes.io/part-of: modelops
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.service.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled=true needs service.enabled=true: the ServiceMonitor scrapes the operator through its Service" -}}
 {{- end -}}
+{{- if and .Values.registry.mlflow.tokenSecret.name (not .Values.registry.mlflow.url) -}}
+{{- fail "registry.mlflow.tokenSecret.name needs registry.mlflow.url: a token without a server would never be used" -}}
+{{- end -}}
+{{- if and .Values.registry.mlflow.caSecret.name (not (hasPrefix "https://" .Values.registry.mlflow.url)) -}}
+{{- fail "registry.mlflow.caSecret.name needs an https:// registry.mlflow.url: a CA bundle verifies TLS only" -}}
+{{- end -}}
 {{- if and .Values.podDisruptionBudget.enabled .Values.podDisruptionBudget.minAvailable (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- fail (printf "podDisruptionBudget.minAvailable=%d must be below replicaCount=%d, or no node could ever be drained" (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- end -}}
