@@ -29,8 +29,6 @@ from tests.integration.kube_helpers import create
 
 from modelops_api.meta import ANNOTATION_RUN_NOW
 
-pytestmark = rel.pending_release_loop
-
 ISVC = "support-bot"
 ADAPT = "support-bot-drift"
 BASE_URI = rel.BASE_URI

@@ -25,7 +25,7 @@ from tests.integration.kube_helpers import condition, create, get
 
 from modelops_api.model_rollout import ANNOTATION_APPROVE
 
-pytestmark = rel.pending_release_loop
+pytestmark = rel.pending_parent_versions
 
 ISVC = "forgetful-bot"
 ADAPT = "forgetful-cpt"
