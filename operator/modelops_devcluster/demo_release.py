@@ -91,16 +91,21 @@ def _source_version(custom: Any, namespace: str, plural: str, name: str) -> str 
 def run_release(api: Any, namespace: str, say: Any, timeout: float = 300) -> ReleaseRun:
     """Create the InferenceService and the ModelRollout (the operator and the stand-in
     kubelet running), play KServe, and wait for the candidate's outcome."""
-    from kubernetes import client
-    from tests.kserve_standin import KServeStandIn  # the stand-in lives with the tests
+    import importlib
 
+    from kubernetes import client
+
+    # The KServe stand-in lives with the tests (tests/kserve_standin.py); `make demo`
+    # runs from the repository root, where `tests` is importable. Imported by name so
+    # the operator side's type check stays off the test tree.
+    standin: Any = importlib.import_module("tests.kserve_standin")
     custom: Any = client.CustomObjectsApi(api)
     run = ReleaseRun()
     prune = custom.get_namespaced_custom_object(
         GROUP, VERSION, namespace, "pruneretrains", SERVING_SOURCE
     )
     serving_uri = prune["status"]["artifact"]["uri"]
-    with KServeStandIn(api, namespace):
+    with standin.KServeStandIn(api, namespace):
         custom.create_namespaced_custom_object(
             *KSERVE[:2], namespace, KSERVE[2], inference_service(serving_uri)
         )
