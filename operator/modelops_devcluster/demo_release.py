@@ -3,9 +3,11 @@
 After the examples, the pruned model (PruneRetrain `tiny-opt-wanda-50`) serves from an
 InferenceService `tiny-opt` (KServe's own CRD; no KServe controller runs here, so a
 stand-in writes the status KServe would write, as the stand-in kubelet does for pods),
-and a ModelRollout takes the CPT example's version: the gate's evaluation Job scores it
-and the serving version on the same held-out data, then 10% -> 50% -> 100% of the
-traffic, each step held 1s once the InferenceService reports it. The summary says in
+and a ModelRollout takes the version of a new CPT run (the CPT example again, made after
+the rollout, so its version is the newest whatever order the examples finished in): the
+gate's evaluation Job scores it and the serving version on the same held-out data, then
+10% -> 50% -> 100% of the traffic, each step held 1s once the InferenceService reports
+it. The summary says in
 words what happened; `release_summary` is pure, so the words are tested without a
 cluster (tests/unit/test_demo_summary.py).
 """
@@ -14,14 +16,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from modelops_api.meta import GROUP, VERSION
 from modelops_api.times import parse_time
 
 ISVC = "tiny-opt"
 SERVING_SOURCE = "tiny-opt-wanda-50"
-CANDIDATE_SOURCE = "tiny-opt-cpt"
+CANDIDATE_SOURCE = "tiny-opt-cpt-next"
+CPT_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "model-adaptation-cpt.yaml"
 KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
 HELD_OUT = "file:///tmp/modelops/data/grammar-new-eval.jsonl"
 OUTCOMES = ("Promoted", "RolledBack", "GateFailed", "Rejected", "Superseded")
@@ -61,6 +67,17 @@ def model_rollout() -> dict[str, Any]:
             "canary": {"steps": [10, 50, 100], "interval": "1s"},
         },
     }
+
+
+def next_adaptation() -> dict[str, Any]:
+    """The CPT example again, as a new resource made after the ModelRollout (30 steps),
+    so its version is newer than the one in service whatever order the examples
+    finished in: the rollout takes it, and only it."""
+    doc: dict[str, Any] = yaml.safe_load(CPT_EXAMPLE.read_text())
+    doc["metadata"] = {"name": CANDIDATE_SOURCE}
+    doc["spec"]["optimization"]["steps"] = 30
+    doc["spec"]["output"] = {"uri": f"file:///tmp/modelops/out/{CANDIDATE_SOURCE}"}
+    return doc
 
 
 @dataclass
@@ -112,7 +129,13 @@ def run_release(api: Any, namespace: str, say: Any, timeout: float = 300) -> Rel
         custom.create_namespaced_custom_object(
             GROUP, VERSION, namespace, "modelrollouts", model_rollout()
         )
-        say(f"InferenceService {ISVC} serves {SERVING_SOURCE}; ModelRollout {ISVC} created")
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modeladaptations", next_adaptation()
+        )
+        say(
+            f"InferenceService {ISVC} serves {SERVING_SOURCE}; ModelRollout {ISVC} created;"
+            f" ModelAdaptation {CANDIDATE_SOURCE} makes the next version"
+        )
         candidate = _wait_version(custom, namespace, timeout)
         if candidate is None:
             run.error = f"no ModelVersion recorded for ModelAdaptation {CANDIDATE_SOURCE}"

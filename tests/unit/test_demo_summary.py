@@ -175,3 +175,15 @@ def test_the_demo_rollout_is_a_valid_model_rollout():
 
     spec = ModelRolloutSpec.model_validate(model_rollout()["spec"])
     assert spec.canary.steps == [10, 50, 100] and spec.gate.evaluation is not None
+
+
+def test_the_demo_candidate_is_a_new_valid_adaptation_with_its_own_output():
+    from modelops_api.model_adaptation import ModelAdaptationSpec
+    from modelops_devcluster.demo_release import CANDIDATE_SOURCE, model_rollout, next_adaptation
+
+    doc = next_adaptation()
+    spec = ModelAdaptationSpec.model_validate(doc["spec"])
+    assert doc["metadata"]["name"] == CANDIDATE_SOURCE
+    assert str(spec.output.uri).endswith(CANDIDATE_SOURCE) and spec.trigger.type == "manual"
+    sources = [c["name"] for c in model_rollout()["spec"]["candidates"]]
+    assert sources == ["tiny-opt-wanda-50", CANDIDATE_SOURCE]
