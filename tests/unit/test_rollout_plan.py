@@ -1,0 +1,524 @@
+"""The rollout state machine, plan by plan: the exact actions for each observed state,
+in the order the service carries them out (write-ahead: the status records `applied`
+before the InferenceService patch), and nothing when the state it produced is
+observed again. The KServe stand-in is `tests/rollout_world.World.kserve()`."""
+
+from datetime import timedelta
+
+import pytest
+from tests.rollout_world import SERVED, T0, World, rollout_spec, version
+
+from modelops_operator.drift.state import QueryOutcome
+from modelops_operator.reconcile.actions import (
+    CreateJob,
+    DeleteJob,
+    EnsureConfigMap,
+    PatchInferenceService,
+    PatchModelVersionStatus,
+    PatchStatus,
+    RecordEvent,
+    RegisterVersion,
+    RequeueAfter,
+    SetRegistryAliases,
+)
+from modelops_operator.reconcile.rollout import analysis_due
+
+
+def kinds(actions):
+    return [
+        type(a).__name__ + (f":{a.reason}" if isinstance(a, RecordEvent) else "") for a in actions
+    ]
+
+
+def cond(world, type_):
+    return next((c for c in world.status.get("conditions", []) if c["type"] == type_), None)
+
+
+def world_with(*names, **spec):
+    w = World(spec=rollout_spec(**spec))
+    w.add(version("v0", T0 - timedelta(hours=3), uri=SERVED))
+    for i, name in enumerate(names):
+        w.add(version(name, T0 - timedelta(hours=2 - i)))
+    return w
+
+
+def in_bounds(w, value=0.05):
+    return QueryOutcome(w.now, value)
+
+
+def to_canary(w):
+    """Adopt v0, take v1, pass the gate, apply step 1 and let KServe report it."""
+    w.step()
+    w.kserve()
+    w.step()
+    assert w.status["current"]["stepStartTime"]
+
+
+def test_adopts_the_served_version_and_then_does_nothing():
+    w = world_with()
+    actions = w.step()
+    assert kinds(actions) == ["PatchModelVersionStatus", "PatchStatus", "RecordEvent:Adopted"]
+    assert w.status["servingVersion"] == "v0" and w.status["servingUri"] == SERVED
+    assert w.status["applied"] == {"storageUri": SERVED} and w.status["phase"] == "Idle"
+    assert w.version_phase("v0") == "Serving"
+    assert w.versions["v0"].status["serving"][0]["role"] == "default"
+    assert w.plan() == []
+
+
+def test_an_unknown_served_uri_is_the_baseline_without_a_version():
+    w = world_with()
+    w.isvc.uri = "pvc://m/elsewhere"
+    w.step()
+    assert w.status["servingUri"] == "pvc://m/elsewhere" and "servingVersion" not in w.status
+
+
+def test_candidate_passing_the_gate_goes_to_the_first_step_write_ahead():
+    w = world_with("v1")
+    actions = w.step()
+    assert kinds(actions) == [
+        "PatchModelVersionStatus",
+        "PatchModelVersionStatus",
+        "PatchStatus",
+        "PatchInferenceService",
+        "RecordEvent:Adopted",
+        "RecordEvent:CandidateTaken",
+        "RecordEvent:GatePassed",
+        "RecordEvent:CanaryStep",
+        "RequeueAfter",
+    ]
+    status_patch = actions[2].patch
+    assert status_patch["applied"] == {"storageUri": "pvc://m/v1", "canaryTrafficPercent": 10}
+    assert status_patch["current"]["step"] == 0 and status_patch["phase"] == "Canary"
+    assert actions[3] == PatchInferenceService(
+        "isvc",
+        {
+            "spec": {
+                "predictor": {"model": {"storageUri": "pvc://m/v1"}, "canaryTrafficPercent": 10}
+            }
+        },
+    )
+    assert w.version_phase("v1") == "Canary"
+    assert w.versions["v1"].status["evaluation"]["passed"] is True
+
+
+def test_the_step_clock_starts_only_when_kserve_reports_the_step():
+    w = world_with("v1")
+    w.step()
+    assert not analysis_due(w.resource(), w.now)
+    # not reported yet: KServe has not caught up with the generation
+    assert kinds(w.step()) == ["RequeueAfter"]
+    w.kserve(ready=False)
+    assert kinds(w.step()) == ["RequeueAfter"]
+    w.kserve()
+    actions = w.step()
+    assert kinds(actions) == [
+        "PatchModelVersionStatus",
+        "PatchStatus",
+        "RecordEvent:StepReached",
+        "RequeueAfter",
+    ]
+    assert w.status["current"]["stepStartTime"] == T0.isoformat().replace("+00:00", "Z")
+    assert w.versions["v1"].status["serving"][0]["role"] == "canary"
+    assert analysis_due(w.resource(), w.now)
+
+
+def test_a_step_advances_after_its_interval_with_the_analysis_in_bounds_throughout():
+    w = world_with("v1")
+    to_canary(w)
+    w.tick(1)
+    w.step(in_bounds(w))
+    assert w.status["current"]["step"] == 0
+    w.tick(5)
+    w.step(in_bounds(w))
+    w.tick(4)  # 10s since the step started, but the last query was 5s after the first
+    assert w.status["current"]["step"] == 0
+    actions = w.step(None)
+    assert not any(isinstance(a, PatchInferenceService) for a in actions)
+    w.tick(1)
+    actions = w.step(in_bounds(w))
+    assert w.status["current"]["step"] == 1
+    assert w.isvc.percent == 50 and kinds(actions)[-2:] == [
+        "RecordEvent:CanaryStep",
+        "RequeueAfter",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reason"),
+    [
+        (
+            QueryOutcome(T0, error="connection refused", error_reason="PrometheusUnreachable"),
+            "PrometheusUnreachable",
+        ),
+        (QueryOutcome(T0, None), "NoData"),
+        (QueryOutcome(T0, float("nan")), "NoData"),
+        (QueryOutcome(T0, error="not allowed", error_reason="PolicyViolation"), "PolicyViolation"),
+    ],
+    ids=["prometheus-down", "no-data", "nan", "policy"],
+)
+def test_missing_analysis_holds_the_step_and_never_advances(outcome, reason):
+    w = world_with("v1")
+    to_canary(w)
+    for _ in range(6):
+        w.tick(5)
+        w.step(QueryOutcome(w.now, outcome.value, outcome.error, outcome.error_reason))
+        assert w.status["current"]["step"] == 0 and w.isvc.percent == 10
+    c = cond(w, "AnalysisHealthy")
+    assert c["status"] == "Unknown" and c["reason"] == reason
+    assert w.status["current"]["analysis"]["lastErrorReason"] == reason
+    # once the analysis is back it must hold a whole interval again
+    w.tick(5)
+    w.step(in_bounds(w))
+    assert w.status["current"]["step"] == 0
+    w.tick(10)
+    w.step(in_bounds(w))
+    assert w.status["current"]["step"] == 1
+
+
+@pytest.mark.parametrize("value", [0.5, float("inf")], ids=["above-max", "plus-inf"])
+def test_out_of_bounds_rolls_back_to_the_serving_uri(value):
+    w = world_with("v1")
+    to_canary(w)
+    w.tick(5)
+    actions = w.step(QueryOutcome(w.now, value))
+    assert kinds(actions)[:4] == [
+        "PatchModelVersionStatus",
+        "PatchStatus",
+        "PatchInferenceService",
+        "RecordEvent:RolledBack",
+    ]
+    assert w.status["applied"] == {"storageUri": SERVED} and w.status["phase"] == "RollingBack"
+    assert actions[2].patch == {
+        "spec": {"predictor": {"model": {"storageUri": SERVED}, "canaryTrafficPercent": None}}
+    }
+    v1 = w.versions["v1"].status
+    assert (
+        v1["phase"] == "RolledBack" and v1["rolledBackTime"] and "> max 0.1" in v1["rolloutMessage"]
+    )
+    assert w.status["history"][-1]["outcome"] == "RolledBack"
+    w.kserve()
+    w.step()
+    assert w.status["phase"] == "Idle" and "current" not in w.status
+    assert w.status["servingVersion"] == "v0"
+    assert w.plan() == []
+
+
+def promote(w):
+    to_canary(w)
+    for _ in range(10):
+        w.tick(5)
+        w.step(in_bounds(w))
+        w.kserve()
+        if w.status["phase"] != "Canary":
+            break
+
+
+def test_promotion_makes_the_candidate_the_default():
+    w = world_with("v1")
+    promote(w)
+    assert w.status["phase"] == "Promoting"
+    assert w.isvc_writes[-1] == {
+        "spec": {"predictor": {"model": {"storageUri": "pvc://m/v1"}, "canaryTrafficPercent": None}}
+    }
+    actions = w.step()
+    assert kinds(actions) == [
+        "PatchModelVersionStatus",
+        "PatchModelVersionStatus",
+        "PatchStatus",
+        "RecordEvent:Promoted",
+    ]
+    assert w.status["servingVersion"] == "v1" and w.status["previousVersion"] == "v0"
+    assert w.version_phase("v1") == "Serving" and w.version_phase("v0") == "Retired"
+    assert w.versions["v0"].status["serving"][0]["until"]
+    roles = [r["role"] for r in w.versions["v1"].status["serving"]]
+    assert roles == ["canary", "default"]
+    assert w.status["history"][-1]["outcome"] == "Promoted"
+    assert w.plan() == []
+
+
+def test_gate_failure_leaves_serving_untouched_and_says_by_how_much():
+    w = world_with()
+    w.step()
+    w.add(version("v1", T0 - timedelta(hours=1), metrics={"perplexity": 44.0}))
+    actions = w.step()
+    assert not any(isinstance(a, PatchInferenceService) for a in actions)
+    v1 = w.versions["v1"].status
+    assert v1["phase"] == "GateFailed" and v1["evaluation"]["passed"] is False
+    assert "perplexity 44 > threshold 40: past the threshold by 4" in v1["rolloutMessage"]
+    warning = next(a for a in actions if isinstance(a, RecordEvent) and a.reason == "GateFailed")
+    assert warning.type == "Warning" and "perplexity 44" in warning.message
+    assert w.status["history"][-1]["outcome"] == "GateFailed" and w.isvc_writes == []
+    assert w.plan() == []
+
+
+EVAL_GATE = {
+    "rules": [{"metric": "perplexity", "comparison": "LessOrEqual", "tolerance": 0.02}],
+    "evaluation": {"data": {"uri": "pvc://d/heldout.jsonl"}},
+}
+
+
+def test_evaluation_job_scores_candidate_and_serving_version():
+    w = world_with("v1", gate=EVAL_GATE)
+    actions = w.step()
+    assert kinds(actions)[:2] == ["EnsureConfigMap", "CreateJob"]
+    job = actions[1].manifest
+    name = job["metadata"]["name"]
+    assert len(name) <= 63 and name.startswith("ro-eval-")
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
+    import json
+
+    doc = json.loads(actions[0].manifest["data"]["spec.json"])
+    assert doc["kind"] == "ModelEvaluation"
+    assert (
+        doc["spec"]["candidate"]["version"] == "v1" and doc["spec"]["baseline"]["version"] == "v0"
+    )
+    assert (
+        doc["spec"]["metrics"] == ["perplexity"]
+        and doc["spec"]["data"]["uri"] == "pvc://d/heldout.jsonl"
+    )
+    assert w.status["phase"] == "Evaluating" and w.status["current"]["evaluationJob"] == name
+    again = w.step()
+    assert [type(a) for a in again] == []  # the Job runs: nothing to do
+    w.finish_eval({"perplexity": 31.2}, {"perplexity": 30.0})
+    actions = w.step()
+    assert not any(isinstance(a, PatchInferenceService) for a in actions)
+    assert (
+        "perplexity 31.2 > limit 30.6 (serving 30 + 2%): worse by 4%"
+        in w.versions["v1"].status["rolloutMessage"]
+    )
+    assert w.versions["v1"].status["evaluation"]["baselineVersion"] == "v0"
+
+
+def test_a_failed_evaluation_job_fails_the_gate():
+    w = world_with("v1", gate=EVAL_GATE)
+    w.step()
+    w.finish_eval({}, ok=False)
+    w.step()
+    assert w.version_phase("v1") == "GateFailed" and w.isvc_writes == []
+
+
+def test_approval_waits_with_the_kubectl_command_then_proceeds():
+    w = world_with("v1", requireApproval=True)
+    w.step()
+    c = cond(w, "AwaitingApproval")
+    assert c["status"] == "True"
+    assert (
+        "kubectl annotate modelrollout ro -n ns --overwrite modelops.dev/approve=v1" in c["message"]
+    )
+    assert w.status["phase"] == "AwaitingApproval" and w.isvc_writes == []
+    assert w.plan() == []
+    w.annotations["modelops.dev/approve"] = "v0"  # another version: ignored
+    assert w.plan() == []
+    w.annotations["modelops.dev/approve"] = "v1"
+    w.step()
+    assert w.status["phase"] == "Canary" and w.isvc.percent == 10
+    assert cond(w, "AwaitingApproval")["status"] == "False"
+
+
+def test_reject_before_traffic_and_in_canary():
+    w = world_with("v1", requireApproval=True)
+    w.step()
+    w.annotations["modelops.dev/reject"] = "v1"
+    w.step()
+    assert w.version_phase("v1") == "Rejected" and "current" not in w.status and w.isvc_writes == []
+    w2 = world_with("v1")
+    to_canary(w2)
+    w2.annotations["modelops.dev/reject"] = "v1"
+    w2.step()
+    assert w2.status["phase"] == "RollingBack" and w2.isvc.uri == SERVED
+
+
+def test_crash_between_status_and_isvc_patch_remakes_the_patch_once():
+    w = world_with("v1")
+    actions = w.plan()
+    cut = next(i for i, a in enumerate(actions) if isinstance(a, PatchInferenceService))
+    w.apply(actions[:cut])  # the status recorded step 1; the ISVC was not patched
+    assert w.isvc.uri == SERVED and w.status["applied"]["canaryTrafficPercent"] == 10
+    actions = w.step()
+    assert [type(a) for a in actions] == [PatchInferenceService, RequeueAfter]
+    assert w.isvc.percent == 10 and w.status["current"]["step"] == 0
+
+
+def test_hand_edit_pauses_and_matching_again_resumes():
+    w = world_with("v1")
+    to_canary(w)
+    w.isvc.uri = "pvc://m/hand"
+    actions = w.step()
+    assert not any(isinstance(a, PatchInferenceService) for a in actions)
+    assert w.status["phase"] == "Paused"
+    c = cond(w, "Paused")
+    assert c["status"] == "True" and c["reason"] == "InferenceServiceEditedByHand"
+    assert w.plan() == []
+    w.isvc.uri = "pvc://m/v1"
+    w.step()
+    assert w.status["phase"] == "Canary" and cond(w, "Paused")["status"] == "False"
+
+
+def test_rejecting_while_paused_rolls_back_over_the_hand_edit():
+    w = world_with("v1")
+    to_canary(w)
+    w.isvc.uri = "pvc://m/hand"
+    w.step()
+    w.annotations["modelops.dev/reject"] = "v1"
+    w.step()
+    assert w.status["phase"] == "RollingBack" and w.isvc.uri == SERVED and w.isvc.percent is None
+
+
+@pytest.mark.parametrize("reason", ["InferenceServiceNotFound", "KServeNotInstalled"])
+def test_missing_inference_service_pauses(reason):
+    w = world_with("v1")
+    w.isvc = None
+    from dataclasses import replace
+
+    obs = replace(w.observed(), isvc_missing_reason=reason)
+    from modelops_operator.config import OperatorConfig
+    from modelops_operator.reconcile.rollout import plan_rollout
+
+    actions = plan_rollout(obs, OperatorConfig(), w.now)
+    w.apply(actions)
+    assert w.status["phase"] == "Paused" and cond(w, "Paused")["reason"] == reason
+    assert not any(isinstance(a, (PatchInferenceService, CreateJob)) for a in actions)
+
+
+def test_a_newer_candidate_supersedes_a_pending_one_but_not_a_canary():
+    w = world_with("v1", requireApproval=True)
+    w.step()
+    w.add(version("v2", T0 - timedelta(minutes=30)))
+    actions = w.step()
+    assert w.version_phase("v1") == "Superseded" and w.status["current"]["version"] == "v2"
+    assert any(isinstance(a, RecordEvent) and a.reason == "Superseded" for a in actions)
+    w.annotations["modelops.dev/approve"] = "v2"
+    w.step()
+    w.kserve()
+    w.step()
+    w.add(version("v3", T0 - timedelta(minutes=10)))
+    w.step()
+    assert w.status["current"]["version"] == "v2" and w.versions["v3"].status == {}
+
+
+def test_superseding_deletes_the_pending_evaluation_job():
+    w = world_with("v1", gate=EVAL_GATE)
+    w.step()
+    job = w.status["current"]["evaluationJob"]
+    w.add(version("v2", T0 - timedelta(minutes=30)))
+    actions = w.step()
+    assert DeleteJob(job, "ns") in actions
+
+
+def test_an_unlearning_version_of_the_serving_one_is_taken_first_and_required():
+    w = world_with()
+    w.step()
+    parent = [{"role": "base", "uri": SERVED, "version": "v0"}]
+    w.add(
+        version("u1", T0 - timedelta(hours=1), source=("UnlearnRequest", "forget"), parents=parent)
+    )
+    w.add(version("v9", T0 - timedelta(minutes=1)))
+    w.step()
+    assert w.status["current"]["version"] == "u1" and w.status["current"]["unlearning"] is True
+    d = cond(w, "DeletionEffective")
+    assert d["status"] == "False" and d["reason"] == "Pending"
+    promote(w)
+    w.step()
+    assert w.status["servingVersion"] == "u1"
+    d = cond(w, "DeletionEffective")
+    assert d["status"] == "True" and "effective in serving since" in d["message"]
+
+
+def test_deletion_not_effective_past_the_deadline_warns_once():
+    w = world_with(unlearning={"maxDelay": "1h"})
+    w.step()
+    parent = [{"role": "base", "uri": SERVED, "version": "v0"}]
+    w.add(
+        version(
+            "u1",
+            T0 - timedelta(hours=2),
+            source=("UnlearnRequest", "forget"),
+            parents=parent,
+            metrics={"perplexity": 99.0},
+        )
+    )
+    actions = w.step()  # its gate fails: the deletion never reaches serving
+    assert w.version_phase("u1") == "GateFailed"
+    assert any(isinstance(a, RecordEvent) and a.reason == "DeletionNotEffective" for a in actions)
+    assert cond(w, "DeletionEffective")["reason"] == "DeadlineExceeded"
+    assert not any(isinstance(a, RecordEvent) for a in w.step())
+
+
+def test_registry_registers_versions_and_aliases_follow_the_rollout():
+    w = world_with("v1", registry={"modelName": "llm"})
+    w.registry_configured = True
+    actions = w.step()
+    registered = [a.version for a in actions if isinstance(a, RegisterVersion)]
+    assert registered == ["v0", "v1"]
+    tags = next(a for a in actions if isinstance(a, RegisterVersion) and a.version == "v1").tags
+    assert tags["modelops.version"] == "v1" and tags["metric.perplexity"] == "30.0"
+    actions = w.step()
+    assert SetRegistryAliases("llm", "v0", "v1") in actions
+    promote(w)
+    w.step()
+    w.step()
+    assert w.status["registryAliases"] == {"champion": "v1"}
+
+
+def test_no_registry_actions_without_an_installation_url():
+    w = world_with("v1", registry={"modelName": "llm"})
+    assert not any(isinstance(a, (RegisterVersion, SetRegistryAliases)) for a in w.step())
+
+
+def test_invalid_spec_is_reported_naming_the_field():
+    w = World(spec={"inferenceService": {"name": "isvc"}, "candidates": []})
+    actions = w.step()
+    assert kinds(actions) == ["PatchStatus", "RecordEvent:InvalidSpec"]
+    assert "candidates" in cond(w, "SpecValid")["message"]
+    assert w.plan() == []
+
+
+def test_a_single_100_step_promotes_without_canary():
+    w = world_with("v1", canary={"steps": [100], "interval": "0s"})
+    w.step()
+    assert (
+        w.status["phase"] == "Promoting" and w.isvc.percent is None and w.isvc.uri == "pvc://m/v1"
+    )
+    w.kserve()
+    w.step()
+    assert w.status["servingVersion"] == "v1"
+
+
+def test_analysis_due_follows_the_analysis_interval():
+    w = world_with("v1")
+    to_canary(w)
+    assert analysis_due(w.resource(), w.now)
+    w.step(in_bounds(w))
+    assert not analysis_due(w.resource(), w.now + timedelta(seconds=4))
+    assert analysis_due(w.resource(), w.now + timedelta(seconds=5))
+
+
+def test_requeue_is_the_next_step_or_query_time():
+    w = world_with("v1")
+    to_canary(w)
+    actions = w.step(in_bounds(w))
+    assert actions[-1] == RequeueAfter(5.0)
+
+
+def test_versions_that_failed_never_come_back():
+    w = world_with("v1")
+    to_canary(w)
+    w.tick(5)
+    w.step(QueryOutcome(w.now, 9.0))
+    w.kserve()
+    w.step()
+    w.status["history"] = []  # aged out of the bounded history
+    w.step()
+    assert "current" not in w.status
+
+
+def test_ensure_configmap_is_idempotent_for_the_same_candidate():
+    w = world_with("v1", gate=EVAL_GATE)
+    first = w.plan()
+    assert isinstance(first[0], EnsureConfigMap)
+    assert w.plan()[0] == first[0]
+    assert not any(
+        isinstance(a, PatchModelVersionStatus) and a.name == "v0" and "phase" not in a.patch
+        for a in first
+    )
+    assert isinstance(first[2], PatchModelVersionStatus) or isinstance(first[2], PatchStatus)
