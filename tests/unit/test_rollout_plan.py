@@ -3,25 +3,25 @@ in the order the service carries them out (write-ahead: the status records `appl
 before the InferenceService patch), and nothing when the state it produced is
 observed again. The KServe stand-in is `tests/rollout_world.World.kserve()`."""
 
+import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from tests.rollout_world import SERVED, T0, World, rollout_spec, version
 
+from modelops_operator.config import OperatorConfig
 from modelops_operator.drift.state import QueryOutcome
 from modelops_operator.reconcile.actions import (
     CreateJob,
     DeleteJob,
-    EnsureConfigMap,
     PatchInferenceService,
-    PatchModelVersionStatus,
-    PatchStatus,
     RecordEvent,
     RegisterVersion,
     RequeueAfter,
     SetRegistryAliases,
 )
-from modelops_operator.reconcile.rollout import analysis_due
+from modelops_operator.reconcile.rollout import analysis_due, plan_rollout
 
 
 def kinds(actions):
@@ -265,8 +265,6 @@ def test_evaluation_job_scores_candidate_and_serving_version():
     name = job["metadata"]["name"]
     assert len(name) <= 63 and name.startswith("ro-eval-")
     assert job["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
-    import json
-
     doc = json.loads(actions[0].manifest["data"]["spec.json"])
     assert doc["kind"] == "ModelEvaluation"
     assert (
@@ -368,12 +366,7 @@ def test_rejecting_while_paused_rolls_back_over_the_hand_edit():
 def test_missing_inference_service_pauses(reason):
     w = world_with("v1")
     w.isvc = None
-    from dataclasses import replace
-
     obs = replace(w.observed(), isvc_missing_reason=reason)
-    from modelops_operator.config import OperatorConfig
-    from modelops_operator.reconcile.rollout import plan_rollout
-
     actions = plan_rollout(obs, OperatorConfig(), w.now)
     w.apply(actions)
     assert w.status["phase"] == "Paused" and cond(w, "Paused")["reason"] == reason
@@ -510,15 +503,3 @@ def test_versions_that_failed_never_come_back():
     w.status["history"] = []  # aged out of the bounded history
     w.step()
     assert "current" not in w.status
-
-
-def test_ensure_configmap_is_idempotent_for_the_same_candidate():
-    w = world_with("v1", gate=EVAL_GATE)
-    first = w.plan()
-    assert isinstance(first[0], EnsureConfigMap)
-    assert w.plan()[0] == first[0]
-    assert not any(
-        isinstance(a, PatchModelVersionStatus) and a.name == "v0" and "phase" not in a.patch
-        for a in first
-    )
-    assert isinstance(first[2], PatchModelVersionStatus) or isinstance(first[2], PatchStatus)
