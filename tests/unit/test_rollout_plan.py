@@ -503,3 +503,36 @@ def test_versions_that_failed_never_come_back():
     w.status["history"] = []  # aged out of the bounded history
     w.step()
     assert "current" not in w.status
+
+
+def test_first_rollout_onto_an_isvc_without_a_model_survives_a_crash():
+    w = world_with("v1")
+    w.isvc.uri = None
+    actions = w.plan()
+    cut = next(i for i, a in enumerate(actions) if isinstance(a, PatchInferenceService))
+    w.apply(actions[:cut])
+    assert [type(a) for a in w.step()] == [PatchInferenceService, RequeueAfter]
+    assert w.status["phase"] == "Canary" and w.isvc.uri == "pvc://m/v1"
+
+
+def test_rolling_back_with_nothing_served_before_leaves_no_candidate():
+    w = world_with("v1")
+    w.isvc.uri = None
+    to_canary(w)
+    w.tick(5)
+    w.step(QueryOutcome(w.now, 0.9))
+    assert w.status["phase"] == "Idle" and "current" not in w.status
+    assert w.version_phase("v1") == "RolledBack"
+
+
+def test_first_candidate_against_no_baseline_passes_serving_rules_saying_so():
+    w = World(spec=rollout_spec(gate=EVAL_GATE))
+    w.isvc.uri = "pvc://m/unrecorded"
+    w.add(version("v1", T0))
+    doc = json.loads(w.step()[0].manifest["data"]["spec.json"])
+    assert "baseline" not in doc["spec"]
+    w.finish_eval({"perplexity": 99.0})
+    w.step()
+    ev = w.versions["v1"].status["evaluation"]
+    assert ev["passed"] and "nothing to compare with" in ev["checks"][0]["message"]
+    assert w.status["phase"] == "Canary"

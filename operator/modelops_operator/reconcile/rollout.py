@@ -147,7 +147,7 @@ def edited_by_hand(d: Draft) -> bool:
     state = observed_state(isvc)
     if applied is None or state == applied:
         return False
-    if state is not None and state == before_state(d.spec, d.st):
+    if state == before_state(d.spec, d.st):
         d.isvc_patch = isvc_patch(applied)
         return False
     shown = f"{state.storage_uri} at {state.canary_traffic_percent}%" if state else "no model"

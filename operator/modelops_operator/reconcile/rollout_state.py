@@ -30,6 +30,9 @@ from modelops_operator.reconcile.conditions import set_condition
 from modelops_operator.reconcile.observed import InferenceServiceView, RolloutObserved
 
 
+MIN_REQUEUE = 0.2
+
+
 @dataclass(frozen=True)
 class Version:
     """A ModelVersion as parsed (one that does not parse is left out)."""
@@ -106,7 +109,8 @@ class Draft:
             self.version_changes.setdefault(name, {}).update(changes)
 
     def after(self, seconds: float) -> None:
-        self.requeue.append(max(seconds, 0.0))
+        """Look again in `seconds` (at least MIN_REQUEUE: never a busy loop)."""
+        self.requeue.append(max(seconds, MIN_REQUEUE))
 
 
 def steps(spec: ModelRolloutSpec) -> list[int]:
