@@ -29,7 +29,6 @@ from modelops_operator.reconcile.actions import Action, RecordEvent
 from modelops_operator.reconcile.conditions import set_condition
 from modelops_operator.reconcile.observed import InferenceServiceView, RolloutObserved
 
-
 MIN_REQUEUE = 0.2
 
 
