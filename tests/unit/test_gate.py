@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from modelops_api.model_rollout import Gate, GateRule
+from modelops_api.model_rollout import Gate, GateEvaluation, GateRule
 from modelops_operator.reconcile.gate import NO_BASELINE, evaluate_gate, failure_summary, rule_limit
 
 NOW = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
+
+HELD_OUT = GateEvaluation.model_validate({"data": {"uri": "pvc://d/eval"}})
 
 
 def rule(metric="perplexity", comparison="LessOrEqual", tolerance=0.0, threshold=None):
@@ -110,7 +112,9 @@ CASES = [
     ],
 )
 def test_evaluate_gate(rules, candidate, baseline, passed, fragments):
-    ev = evaluate_gate(Gate(rules=rules), candidate, baseline, NOW, "v1", "pvc://d/eval")
+    ev = evaluate_gate(
+        Gate(rules=rules, evaluation=HELD_OUT), candidate, baseline, NOW, "v1", "pvc://d/eval"
+    )
     assert ev.passed is passed
     assert ev.baseline_version == "v1" and ev.data_uri == "pvc://d/eval" and ev.time == NOW
     messages = " | ".join(c.message for c in ev.checks)
@@ -124,6 +128,9 @@ def test_evaluate_gate(rules, candidate, baseline, passed, fragments):
 
 def test_overflowing_limit_is_not_stored_but_still_compared():
     ev = evaluate_gate(
-        Gate(rules=[rule(tolerance=10.0)]), {"perplexity": 1e308}, {"perplexity": 1e308}, NOW
+        Gate(rules=[rule(tolerance=10.0)], evaluation=HELD_OUT),
+        {"perplexity": 1e308},
+        {"perplexity": 1e308},
+        NOW,
     )
     assert ev.passed and ev.checks[0].limit is None
