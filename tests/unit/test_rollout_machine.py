@@ -55,8 +55,9 @@ class RolloutMachine(RuleBasedStateMachine):
         analysis=st.booleans(),
         approval=st.booleans(),
         evaluation=st.booleans(),
+        registry=st.booleans(),
     )
-    def setup(self, steps, interval, analysis, approval, evaluation):
+    def setup(self, steps, interval, analysis, approval, evaluation, registry):
         canary: dict[str, Any] = {"steps": steps, "interval": interval}
         if analysis:
             canary["analysis"] = {
@@ -68,7 +69,9 @@ class RolloutMachine(RuleBasedStateMachine):
         spec = rollout_spec(canary=canary, requireApproval=approval)
         if evaluation:
             spec["gate"] = EVAL_GATE
-        self.w = World(spec=spec)
+        if registry:
+            spec["registry"] = {"modelName": "llm"}
+        self.w = World(spec=spec, registry_configured=registry)
         self.w.add(version("v0", T0 - timedelta(hours=1), uri=SERVED))
         self.steps, self.interval = steps, parse_duration(interval)
         self.analysis, self.approval, self.evaluation = analysis, approval, evaluation
@@ -130,11 +133,14 @@ class RolloutMachine(RuleBasedStateMachine):
         self.sample = sample
 
     @precondition(lambda self: self.w.status.get("applied") is not None)
-    @rule(dice=st.integers(0, 3))
+    @rule(dice=st.integers(0, 5))
     def hand_edit(self, dice):
-        if dice:  # rarer than the other events, so that rollouts also get to the end
+        if dice > 1:  # rarer than the other events, so that rollouts also get to the end
             return
-        self.w.isvc.uri = HAND
+        if dice == 0:
+            self.w.isvc.uri = HAND
+        else:  # the traffic split only
+            self.w.isvc.percent = 37 if self.w.isvc.percent != 37 else 38
         self.hand_edited = True
 
     @precondition(lambda self: self.hand_edited)
@@ -170,11 +176,13 @@ class RolloutMachine(RuleBasedStateMachine):
         if outcome is not None:
             self.feeds.append((self.w.now, cur["version"], cur["step"], self.sample))
         reported = self.reported(before)
+        expected = self.expected_pick(before)
         actions = self.w.plan(outcome)
         done = actions[:cut] if crash else actions
         self.check_plan(before, actions)
         self.w.apply(done)
         self.check_after(before, crash and cut < len(actions), reported)
+        self.check_pick(before, expected)
         applied = self.w.status.get("applied") or {}
         if (self.w.isvc.uri, self.w.isvc.percent) == (
             applied.get("storageUri"),
@@ -193,6 +201,38 @@ class RolloutMachine(RuleBasedStateMachine):
             self.w.tick(max(self.interval / 2, 0.5))
             self.reconcile(crash=False, cut=0)
             self.eval_completes(ok=True)
+
+    def expected_pick(self, before: dict[str, Any]) -> str | None:
+        """The reference: which version a plan takes when it takes one (documented in
+        rollout_select.py): undecided, newer than the serving one, from the candidate
+        source or an UnlearnRequest version of the serving one; unlearning first, then
+        the newest."""
+        serving = before.get("servingVersion")
+        current = (before.get("current") or {}).get("version")
+        decided = {h["version"] for h in before.get("history", [])}
+        decided |= {serving, before.get("previousVersion"), current}
+        final = {"GateFailed", "Rejected", "RolledBack", "Superseded", "Retired"}
+        order = {name: i for i, name in enumerate(self.w.versions)}
+        best: tuple[bool, int, str] | None = None
+        for name, view in self.w.versions.items():
+            if name in decided or view.status.get("phase") in final:
+                continue
+            if serving is not None and order[name] <= order[serving]:
+                continue
+            source = view.spec["source"]["kind"]
+            parents = {p.get("version") for p in view.spec["parents"]}
+            unlearning = source == "UnlearnRequest" and serving is not None and serving in parents
+            if source != "ModelAdaptation" and not unlearning:
+                continue
+            key = (unlearning, order[name], name)
+            best = key if best is None or key > best else best
+        return best[2] if best else None
+
+    def check_pick(self, before: dict[str, Any], expected: str | None) -> None:
+        old = (before.get("current") or {}).get("version")
+        new = (self.w.status.get("current") or {}).get("version")
+        if new is not None and new != old:
+            assert new == expected, (new, expected, old)
 
     def reported(self, status: dict[str, Any]) -> bool:
         """KServe reports the applied state: spec, Ready, caught up, the traffic split."""
@@ -232,6 +272,11 @@ class RolloutMachine(RuleBasedStateMachine):
         assert st_.get("servingVersion") not in self.no_traffic
         self.check_advance(before, st_, reported)
         self.check_gate_and_approval(st_)
+        aliases = st_.get("registryAliases") or {}
+        if not crashed:
+            assert aliases.get("challenger") not in self.no_traffic
+            if aliases.get("champion"):
+                assert aliases["champion"] == st_.get("servingVersion"), aliases
         applied = st_.get("applied")
         isvc = self.w.isvc
         if not crashed and not self.hand_edited and applied is not None:
