@@ -279,6 +279,8 @@ class RolloutMachine(RuleBasedStateMachine):
                 assert aliases["champion"] == st_.get("servingVersion"), aliases
         applied = st_.get("applied")
         isvc = self.w.isvc
+        if not crashed and not self.hand_edited:
+            assert st_.get("phase") != "Paused", st_.get("conditions")
         if not crashed and not self.hand_edited and applied is not None:
             assert isvc.uri == applied["storageUri"], (isvc.uri, applied)
             assert isvc.percent == applied.get("canaryTrafficPercent")

@@ -536,3 +536,14 @@ def test_first_candidate_against_no_baseline_passes_serving_rules_saying_so():
     ev = w.versions["v1"].status["evaluation"]
     assert ev["passed"] and "nothing to compare with" in ev["checks"][0]["message"]
     assert w.status["phase"] == "Canary"
+
+
+def test_resuming_before_kserve_reports_the_step_is_canary_again():
+    w = world_with("v1")
+    w.step()  # step 1 applied, not yet reported
+    w.isvc.uri = "pvc://m/hand"
+    w.step()
+    assert w.status["phase"] == "Paused"
+    w.isvc.uri = "pvc://m/v1"
+    w.step()
+    assert w.status["phase"] == "Canary" and "stepStartTime" not in w.status["current"]
