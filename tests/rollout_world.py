@@ -254,3 +254,52 @@ class World:
 
     def version_phase(self, name: str) -> str | None:
         return self.versions[name].status.get("phase")
+
+
+# -- helpers of the plan tests ---------------------------------------------------
+
+
+def kinds(actions):
+    return [
+        type(a).__name__ + (f":{a.reason}" if isinstance(a, RecordEvent) else "") for a in actions
+    ]
+
+
+def cond(world, type_):
+    return next((c for c in world.status.get("conditions", []) if c["type"] == type_), None)
+
+
+def world_with(*names, **spec):
+    w = World(spec=rollout_spec(**spec))
+    w.add(version("v0", T0 - timedelta(hours=3), uri=SERVED))
+    for i, name in enumerate(names):
+        w.add(version(name, T0 - timedelta(hours=2 - i)))
+    return w
+
+
+def in_bounds(w, value=0.05):
+    return QueryOutcome(w.now, value)
+
+
+def to_canary(w):
+    """Adopt v0, take v1, pass the gate, apply step 1 and let KServe report it."""
+    w.step()
+    w.kserve()
+    w.step()
+    assert w.status["current"]["stepStartTime"]
+
+
+def promote(w):
+    to_canary(w)
+    for _ in range(10):
+        w.tick(5)
+        w.step(in_bounds(w))
+        w.kserve()
+        if w.status["phase"] != "Canary":
+            break
+
+
+EVAL_GATE = {
+    "rules": [{"metric": "perplexity", "comparison": "LessOrEqual", "tolerance": 0.02}],
+    "evaluation": {"data": {"uri": "pvc://d/heldout.jsonl"}},
+}

@@ -3,55 +3,30 @@ in the order the service carries them out (write-ahead: the status records `appl
 before the InferenceService patch), and nothing when the state it produced is
 observed again. The KServe stand-in is `tests/rollout_world.World.kserve()`."""
 
-import json
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from tests.rollout_world import SERVED, T0, World, rollout_spec, version
+from tests.rollout_world import (
+    SERVED,
+    T0,
+    World,
+    cond,
+    in_bounds,
+    kinds,
+    promote,
+    to_canary,
+    world_with,
+)
 
 from modelops_operator.config import OperatorConfig
 from modelops_operator.drift.state import QueryOutcome
 from modelops_operator.reconcile.actions import (
     CreateJob,
-    DeleteJob,
     PatchInferenceService,
-    RecordEvent,
-    RegisterVersion,
     RequeueAfter,
-    SetRegistryAliases,
 )
 from modelops_operator.reconcile.rollout import analysis_due, plan_rollout
-
-
-def kinds(actions):
-    return [
-        type(a).__name__ + (f":{a.reason}" if isinstance(a, RecordEvent) else "") for a in actions
-    ]
-
-
-def cond(world, type_):
-    return next((c for c in world.status.get("conditions", []) if c["type"] == type_), None)
-
-
-def world_with(*names, **spec):
-    w = World(spec=rollout_spec(**spec))
-    w.add(version("v0", T0 - timedelta(hours=3), uri=SERVED))
-    for i, name in enumerate(names):
-        w.add(version(name, T0 - timedelta(hours=2 - i)))
-    return w
-
-
-def in_bounds(w, value=0.05):
-    return QueryOutcome(w.now, value)
-
-
-def to_canary(w):
-    """Adopt v0, take v1, pass the gate, apply step 1 and let KServe report it."""
-    w.step()
-    w.kserve()
-    w.step()
-    assert w.status["current"]["stepStartTime"]
 
 
 def test_adopts_the_served_version_and_then_does_nothing():
@@ -203,16 +178,6 @@ def test_out_of_bounds_rolls_back_to_the_serving_uri(value):
     assert w.plan() == []
 
 
-def promote(w):
-    to_canary(w)
-    for _ in range(10):
-        w.tick(5)
-        w.step(in_bounds(w))
-        w.kserve()
-        if w.status["phase"] != "Canary":
-            break
-
-
 def test_promotion_makes_the_candidate_the_default():
     w = world_with("v1")
     promote(w)
@@ -234,96 +199,6 @@ def test_promotion_makes_the_candidate_the_default():
     assert roles == ["canary", "default"]
     assert w.status["history"][-1]["outcome"] == "Promoted"
     assert w.plan() == []
-
-
-def test_gate_failure_leaves_serving_untouched_and_says_by_how_much():
-    w = world_with()
-    w.step()
-    w.add(version("v1", T0 - timedelta(hours=1), metrics={"perplexity": 44.0}))
-    actions = w.step()
-    assert not any(isinstance(a, PatchInferenceService) for a in actions)
-    v1 = w.versions["v1"].status
-    assert v1["phase"] == "GateFailed" and v1["evaluation"]["passed"] is False
-    assert "perplexity 44 > threshold 40: past the threshold by 4" in v1["rolloutMessage"]
-    warning = next(a for a in actions if isinstance(a, RecordEvent) and a.reason == "GateFailed")
-    assert warning.type == "Warning" and "perplexity 44" in warning.message
-    assert w.status["history"][-1]["outcome"] == "GateFailed" and w.isvc_writes == []
-    assert w.plan() == []
-
-
-EVAL_GATE = {
-    "rules": [{"metric": "perplexity", "comparison": "LessOrEqual", "tolerance": 0.02}],
-    "evaluation": {"data": {"uri": "pvc://d/heldout.jsonl"}},
-}
-
-
-def test_evaluation_job_scores_candidate_and_serving_version():
-    w = world_with("v1", gate=EVAL_GATE)
-    actions = w.step()
-    assert kinds(actions)[:2] == ["EnsureConfigMap", "CreateJob"]
-    job = actions[1].manifest
-    name = job["metadata"]["name"]
-    assert len(name) <= 63 and name.startswith("ro-eval-")
-    assert job["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
-    doc = json.loads(actions[0].manifest["data"]["spec.json"])
-    assert doc["kind"] == "ModelEvaluation"
-    assert (
-        doc["spec"]["candidate"]["version"] == "v1" and doc["spec"]["baseline"]["version"] == "v0"
-    )
-    assert (
-        doc["spec"]["metrics"] == ["perplexity"]
-        and doc["spec"]["data"]["uri"] == "pvc://d/heldout.jsonl"
-    )
-    assert w.status["phase"] == "Evaluating" and w.status["current"]["evaluationJob"] == name
-    again = w.step()
-    assert [type(a) for a in again] == []  # the Job runs: nothing to do
-    w.finish_eval({"perplexity": 31.2}, {"perplexity": 30.0})
-    actions = w.step()
-    assert not any(isinstance(a, PatchInferenceService) for a in actions)
-    assert (
-        "perplexity 31.2 > limit 30.6 (serving 30 + 2%): worse by 4%"
-        in w.versions["v1"].status["rolloutMessage"]
-    )
-    assert w.versions["v1"].status["evaluation"]["baselineVersion"] == "v0"
-
-
-def test_a_failed_evaluation_job_fails_the_gate():
-    w = world_with("v1", gate=EVAL_GATE)
-    w.step()
-    w.finish_eval({}, ok=False)
-    w.step()
-    assert w.version_phase("v1") == "GateFailed" and w.isvc_writes == []
-
-
-def test_approval_waits_with_the_kubectl_command_then_proceeds():
-    w = world_with("v1", requireApproval=True)
-    w.step()
-    c = cond(w, "AwaitingApproval")
-    assert c["status"] == "True"
-    assert (
-        "kubectl annotate modelrollout ro -n ns --overwrite modelops.dev/approve=v1" in c["message"]
-    )
-    assert w.status["phase"] == "AwaitingApproval" and w.isvc_writes == []
-    assert w.plan() == []
-    w.annotations["modelops.dev/approve"] = "v0"  # another version: ignored
-    assert w.plan() == []
-    w.annotations["modelops.dev/approve"] = "v1"
-    w.step()
-    assert w.status["phase"] == "Canary" and w.isvc.percent == 10
-    assert cond(w, "AwaitingApproval")["status"] == "False"
-
-
-def test_reject_before_traffic_and_in_canary():
-    w = world_with("v1", requireApproval=True)
-    w.step()
-    w.annotations["modelops.dev/reject"] = "v1"
-    w.step()
-    assert w.version_phase("v1") == "Rejected" and "current" not in w.status and w.isvc_writes == []
-    w2 = world_with("v1")
-    to_canary(w2)
-    w2.annotations["modelops.dev/reject"] = "v1"
-    w2.step()
-    assert w2.status["phase"] == "RollingBack" and w2.isvc.uri == SERVED
 
 
 def test_crash_between_status_and_isvc_patch_remakes_the_patch_once():
@@ -373,91 +248,6 @@ def test_missing_inference_service_pauses(reason):
     assert not any(isinstance(a, (PatchInferenceService, CreateJob)) for a in actions)
 
 
-def test_a_newer_candidate_supersedes_a_pending_one_but_not_a_canary():
-    w = world_with("v1", requireApproval=True)
-    w.step()
-    w.add(version("v2", T0 - timedelta(minutes=30)))
-    actions = w.step()
-    assert w.version_phase("v1") == "Superseded" and w.status["current"]["version"] == "v2"
-    assert any(isinstance(a, RecordEvent) and a.reason == "Superseded" for a in actions)
-    w.annotations["modelops.dev/approve"] = "v2"
-    w.step()
-    w.kserve()
-    w.step()
-    w.add(version("v3", T0 - timedelta(minutes=10)))
-    w.step()
-    assert w.status["current"]["version"] == "v2" and w.versions["v3"].status == {}
-
-
-def test_superseding_deletes_the_pending_evaluation_job():
-    w = world_with("v1", gate=EVAL_GATE)
-    w.step()
-    job = w.status["current"]["evaluationJob"]
-    w.add(version("v2", T0 - timedelta(minutes=30)))
-    actions = w.step()
-    assert DeleteJob(job, "ns") in actions
-
-
-def test_an_unlearning_version_of_the_serving_one_is_taken_first_and_required():
-    w = world_with()
-    w.step()
-    parent = [{"role": "base", "uri": SERVED, "version": "v0"}]
-    w.add(
-        version("u1", T0 - timedelta(hours=1), source=("UnlearnRequest", "forget"), parents=parent)
-    )
-    w.add(version("v9", T0 - timedelta(minutes=1)))
-    w.step()
-    assert w.status["current"]["version"] == "u1" and w.status["current"]["unlearning"] is True
-    d = cond(w, "DeletionEffective")
-    assert d["status"] == "False" and d["reason"] == "Pending"
-    promote(w)
-    w.step()
-    assert w.status["servingVersion"] == "u1"
-    d = cond(w, "DeletionEffective")
-    assert d["status"] == "True" and "effective in serving since" in d["message"]
-
-
-def test_deletion_not_effective_past_the_deadline_warns_once():
-    w = world_with(unlearning={"maxDelay": "1h"})
-    w.step()
-    parent = [{"role": "base", "uri": SERVED, "version": "v0"}]
-    w.add(
-        version(
-            "u1",
-            T0 - timedelta(hours=2),
-            source=("UnlearnRequest", "forget"),
-            parents=parent,
-            metrics={"perplexity": 99.0},
-        )
-    )
-    actions = w.step()  # its gate fails: the deletion never reaches serving
-    assert w.version_phase("u1") == "GateFailed"
-    assert any(isinstance(a, RecordEvent) and a.reason == "DeletionNotEffective" for a in actions)
-    assert cond(w, "DeletionEffective")["reason"] == "DeadlineExceeded"
-    assert not any(isinstance(a, RecordEvent) for a in w.step())
-
-
-def test_registry_registers_versions_and_aliases_follow_the_rollout():
-    w = world_with("v1", registry={"modelName": "llm"})
-    w.registry_configured = True
-    actions = w.step()
-    registered = [a.version for a in actions if isinstance(a, RegisterVersion)]
-    assert registered == ["v0", "v1"]
-    tags = next(a for a in actions if isinstance(a, RegisterVersion) and a.version == "v1").tags
-    assert tags["modelops.version"] == "v1" and tags["metric.perplexity"] == "30.0"
-    actions = w.step()
-    assert SetRegistryAliases("llm", "v0", "v1") in actions
-    promote(w)
-    w.step()
-    w.step()
-    assert w.status["registryAliases"] == {"champion": "v1"}
-
-
-def test_no_registry_actions_without_an_installation_url():
-    w = world_with("v1", registry={"modelName": "llm"})
-    assert not any(isinstance(a, (RegisterVersion, SetRegistryAliases)) for a in w.step())
-
-
 def test_invalid_spec_is_reported_naming_the_field():
     w = World(spec={"inferenceService": {"name": "isvc"}, "candidates": []})
     actions = w.step()
@@ -493,18 +283,6 @@ def test_requeue_is_the_next_step_or_query_time():
     assert actions[-1] == RequeueAfter(5.0)
 
 
-def test_versions_that_failed_never_come_back():
-    w = world_with("v1")
-    to_canary(w)
-    w.tick(5)
-    w.step(QueryOutcome(w.now, 9.0))
-    w.kserve()
-    w.step()
-    w.status["history"] = []  # aged out of the bounded history
-    w.step()
-    assert "current" not in w.status
-
-
 def test_first_rollout_onto_an_isvc_without_a_model_survives_a_crash():
     w = world_with("v1")
     w.isvc.uri = None
@@ -523,19 +301,6 @@ def test_rolling_back_with_nothing_served_before_leaves_no_candidate():
     w.step(QueryOutcome(w.now, 0.9))
     assert w.status["phase"] == "Idle" and "current" not in w.status
     assert w.version_phase("v1") == "RolledBack"
-
-
-def test_first_candidate_against_no_baseline_passes_serving_rules_saying_so():
-    w = World(spec=rollout_spec(gate=EVAL_GATE))
-    w.isvc.uri = "pvc://m/unrecorded"
-    w.add(version("v1", T0))
-    doc = json.loads(w.step()[0].manifest["data"]["spec.json"])
-    assert "baseline" not in doc["spec"]
-    w.finish_eval({"perplexity": 99.0})
-    w.step()
-    ev = w.versions["v1"].status["evaluation"]
-    assert ev["passed"] and "nothing to compare with" in ev["checks"][0]["message"]
-    assert w.status["phase"] == "Canary"
 
 
 def test_resuming_before_kserve_reports_the_step_is_canary_again():
