@@ -222,3 +222,17 @@ def test_first_candidate_against_no_baseline_passes_serving_rules_saying_so():
     ev = w.versions["v1"].status["evaluation"]
     assert ev["passed"] and "nothing to compare with" in ev["checks"][0]["message"]
     assert w.status["phase"] == "Canary"
+
+
+def test_the_evaluation_job_is_named_within_63_and_mounts_every_claim_read_only():
+    long = "r" * 63
+    name = evaluation_job_name(long, "sha256:" + "ab" * 32)
+    assert len(name) <= 63 and name.startswith("r" * 10) and "-eval-" in name
+    assert name != evaluation_job_name(long, "sha256:" + "cd" * 32)
+    w = world_with("v1", gate=EVAL_GATE, evaluationJob={"image": "registry.local/jobs:eval"})
+    cm, job = w.step()[:2]
+    pod = job.manifest["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.local/jobs:eval"
+    claims = [m for m in pod["containers"][0]["volumeMounts"] if m["name"].startswith("pvc-")]
+    assert claims and all(m.get("readOnly") for m in claims)
+    assert cm.manifest["metadata"]["ownerReferences"][0]["uid"] == "uid-ro"
