@@ -20,6 +20,7 @@ from tests.rollout_world import (
     world_with,
 )
 
+from modelops_operator.build.evaluation import evaluation_job_name
 from modelops_operator.drift.state import QueryOutcome
 from modelops_operator.reconcile.actions import (
     DeleteJob,
