@@ -237,3 +237,10 @@ def test_the_evaluation_job_is_named_within_63_and_mounts_every_claim_read_only(
     claims = [m for m in pod["containers"][0]["volumeMounts"] if m["name"].startswith("pvc-")]
     assert claims and all(m.get("readOnly") for m in claims)
     assert cm.manifest["metadata"]["ownerReferences"][0]["uid"] == "uid-ro"
+
+
+def test_a_version_at_the_served_uri_is_not_rolled_out():
+    w = world_with()
+    w.step()
+    w.add(version("v1", T0 - timedelta(hours=1), uri=SERVED))
+    assert w.step() == [] and "current" not in w.status

@@ -219,6 +219,8 @@ class RolloutMachine(RuleBasedStateMachine):
                 continue
             if serving is not None and order[name] <= order[serving]:
                 continue
+            if view.spec["uri"] == before.get("servingUri"):
+                continue
             source = view.spec["source"]["kind"]
             parents = {p.get("version") for p in view.spec["parents"]}
             unlearning = source == "UnlearnRequest" and serving is not None and serving in parents
