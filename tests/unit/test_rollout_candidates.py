@@ -151,7 +151,7 @@ def test_an_unlearning_version_of_the_serving_one_is_taken_first_and_required():
     w.step()
     assert w.status["current"]["version"] == "u1" and w.status["current"]["unlearning"] is True
     d = cond(w, "DeletionEffective")
-    assert d["status"] == "False" and d["reason"] == "Pending"
+    assert d["status"] == "False" and d["reason"] == "DeletionPending"
     promote(w)
     w.step()
     assert w.status["servingVersion"] == "u1"
@@ -174,8 +174,8 @@ def test_deletion_not_effective_past_the_deadline_warns_once():
     )
     actions = w.step()  # its gate fails: the deletion never reaches serving
     assert w.version_phase("u1") == "GateFailed"
-    assert any(isinstance(a, RecordEvent) and a.reason == "DeletionNotEffective" for a in actions)
-    assert cond(w, "DeletionEffective")["reason"] == "DeadlineExceeded"
+    assert any(isinstance(a, RecordEvent) and a.reason == "DeletionOverdue" for a in actions)
+    assert cond(w, "DeletionEffective")["reason"] == "DeletionOverdue"
     assert not any(isinstance(a, RecordEvent) for a in w.step())
 
 
