@@ -6,6 +6,7 @@ that failed never coming back. The KServe stand-in is `tests/rollout_world.World
 import json
 from datetime import timedelta
 
+import pytest
 from tests.rollout_world import (
     EVAL_GATE,
     SERVED,
@@ -244,3 +245,17 @@ def test_a_version_at_the_served_uri_is_not_rolled_out():
     w.step()
     w.add(version("v1", T0 - timedelta(hours=1), uri=SERVED))
     assert w.step() == [] and "current" not in w.status
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [{"perplexity": True}, {"perplexity": "31.0"}, {"perplexity": None}, {}, "not-an-object"],
+    ids=["bool", "text", "null", "missing", "not-an-object"],
+)
+def test_an_evaluation_result_without_a_number_fails_the_gate(candidate):
+    w = world_with("v1", gate=EVAL_GATE)
+    w.step()
+    w.finish_eval(candidate, {"perplexity": 30.0})
+    w.step()
+    assert w.version_phase("v1") == "GateFailed" and w.isvc_writes == []
+    assert "reported no value" in w.versions["v1"].status["rolloutMessage"]

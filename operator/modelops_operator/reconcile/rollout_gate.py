@@ -68,7 +68,11 @@ def evaluation_spec(d: Draft, v: Version) -> EvaluationJobSpec:
 def _numbers(values: Any) -> dict[str, float]:
     if not isinstance(values, dict):
         return {}
-    return {str(k): v for k, v in values.items() if isinstance(v, int | float)}
+    return {
+        str(k): v
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def job_failed(d: Draft, message: str) -> Evaluation:
