@@ -259,3 +259,16 @@ def test_an_evaluation_result_without_a_number_fails_the_gate(candidate):
     w.step()
     assert w.version_phase("v1") == "GateFailed" and w.isvc_writes == []
     assert "reported no value" in w.versions["v1"].status["rolloutMessage"]
+
+
+def test_history_keeps_the_last_20_outcomes():
+    w = world_with()
+    w.step()
+    for i in range(1, 26):
+        w.tick(1)
+        w.add(version(f"b{i}", w.now, metrics={"perplexity": 99.0}))
+        w.step()
+    history = w.status["history"]
+    assert len(history) == 20 and history[0]["version"] == "b6" and history[-1]["version"] == "b25"
+    assert all(w.version_phase(f"b{i}") == "GateFailed" for i in range(1, 26))
+    assert w.plan() == []  # the versions that aged out of the history are not taken again
