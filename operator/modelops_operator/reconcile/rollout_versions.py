@@ -11,9 +11,10 @@ MLflow registry, and whether a deletion is effective in serving.
   every version they name is registered.
 - Deletion: for each UnlearnRequest version this rollout considers, the deletion is
   effective once the serving version is it or descends from it (parents). Condition
-  DeletionEffective: True (since when), False/Pending until spec.unlearning.maxDelay
-  after the version was created, then False/DeadlineExceeded (a Warning Event once;
-  the alert rule watches the condition's metric).
+  DeletionEffective: True/DeletionEffective (since when), False/DeletionPending until
+  spec.unlearning.maxDelay after the version was created, then False/DeletionOverdue
+  (a Warning Event once). The reasons are those of the UnlearnRequest's own condition
+  (reconcile/deletion_effect.py), whose gauge the alert watches.
 """
 
 from datetime import datetime, timedelta
@@ -24,6 +25,8 @@ from modelops_api.rollout_status import RegistryAliases
 from modelops_operator.reconcile.actions import Action, RegisterVersion, SetRegistryAliases
 from modelops_operator.reconcile.rollout_state import Draft, Version
 
+CONDITION = "DeletionEffective"
+PENDING, OVERDUE, EFFECTIVE = "DeletionPending", "DeletionOverdue", "DeletionEffective"
 MAX_RECORDS = 32
 MAX_TAG = 5000
 
@@ -150,13 +153,13 @@ def deletion_step(d: Draft, considered: list[Version]) -> None:
                 f"the deletion by UnlearnRequest {request} is not in serving: {v.name} does"
                 f" not serve {maxdelay_text(d)} after it was recorded"
             )
-            before = next((c for c in d.conds if c.get("type") == "DeletionEffective"), {})
-            if before.get("reason") != "DeadlineExceeded":
-                d.event("Warning", "DeletionNotEffective", message)
-            d.condition("DeletionEffective", "False", "DeadlineExceeded", message)
+            before = next((c for c in d.conds if c.get("type") == CONDITION), {})
+            if before.get("reason") != OVERDUE:
+                d.event("Warning", OVERDUE, message)
+            d.condition(CONDITION, "False", OVERDUE, message)
         else:
             message = f"{v.name} (UnlearnRequest {request}) must serve by {deadline.isoformat()}"
-            d.condition("DeletionEffective", "False", "Pending", message)
+            d.condition(CONDITION, "False", PENDING, message)
             d.after((deadline - d.now).total_seconds())
         return
     if effective:
@@ -171,7 +174,7 @@ def deletion_step(d: Draft, considered: list[Version]) -> None:
         )
         when = since.isoformat() if since else "now"
         message = f"deletion by {v.name} effective in serving since {when}"
-        d.condition("DeletionEffective", "True", "Effective", message)
+        d.condition(CONDITION, "True", EFFECTIVE, message)
 
 
 def maxdelay_text(d: Draft) -> str:
