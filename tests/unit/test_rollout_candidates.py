@@ -187,9 +187,11 @@ def test_registry_registers_versions_and_aliases_follow_the_rollout():
     registered = [a.version for a in actions if isinstance(a, RegisterVersion)]
     assert registered == ["v0", "v1"]
     tags = next(a for a in actions if isinstance(a, RegisterVersion) and a.version == "v1").tags
-    assert tags["modelops.version"] == "v1" and tags["metric.perplexity"] == "30.0"
+    assert tags["modelops.metric.perplexity"] == "30.0"
+    assert tags["modelops.namespace"] == "ns"
+    assert {a.model_name for a in actions if isinstance(a, RegisterVersion)} == {"ns.llm"}
     actions = w.step()
-    assert SetRegistryAliases("llm", "v0", "v1") in actions
+    assert SetRegistryAliases("ns.llm", "v0", "v1") in actions
     promote(w)
     w.step()
     w.step()

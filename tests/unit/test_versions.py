@@ -307,13 +307,17 @@ def test_unlearn_deletion_falls_back_to_the_receipt():
     assert v["deletion"]["deletedSamples"] == 7
 
 
-def test_a_source_name_a_version_cannot_record_warns_instead_of_failing_the_plan():
-    """Job kinds' names may have 253 characters; VersionSource.name takes 63 (the
-    contract's DNSName). The plan must not fail: it warns, naming the field."""
+def test_a_253_character_source_name_is_recorded():
+    """Job kinds' names may have 253 characters (a DNS subdomain). The contract first
+    allowed 63 in VersionSource.name, and such a resource got no version (a reported
+    defect): the record now takes the whole name; the version's own name is cut."""
     name = "a" * 200 + ".b" * 26
     status = {**succeeded(), "jobRef": {"name": "x", "namespace": "ns"}}
     res = view("PruneRetrain", PRUNE, status, name=name)
     actions = plan(Observed(res), CONFIG, NOW)
-    assert [(type(a), a.reason) for a in actions] == [(RecordEvent, "VersionNotRecorded")]
-    assert "source.name" in actions[0].message
+    ensure = [a for a in actions if isinstance(a, EnsureModelVersion)]
+    assert len(ensure) == 1 and ensure[0].manifest["spec"]["source"]["name"] == name
+    assert not [
+        a for a in actions if isinstance(a, RecordEvent) and a.reason == "VersionNotRecorded"
+    ]
     assert len(version_name(name, DIGEST)) <= 63

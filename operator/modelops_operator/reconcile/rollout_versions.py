@@ -20,15 +20,16 @@ MLflow registry, and whether a deletion is effective in serving.
 from datetime import datetime, timedelta
 
 from modelops_api.durations import parse_duration
+from modelops_api.model_rollout import registered_model_name
 from modelops_api.model_version import ServingRecord
 from modelops_api.rollout_status import RegistryAliases
 from modelops_operator.reconcile.actions import Action, RegisterVersion, SetRegistryAliases
 from modelops_operator.reconcile.rollout_state import Draft, Version
+from modelops_operator.registry.lineage import version_tags
 
 CONDITION = "DeletionEffective"
 PENDING, OVERDUE, EFFECTIVE = "DeletionPending", "DeletionOverdue", "DeletionEffective"
 MAX_RECORDS = 32
-MAX_TAG = 5000
 
 
 def open_record(d: Draft, name: str, role: str) -> None:
@@ -57,38 +58,13 @@ def close_records(d: Draft, name: str) -> None:
         d.change_version(name, serving=records)
 
 
-def tags(v: Version) -> dict[str, str]:
-    """Lineage, digests and metrics as MLflow tags."""
-    spec = v.spec
-    out = {
-        "modelops.version": v.name,
-        "modelops.uri": spec.uri,
-        "modelops.manifestDigest": spec.manifest_digest,
-        "modelops.source": f"{spec.source.kind}/{spec.source.name}",
-        "modelops.sourceUid": spec.source.uid,
-    }
-    if spec.source.run is not None:
-        out["modelops.run"] = str(spec.source.run)
-    if spec.source.method:
-        out["modelops.method"] = spec.source.method
-    for i, p in enumerate(spec.parents):
-        out[f"modelops.parent.{i}"] = f"{p.role} {p.uri} {p.version or ''}".strip()
-    for i, ds in enumerate(spec.datasets):
-        out[f"modelops.dataset.{i}"] = f"{ds.role} {ds.uri} {ds.digest or ''}".strip()
-    for name, value in spec.metrics.items():
-        out[f"metric.{name}"] = repr(value)
-    if spec.deletion is not None:
-        out["modelops.deletion.request"] = spec.deletion.request
-        out["modelops.deletion.samples"] = str(spec.deletion.deleted_samples)
-    return {k: val[:MAX_TAG] for k, val in out.items()}
-
-
 def registry_actions(d: Draft) -> list[Action]:
     """RegisterVersion for unregistered versions in play; SetRegistryAliases when the
     recorded aliases differ from champion/challenger."""
     reg = d.spec.registry
     if reg is None or not d.obs.registry_configured:
         return []
+    model = registered_model_name(d.obs.resource.namespace, reg.model_name)
     cur = d.st.current
     challenger = cur.version if cur is not None and cur.step >= 0 and cur_in_canary(d) else None
     wanted = [n for n in (d.st.serving_version, cur.version if cur else None) if n]
@@ -98,12 +74,13 @@ def registry_actions(d: Draft) -> list[Action]:
         if v is None or v.status.registry is not None:
             continue
         description = f"{v.spec.source.kind}/{v.spec.source.name} -> {v.spec.uri}"
-        actions.append(RegisterVersion(reg.model_name, name, v.spec.uri, tags(v), description))
+        tags = version_tags(d.obs.resource.namespace, v.spec, v.status.evaluation)
+        actions.append(RegisterVersion(model, name, v.spec.uri, tags, description))
     named = [n for n in (d.st.serving_version, challenger) if n]
     registered = all(n in d.versions and d.versions[n].status.registry for n in named)
     desired = RegistryAliases(champion=d.st.serving_version, challenger=challenger)
     if registered and (d.st.registry_aliases or RegistryAliases()) != desired:
-        actions.append(SetRegistryAliases(reg.model_name, desired.champion, desired.challenger))
+        actions.append(SetRegistryAliases(model, desired.champion, desired.challenger))
     return actions
 
 
