@@ -171,10 +171,10 @@ def test_drift_to_serving_gate_failure_and_rollback(
             assert perplexity1 is not None and perplexity1 > 1.0
             champion = wait_for(
                 "champion alias on v1",
-                lambda: rel.mlflow_alias(mlflow_server.url, ISVC, "champion"),
+                lambda: rel.mlflow_alias(mlflow_server.url, f"{ns}.{ISVC}", "champion"),
             )
             assert champion["tags"]["modelops.version"] == v1
-            assert rel.mlflow_alias(mlflow_server.url, ISVC, "challenger") is None
+            assert rel.mlflow_alias(mlflow_server.url, f"{ns}.{ISVC}", "challenger") is None
             reasons = rel.event_reasons(api, ns, ISVC)
             assert "Promoted" in reasons and "GatePassed" in reasons, reasons
 
@@ -261,7 +261,7 @@ def test_drift_to_serving_gate_failure_and_rollback(
                 ),
             )
             assert aliases["champion"] == v1
-            champion = rel.mlflow_alias(mlflow_server.url, ISVC, "champion")
+            champion = rel.mlflow_alias(mlflow_server.url, f"{ns}.{ISVC}", "champion")
             assert champion["tags"]["modelops.version"] == v1
-            assert rel.mlflow_alias(mlflow_server.url, ISVC, "challenger") is None
+            assert rel.mlflow_alias(mlflow_server.url, f"{ns}.{ISVC}", "challenger") is None
             assert "RolledBack" in rel.event_reasons(api, ns, ISVC)
