@@ -166,6 +166,13 @@ def isvc_at(
     return isvc if predictor(isvc) == state else None
 
 
+def isvc_reported(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
+    """The InferenceService once KServe (the stand-in) reported its current generation."""
+    isvc = get_isvc(api, ns, name)
+    observed = isvc.get("status", {}).get("observedGeneration")
+    return isvc if observed == isvc["metadata"]["generation"] else None
+
+
 def edit_isvc_by_hand(api: client.ApiClient, ns: str, name: str, uri: str) -> None:
     """What a person with kubectl edit would do: point the predictor elsewhere."""
     client.CustomObjectsApi(api).patch_namespaced_custom_object(

@@ -77,6 +77,8 @@ def world(kube_api, crds_installed, kserve_crd, namespace, prometheus_factory, w
         prom = prometheus_factory({"serving": [exp.target]})
         wait_for("errors scraped", lambda: rel.scraped(prom, rel.ERROR_QUERY, 0.0))
         rel.create_isvc(kube_api, namespace, ISVC, BASE)
+        # Serving before any rollout looks at it (KServe reported the first revision).
+        wait_for("KServe ready", lambda: rel.isvc_reported(kube_api, namespace, ISVC))
         yield exp, prom
 
 

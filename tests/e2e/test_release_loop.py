@@ -125,7 +125,7 @@ def test_drift_to_serving_gate_failure_and_rollback(
         prom = prometheus_factory({"serving": [exp.target]})
         wait_for("drift scraped", lambda: rel.scraped(prom, rel.DRIFT_QUERY, 0.1))
         rel.create_isvc(api, ns, ISVC, BASE_URI)
-        wait_for("KServe ready", lambda: rel.get_isvc(api, ns, ISVC).get("status", {}).get("url"))
+        wait_for("KServe ready", lambda: rel.isvc_reported(api, ns, ISVC))
         rel.create_release(
             api,
             ns,

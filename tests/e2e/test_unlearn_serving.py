@@ -119,6 +119,7 @@ def test_an_unlearned_version_replaces_the_served_one_and_the_deletion_is_effect
         LocalPodRunner(api, tmp_path / "pods", ns, parallel=2),
     ):
         rel.create_isvc(api, ns, ISVC, rel.BASE_URI)
+        wait_for("KServe ready", lambda: rel.isvc_reported(api, ns, ISVC))
         rel.create_release(
             api,
             ns,
