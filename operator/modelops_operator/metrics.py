@@ -143,6 +143,13 @@ DELETION_PENDING = Gauge(
     PER_RESOURCE,
     registry=REGISTRY,
 )
+DELETION_MAX_DELAY = Gauge(
+    "modelops_deletion_max_delay_seconds",
+    "How long an UnlearnRequest's deletion may take to reach serving: the spec.unlearning"
+    ".maxDelay of the ModelRollout whose InferenceService still serves the deleted samples.",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
 
 KIND_NAMES = ("PruneRetrain", "UnlearnRequest", "LoRATransfer", "ModelAdaptation")
 # Counters exist at 0 from the start, so increase() counts their first event.
@@ -186,6 +193,7 @@ _PER_RESOURCE_METRICS = (
     PROMOTIONS,
     ROLLBACKS,
     DELETION_PENDING,
+    DELETION_MAX_DELAY,
 )
 _PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed", "Idle")
 

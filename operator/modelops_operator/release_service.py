@@ -41,7 +41,10 @@ from modelops_operator.reconcile.policy import Gate, refusal
 from modelops_operator.release_metrics import record_rollout
 
 log = logging.getLogger("modelops.reconciler")
-GAUGES = {"modelops_deletion_pending_seconds": metrics.DELETION_PENDING}
+GAUGES = {
+    "modelops_deletion_pending_seconds": metrics.DELETION_PENDING,
+    "modelops_deletion_max_delay_seconds": metrics.DELETION_MAX_DELAY,
+}
 """The gauges a plan may set with MetricUpdate."""
 
 
