@@ -138,3 +138,82 @@ def test_standin_reports_a_revision_that_never_gets_ready(
     assert isvc["status"]["components"]["predictor"]["latestReadyRevision"] == (
         "broken-predictor-00001"
     )
+
+
+# -- the operator's InferenceService adapter on the real API server --------------------
+
+
+def run_async(control_plane: Any, work: Any) -> Any:
+    """`work(session)` on a fresh event loop with the operator's own HTTP session."""
+    import asyncio
+
+    from modelops_operator.k8s.api import ApiSession
+    from modelops_operator.k8s.client import load_api_client
+
+    async def main() -> Any:
+        session = ApiSession(load_api_client(str(control_plane.kubeconfig)).configuration)
+        try:
+            return await work(session)
+        finally:
+            await session.close()
+
+    return asyncio.run(main())
+
+
+def test_observer_tells_kserve_missing_from_inferenceservice_missing(
+    control_plane: Any, kube_api: client.ApiClient, kserve_crd: str, namespace: str
+) -> None:
+    """A GET that finds nothing: the API group's discovery says whether KServe is
+    installed. "Not installed" is shown with a version of the group the API server does
+    not serve (v1alpha9), so the CRD the other tests share stays installed."""
+    from modelops_operator.k8s.inferenceservices import InferenceServiceObserver
+    from modelops_operator.k8s.informer import InformerCache
+
+    create_isvc(kube_api, namespace, "there", "s3://models/a")
+
+    async def work(session: Any) -> Any:
+        cache = InformerCache()
+        real = InferenceServiceObserver(session, cache)
+        absent = InferenceServiceObserver(session, cache, group_version=f"{GROUP}/v1alpha9")
+        return (
+            await real.observe(namespace, "there"),
+            await real.observe(namespace, "nope"),
+            await absent.observe(namespace, "there"),
+        )
+
+    there, nope, absent = run_async(control_plane, work)
+    assert there[1] is None and there[0].storage_uri == "s3://models/a"
+    assert nope == (None, "InferenceServiceNotFound")
+    assert absent == (None, "KServeNotInstalled")
+
+
+def test_applier_patches_the_predictor_and_tolerates_a_deleted_inferenceservice(
+    control_plane: Any, kube_api: client.ApiClient, kserve_crd: str, namespace: str
+) -> None:
+    """PatchInferenceService is a merge patch of the predictor (canaryTrafficPercent
+    null removes it), written through to the cache; a vanished InferenceService is left
+    to the next reconcile (it observes it missing and pauses)."""
+    from modelops_operator.k8s.apply import Applier
+    from modelops_operator.k8s.informer import InformerCache
+    from modelops_operator.reconcile.actions import PatchInferenceService
+    from modelops_operator.reconcile.observed import ResourceView
+
+    create_isvc(kube_api, namespace, "web", "s3://models/v1")
+    res = ResourceView("ModelRollout", "ro", namespace, "uid", 1, {}, {})
+    canary = {"spec": {"predictor": {"model": {"storageUri": "s3://models/v2"},
+                                     "canaryTrafficPercent": 10}}}  # fmt: skip
+    promote = {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+    cache = InformerCache()
+
+    async def work(session: Any) -> None:
+        applier = Applier(session, cache)
+        await applier.apply(res, [PatchInferenceService("web", canary)])
+        assert cache.isvc(namespace, "web")["spec"]["predictor"]["canaryTrafficPercent"] == 10
+        await applier.apply(res, [PatchInferenceService("web", promote)])
+        await applier.apply(res, [PatchInferenceService("gone", promote)])
+
+    run_async(control_plane, work)
+    predictor = read_isvc(kube_api, namespace, "web")["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "s3://models/v2"
+    assert "canaryTrafficPercent" not in predictor
+    assert predictor["model"]["modelFormat"] == {"name": "huggingface"}  # untouched
