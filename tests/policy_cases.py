@@ -30,6 +30,15 @@ BASE: dict[str, dict[str, Any]] = {
         "data": {"uri": "pvc://data/new"},
         "output": {"uri": "pvc://models/versions"},
     },
+    # A release kind (issue 15): its evaluation Job and canary analysis are policed too.
+    "ModelRollout": {
+        "inferenceService": {"name": "bot"},
+        "candidates": [{"kind": "ModelAdaptation", "name": "bot-adapt"}],
+        "gate": {
+            "rules": [{"metric": "perplexity", "comparison": "LessOrEqual"}],
+            "evaluation": {"data": {"uri": "pvc://data/heldout.jsonl"}},
+        },
+    },
 }
 
 
@@ -49,6 +58,21 @@ def drift(url: str) -> dict[str, Any]:
 
 def sched(**kw: Any) -> dict[str, Any]:
     return {"scheduling": kw}
+
+
+def analysis(url: str) -> dict[str, Any]:
+    """A ModelRollout canary whose analysis queries `url`."""
+    return {"canary": {"analysis": {"prometheusUrl": url, "query": "max(err)", "max": 0.01}}}
+
+
+def eval_job(**kw: Any) -> dict[str, Any]:
+    """A ModelRollout whose evaluation Job has these settings."""
+    return {"evaluationJob": kw}
+
+
+def eval_data(uri: str) -> dict[str, Any]:
+    gate = BASE["ModelRollout"]["gate"]
+    return {"gate": {**gate, "evaluation": {"data": {"uri": uri}}}}
 
 
 # (id, kind, spec fields merged over BASE[kind], policy overrides, refused rule or None)
@@ -233,6 +257,93 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], str | None]] = [
         drift("http://prom.monitoring:9090"),
         {"allowedPrometheusEndpoints": []},
         "allowedPrometheusEndpoints",
+    ),
+    # ModelRollout (issue 15): the same rules where it keeps the policed fields.
+    ("rollout-plain", "ModelRollout", {}, {}, None),
+    ("rollout-prom-exact", "ModelRollout", analysis("http://prom.monitoring:9090"), {}, None),
+    (
+        "rollout-prom-below",
+        "ModelRollout",
+        analysis("https://metrics.example/tenant-a/prometheus"),
+        {},
+        None,
+    ),
+    (
+        "rollout-prom-own",
+        "ModelRollout",
+        analysis("http://127.0.0.1:8080"),
+        {},
+        "allowedPrometheusEndpoints",
+    ),
+    (
+        "rollout-prom-userinfo",
+        "ModelRollout",
+        analysis("http://prom.monitoring:9090@evil.example"),
+        {},
+        "allowedPrometheusEndpoints",
+    ),
+    (
+        "rollout-prom-climb",
+        "ModelRollout",
+        analysis("https://metrics.example/tenant-a/../tenant-b"),
+        {},
+        "allowedPrometheusEndpoints",
+    ),
+    (
+        "rollout-prom-none-allowed",
+        "ModelRollout",
+        analysis("http://prom.monitoring:9090"),
+        {"allowedPrometheusEndpoints": []},
+        "allowedPrometheusEndpoints",
+    ),
+    (
+        "rollout-eval-image-allowed",
+        "ModelRollout",
+        eval_job(image="registry.example/modelops-jobs:1.2"),
+        {},
+        None,
+    ),
+    (
+        "rollout-eval-image-own",
+        "ModelRollout",
+        eval_job(image="evil.example/steal:1"),
+        {},
+        "allowedImages",
+    ),
+    (
+        "rollout-eval-priority-system",
+        "ModelRollout",
+        eval_job(scheduling={"priorityClassName": "system-node-critical"}),
+        {},
+        "allowedPriorityClasses",
+    ),
+    (
+        "rollout-eval-toleration-blanket",
+        "ModelRollout",
+        eval_job(scheduling={"tolerations": [{"operator": "Exists"}]}),
+        {},
+        "allowedTolerationKeys",
+    ),
+    (
+        "rollout-eval-toleration-gpu",
+        "ModelRollout",
+        eval_job(scheduling={"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}),
+        {},
+        None,
+    ),
+    (
+        "rollout-file-eval-data",
+        "ModelRollout",
+        eval_data("file:///etc/passwd"),
+        {},
+        "allowFileURIs",
+    ),
+    (
+        "rollout-file-eval-data-allowed",
+        "ModelRollout",
+        eval_data("file:///data/heldout.jsonl"),
+        {"allowFileURIs": True},
+        None,
     ),
 ]
 

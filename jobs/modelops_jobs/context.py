@@ -30,6 +30,8 @@ class AlgorithmResult:
     version: str | None = None
     publish: bool = True
     """False when the algorithm published its output itself (versioned stores)."""
+    message: str = ""
+    """Detail for the JobResult's message (e.g. why a metric is unavailable)."""
 
 
 class RunInfo(TypedDict, total=False):

@@ -7,6 +7,11 @@ them from the spec models, and tests/unit/test_registry.py holds the two sets eq
 a literal added to the API without an entry here fails there. The method is chosen
 here, once, and nowhere else (no `if spec.method == ...` in the algorithms).
 
+Besides the four kinds, the runner runs documents that are no custom resource: the
+gate's evaluation (`kind: ModelEvaluation`, spec `EvaluationJobSpec`, method
+`evaluate`), which a ModelRollout's Job reads. `DOCUMENTS` describes them with the same
+`KindInfo` as a kind, and `document_info` finds either; `api_methods()` covers both.
+
 Modules are imported lazily: `python -m modelops_jobs --help` stays fast and the
 image needs only what the requested method imports. `get` refuses a module whose
 `run` is missing or not annotated with the kind's spec model, RunContext and
@@ -22,6 +27,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast, get_
 
 from modelops_api import KINDS, KindInfo, kind_info
 from modelops_api.base import ApiModel
+from modelops_api.model_rollout import EVALUATION_KIND, EvaluationJobSpec
+from modelops_api.status import JobResult
 from modelops_jobs.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -46,6 +53,22 @@ class Method(NamedTuple):
 
 _ALGORITHMS = "modelops_jobs.algorithms"
 
+EVALUATION = KindInfo(
+    kind=EVALUATION_KIND,
+    plural="modelevaluations",
+    short_names=(),
+    spec=EvaluationJobSpec,
+    status=JobResult,
+    results=None,
+    algorithm="evaluate",
+    conditions=(),
+)
+"""The gate's evaluation Job document: not a CRD kind (no status of its own; the
+ModelRollout reads its JobResult)."""
+
+DOCUMENTS: tuple[KindInfo, ...] = (EVALUATION,)
+"""Documents the runner runs that are not custom resources."""
+
 METHODS: dict[Method, str] = {
     Method("PruneRetrain", "perp"): f"{_ALGORITHMS}.perp_job",
     Method("UnlearnRequest", "s3t"): f"{_ALGORITHMS}.unlearn_s3t",
@@ -54,12 +77,25 @@ METHODS: dict[Method, str] = {
     Method("ModelAdaptation", "cpt"): f"{_ALGORITHMS}.cpt_job",
     Method("ModelAdaptation", "s3t"): f"{_ALGORITHMS}.s3t_job",
     Method("ModelAdaptation", "lora"): f"{_ALGORITHMS}.lora_finetune",
+    Method(EVALUATION_KIND, "evaluate"): f"{_ALGORITHMS}.evaluate",
 }
 
 
-def api_methods(kinds: tuple[KindInfo, ...] = KINDS) -> set[Method]:
-    """Every (kind, method) the API accepts."""
+def api_methods(kinds: tuple[KindInfo, ...] = KINDS + DOCUMENTS) -> set[Method]:
+    """Every (kind, method) the API accepts, and the documents' methods."""
     return {Method(info.kind, m) for info in kinds for m in info.methods()}
+
+
+def document_info(name: str) -> KindInfo:
+    """The KindInfo of a kind or of a document kind; KeyError naming every choice."""
+    for info in DOCUMENTS:
+        if name == info.kind:
+            return info
+    try:
+        return kind_info(name)
+    except KeyError:
+        choices = sorted([k.kind for k in KINDS] + [d.kind for d in DOCUMENTS])
+        raise KeyError(f"unknown kind {name!r}; expected one of {choices}") from None
 
 
 def method_of(info: KindInfo, spec: ApiModel) -> Method:
@@ -101,7 +137,7 @@ def conformance(key: Method, module: ModuleType) -> list[str]:
     if params != ["spec", "ctx"]:
         return [f"run{tuple(params)} must take (spec, ctx)"]
     hints = get_type_hints(run)
-    expected = {"spec": kind_info(key.kind).spec, "ctx": RunContext, "return": AlgorithmResult}
+    expected = {"spec": document_info(key.kind).spec, "ctx": RunContext, "return": AlgorithmResult}
     return [
         f"run's {name} is {getattr(hints.get(name), '__name__', hints.get(name))},"
         f" not {want.__name__}"
@@ -119,6 +155,7 @@ if TYPE_CHECKING:  # the same conformance, checked by mypy without importing tor
     )
     from modelops_jobs.algorithms import (
         cpt_job,
+        evaluate,
         lora_finetune,
         perp_job,
         s3t_job,
@@ -134,3 +171,4 @@ if TYPE_CHECKING:  # the same conformance, checked by mypy without importing tor
     _cpt: Algorithm[ModelAdaptationSpec] = cpt_job
     _s3t: Algorithm[ModelAdaptationSpec] = s3t_job
     _lora: Algorithm[ModelAdaptationSpec] = lora_finetune
+    _evaluate: Algorithm[EvaluationJobSpec] = evaluate

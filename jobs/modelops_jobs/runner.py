@@ -24,12 +24,11 @@ import torch
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from modelops_api import kind_info
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, TERMINATION_MESSAGE_PATH
 from modelops_api.status import Artifact, JobResult
 from modelops_api.unlearn_request import DeletionReceipt
 from modelops_api.validation import spec_error_message
-from modelops_jobs import distributed, registry, storage
+from modelops_jobs import dataset_lineage, distributed, registry, storage
 from modelops_jobs.checkpoint import Checkpointer, seed_everything
 from modelops_jobs.context import RunContext, RunInfo, default_device
 from modelops_jobs.errors import JobError, PermanentError, Preempted
@@ -55,7 +54,7 @@ def parse_document(document: dict[str, Any]) -> tuple[Any, Any]:
     """(KindInfo, validated spec) or PermanentError(InvalidSpec) naming the field."""
     kind = document.get("kind")
     try:
-        info = kind_info(str(kind))
+        info = registry.document_info(str(kind))
     except KeyError as exc:
         raise PermanentError(str(exc), "InvalidSpec") from exc
     try:
@@ -193,7 +192,12 @@ def finish(
     if "receipt" in outcome.lineage:
         extra["receipt"] = DeletionReceipt.model_validate(outcome.lineage["receipt"]).to_wire()
     result = JobResult(
-        ok=True, reason="Succeeded", results=results, artifact=artifact, status=extra
+        ok=True,
+        reason="Succeeded",
+        message=outcome.message[:1024],
+        results=results,
+        artifact=artifact,
+        status=extra,
     )
     return RunOutcome(result, EXIT_OK)
 
@@ -208,6 +212,9 @@ def publish(
 ) -> Artifact | None:
     """Write the manifest and publish the output (when there is one); the artifact."""
     output, uri, ctx = launch.output, launch.uri, launch.ctx
+    if uri is None and outcome.version is None:
+        return None
+    datasets = dataset_lineage.datasets(launch.spec, ctx)
     if output is not None and outcome.publish:
         manifest = {
             "apiVersion": document.get("apiVersion"),
@@ -221,6 +228,7 @@ def publish(
             "method": launch.method.method,
             "results": results,
             "lineage": outcome.lineage,
+            "datasets": [d.to_wire() for d in datasets],
             "metrics": outcome.metrics,
             "createdAt": datetime.now(UTC).isoformat(),
             "wallSeconds": round(time.time() - started, 3),
@@ -228,10 +236,10 @@ def publish(
         }
         digest = storage.write_manifest(ctx.output_dir, manifest)
         output.publish(ctx.reporter)
-        return Artifact(uri=uri or "", manifest_digest=digest, version=outcome.version)
-    if outcome.version is not None or uri is not None:
-        return Artifact(uri=uri or "", version=outcome.version)
-    return None
+        return Artifact(
+            uri=uri or "", manifest_digest=digest, version=outcome.version, datasets=datasets
+        )
+    return Artifact(uri=uri or "", version=outcome.version, datasets=datasets)
 
 
 def failed(exc: Exception, attempt: Attempt) -> RunOutcome:
@@ -281,19 +289,32 @@ def _discard(staging: Path | None) -> None:
 
 
 def termination_message(result: JobResult) -> str:
-    """The result as JSON, trimmed to the kubelet's 4096-byte limit."""
-    text = json.dumps(result.to_wire(), separators=(",", ":"))
-    if len(text.encode()) <= TERMINATION_LIMIT:
-        return text
+    """The result as JSON, trimmed to the kubelet's 4096-byte limit: first the message,
+    then the artifact's dataset lineage (from the end), then the results."""
     slim = result.model_copy(update={"message": result.message[:200]})
-    text = json.dumps(slim.to_wire(), separators=(",", ":"))
-    if len(text.encode()) <= TERMINATION_LIMIT:
-        return text
-    return json.dumps(
-        JobResult(
-            ok=result.ok, reason=result.reason, message="result too large", artifact=result.artifact
-        ).to_wire()
-    )
+    for candidate in (result, *_fewer_datasets(slim)):
+        text = json.dumps(candidate.to_wire(), separators=(",", ":"))
+        if len(text.encode()) <= TERMINATION_LIMIT:
+            return text
+    bare = JobResult(ok=result.ok, reason=result.reason, message="result too large")
+    for candidate in _fewer_datasets(bare.model_copy(update={"artifact": result.artifact})):
+        text = json.dumps(candidate.to_wire(), separators=(",", ":"))
+        if len(text.encode()) <= TERMINATION_LIMIT:
+            return text
+    return json.dumps(bare.to_wire(), separators=(",", ":"))
+
+
+def _fewer_datasets(result: JobResult) -> list[JobResult]:
+    """The result with its artifact's datasets cut to n entries, n from all down to none."""
+    artifact = result.artifact
+    if artifact is None:
+        return [result]
+    return [
+        result.model_copy(
+            update={"artifact": artifact.model_copy(update={"datasets": artifact.datasets[:n]})}
+        )
+        for n in range(len(artifact.datasets), -1, -1)
+    ]
 
 
 def write_termination_message(result: JobResult, path: str | None = None) -> None:

@@ -14,14 +14,17 @@ the chart writes the two bindings (`bindings()` is their reference form, used by
   ModelOpsPolicy objects in that namespace (all must pass; none refuses everything).
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from modelops_api.crdgen import schema_for
-from modelops_api.kinds import KINDS
+from modelops_api.kinds import KINDS, crd_kind
 from modelops_api.meta import API_VERSION, GROUP
 from modelops_api.policy import (
     FORBIDDEN_URL_PARTS,
     LABEL_POLICY_SCOPE,
+    POLICED_FIELDS,
+    POLICED_KINDS,
     POLICY_KIND,
     POLICY_SCOPE_NAMESPACE,
     RULE_FILE_URIS,
@@ -29,6 +32,7 @@ from modelops_api.policy import (
     RULE_PRIORITY,
     RULE_PROMETHEUS,
     RULE_TOLERATIONS,
+    PolicedFields,
     uri_fields,
 )
 
@@ -57,29 +61,71 @@ def _uri_list(kind_spec_schema: dict[str, Any]) -> str:
     return " + ".join(parts) if parts else "[]"
 
 
+POLICED: tuple[str, ...] = (*(info.kind for info in KINDS), *POLICED_KINDS)
+"""The kinds the admission policy matches: every job kind and ModelRollout."""
+
+
 def _uris_by_kind() -> str:
     expr = "[]"
-    for info in reversed(KINDS):
-        expr = f"request.kind.kind == '{info.kind}' ? ({_uri_list(schema_for(info.spec))}) : {expr}"
+    for kind in reversed(POLICED):
+        uris = _uri_list(schema_for(crd_kind(kind).spec))
+        expr = f"request.kind.kind == '{kind}' ? ({uris}) : {expr}"
     return expr
 
 
-_PROM_URL = (
-    "request.kind.kind == 'ModelAdaptation' && has(variables.spec.trigger) && "
-    "has(variables.spec.trigger.drift) ? string(variables.spec.trigger.drift.prometheusUrl) : ''"
+def _guarded(path: tuple[str, ...], then: str, otherwise: str) -> str:
+    guards = " && ".join(
+        "has(variables.spec." + ".".join(path[: i + 1]) + ")" for i in range(len(path))
+    )
+    return f"({guards} ? {then} : {otherwise})" if guards else then
+
+
+def _by_kind(value: Callable[[PolicedFields], str], default: str) -> str:
+    """A CEL value chosen by the request's kind (the kinds in POLICED_FIELDS, else default)."""
+    expr = default
+    for kind, fields in POLICED_FIELDS.items():
+        expr = f"request.kind.kind == '{kind}' ? {value(fields)} : {expr}"
+    return expr
+
+
+def _prom_url(fields: PolicedFields) -> str:
+    path = fields.prometheus_url
+    return _guarded(path, f"string(variables.spec.{'.'.join(path)})", "''")
+
+
+def _job(fields: PolicedFields) -> str:
+    if not fields.job:
+        return "variables.spec"
+    return _guarded(fields.job, f"variables.spec.{'.'.join(fields.job)}", "dyn({})")
+
+
+def _field_prefix(path: tuple[str, ...]) -> str:
+    """'spec.a.b.' as a CEL string: where the fields below `path` are named."""
+    return "'spec." + "".join(f"{p}." for p in path) + "'"
+
+
+_PROM_URL = _by_kind(
+    _prom_url,
+    "request.kind.kind == 'ModelAdaptation' ? " + _prom_url(PolicedFields()) + " : ''",
 )
+_PROM_FIELD = _by_kind(
+    lambda f: "'spec." + ".".join(f.prometheus_url) + "'", "'spec.trigger.drift.prometheusUrl'"
+)
+_JOB = _by_kind(_job, "variables.spec")
+_JOB_FIELD = _by_kind(lambda f: _field_prefix(f.job), "'spec.'")
 _IMAGE_OK = (
-    "!has(object.spec.image) || params.spec.allowedImages.exists(e, e.endsWith('/') ? "
-    "object.spec.image.startsWith(e) : (object.spec.image == e || "
-    "object.spec.image.startsWith(e + ':') || object.spec.image.startsWith(e + '@')))"
+    "!has(variables.job.image) || params.spec.allowedImages.exists(e, e.endsWith('/') ? "
+    "string(variables.job.image).startsWith(e) : (variables.job.image == e || "
+    "string(variables.job.image).startsWith(e + ':') || "
+    "string(variables.job.image).startsWith(e + '@')))"
 )
 _PRIORITY_OK = (
-    "!has(object.spec.scheduling) || !has(object.spec.scheduling.priorityClassName) || "
-    "object.spec.scheduling.priorityClassName in params.spec.allowedPriorityClasses"
+    "!has(variables.job.scheduling) || !has(variables.job.scheduling.priorityClassName) || "
+    "variables.job.scheduling.priorityClassName in params.spec.allowedPriorityClasses"
 )
 _TOLERATIONS_OK = (
-    "!has(object.spec.scheduling) || !has(object.spec.scheduling.tolerations) || "
-    "object.spec.scheduling.tolerations.all(t, has(t.key) && "
+    "!has(variables.job.scheduling) || !has(variables.job.scheduling.tolerations) || "
+    "variables.job.scheduling.tolerations.all(t, has(t.key) && "
     "t.key in params.spec.allowedTolerationKeys)"
 )
 _FORBIDDEN = "[" + ", ".join(f"'{p}'" for p in FORBIDDEN_URL_PARTS) + "]"
@@ -94,6 +140,14 @@ def _rule(expression: str, message: str, rule: str) -> dict[str, Any]:
     return {"expression": expression, "message": message + _suffix(rule), "reason": "Forbidden"}
 
 
+def _named(expression: str, field_var: str, field: str, what: str, rule: str) -> dict[str, Any]:
+    """A rule whose field lies where the kind keeps it: the static message names the job
+    kinds' field, the messageExpression the request's (`variables.<field_var>`)."""
+    out = _rule(expression, f"spec.{field}: {what}", rule)
+    out["messageExpression"] = f"variables.{field_var} + '{field}: {what}{_suffix(rule)}'"
+    return out
+
+
 def validating_admission_policy(name: str = POLICY_NAME) -> dict[str, Any]:
     """The ValidatingAdmissionPolicy (without bindings)."""
     file_rule = _rule(
@@ -104,6 +158,14 @@ def validating_admission_policy(name: str = POLICY_NAME) -> dict[str, Any]:
     file_rule["messageExpression"] = (
         "variables.uris.filter(u, u.uri.startsWith('file://'))[0].field + "
         f"': file:// URIs are refused in a cluster{_suffix(RULE_FILE_URIS)}'"
+    )
+    prometheus_rule = _rule(
+        _PROMETHEUS_OK,
+        "spec.trigger.drift.prometheusUrl: this endpoint is not allowed",
+        RULE_PROMETHEUS,
+    )
+    prometheus_rule["messageExpression"] = (
+        f"variables.promField + ': this endpoint is not allowed{_suffix(RULE_PROMETHEUS)}'"
     )
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -118,7 +180,7 @@ def validating_admission_policy(name: str = POLICY_NAME) -> dict[str, Any]:
                         "apiGroups": [GROUP],
                         "apiVersions": ["*"],
                         "operations": ["CREATE", "UPDATE"],
-                        "resources": [info.plural for info in KINDS],
+                        "resources": [crd_kind(kind).plural for kind in POLICED],
                     }
                 ]
             },
@@ -128,26 +190,30 @@ def validating_admission_policy(name: str = POLICY_NAME) -> dict[str, Any]:
                 {"name": "spec", "expression": "dyn(object.spec)"},
                 {"name": "uris", "expression": _uris_by_kind()},
                 {"name": "promUrl", "expression": _PROM_URL},
+                {"name": "promField", "expression": _PROM_FIELD},
+                # Where the kind keeps its Job settings: the spec itself, or a ModelRollout's
+                # evaluationJob (an empty map when it has none).
+                {"name": "job", "expression": _JOB},
+                {"name": "jobField", "expression": _JOB_FIELD},
             ],
             "validations": [
                 file_rule,
-                _rule(_IMAGE_OK, "spec.image: this image is not allowed", RULE_IMAGES),
-                _rule(
+                _named(_IMAGE_OK, "jobField", "image", "this image is not allowed", RULE_IMAGES),
+                _named(
                     _PRIORITY_OK,
-                    "spec.scheduling.priorityClassName: this PriorityClass is not allowed",
+                    "jobField",
+                    "scheduling.priorityClassName",
+                    "this PriorityClass is not allowed",
                     RULE_PRIORITY,
                 ),
-                _rule(
+                _named(
                     _TOLERATIONS_OK,
-                    "spec.scheduling.tolerations: this toleration is not allowed "
-                    "(a key from the allowed list is required)",
+                    "jobField",
+                    "scheduling.tolerations",
+                    "this toleration is not allowed (a key from the allowed list is required)",
                     RULE_TOLERATIONS,
                 ),
-                _rule(
-                    _PROMETHEUS_OK,
-                    "spec.trigger.drift.prometheusUrl: this endpoint is not allowed",
-                    RULE_PROMETHEUS,
-                ),
+                prometheus_rule,
             ],
         },
     }

@@ -1,13 +1,13 @@
 """Generate docs/api.md, the API reference, from the same models as the CRDs.
 
-One section per kind; one table per object type reachable from its spec and status,
+One section per kind (the job kinds, then the release kinds); one table per object type reachable from its spec and status,
 listing each field's manifest name, type, default, bounds and description.
 """
 
 from typing import Any
 
 from modelops_api.crdgen import schema_for
-from modelops_api.kinds import KINDS
+from modelops_api.kinds import CRD_KINDS
 from modelops_api.meta import API_VERSION
 
 
@@ -83,15 +83,20 @@ def render_api_reference() -> str:
         "`kubectl explain <kind>.spec` shows the same descriptions.",
         "",
     ]
-    for info in KINDS:
+    for info in CRD_KINDS:
         out.append(f"\n## {info.kind}\n")
         out.append(
             f"Short names: {', '.join(f'`{s}`' for s in info.short_names)}; category `modelops`.\n"
         )
         out.append((info.spec.__doc__ or "").strip() + "\n")
         _tables("spec", schema_for(info.spec), out)
+        if info.status_note:
+            out.append(f"\n{info.status_note}\n")
         _tables("status", schema_for(info.status), out)
         out.append("\n#### Conditions\n")
+        if not info.conditions:
+            out.append("None: `status.phase` says where it stands.\n")
+            continue
         out.append(
             "Every condition has `type`, `status`, `reason`, `message`,"
             " `lastTransitionTime` and `observedGeneration`. Reconcile errors the API server"

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
-from modelops_api.kinds import KINDS, KindInfo
+from modelops_api.kinds import CRD_KINDS, CrdKind
 from modelops_api.meta import CATEGORY, GROUP, VERSION
 
 _DROP = {"title", "examples", "additionalProperties", "$defs", "propertyNames"}
@@ -43,6 +43,22 @@ def _strip_none(value: Any) -> Any:
     return value
 
 
+def _pattern_map(node: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A map whose keys have a pattern (dict[Pattern, V]): structural schemas have no
+    patternProperties, so the value schema becomes additionalProperties and the key
+    pattern (and length) a CEL rule."""
+    ((pattern, value),) = node["patternProperties"].items()
+    max_len = (node.get("propertyNames") or {}).get("maxLength")
+    size = f"size(k) <= {max_len} && " if max_len is not None else ""
+    quoted = pattern.replace("\\", "\\\\").replace("'", "\\'")
+    rule = {
+        "rule": f"self.all(k, {size}k.matches('{quoted}'))",
+        "message": f"keys must match {pattern}"
+        + (f" and have at most {max_len} characters" if max_len is not None else ""),
+    }
+    return value, rule
+
+
 def _convert(node: Any, defs: dict[str, Any]) -> Any:
     """Turn one pydantic JSON-schema node into a structural OpenAPI v3 node."""
     if not isinstance(node, dict):
@@ -62,8 +78,13 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
             return _convert({**inner, **outer}, defs)
     out: dict[str, Any] = {}
     extra_map = node.get("additionalProperties")
+    if "patternProperties" in node:
+        extra_map, key_rule = _pattern_map(node)
+        out["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), key_rule]
     for key, value in node.items():
-        if key in _DROP:
+        if key in _DROP or key == "patternProperties":
+            continue
+        if key == "x-kubernetes-validations" and "x-kubernetes-validations" in out:
             continue
         if key == "const":
             out["enum"] = [value]
@@ -103,7 +124,7 @@ def schema_for(model: type[BaseModel]) -> dict[str, Any]:
     return _convert(raw, defs)
 
 
-def crd_for(info: KindInfo) -> dict[str, Any]:
+def crd_for(info: CrdKind) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     spec_schema = schema_for(info.spec)
     status_schema = schema_for(info.status)
@@ -216,9 +237,9 @@ def render(crd: dict[str, Any]) -> str:
 
 
 def generate_all() -> dict[str, str]:
-    """File name -> YAML text for every kind, the ModelOpsPolicy CRD and the
+    """File name -> YAML text for every kind (job and release kinds), the ModelOpsPolicy CRD and the
     ValidatingAdmissionPolicy that enforces it."""
-    out = {f"{GROUP}_{info.plural}.yaml": render(crd_for(info)) for info in KINDS}
+    out = {f"{GROUP}_{info.plural}.yaml": render(crd_for(info)) for info in CRD_KINDS}
     policy = policy_crd()
     out[f"{GROUP}_{policy['spec']['names']['plural']}.yaml"] = render(policy)
     from modelops_api.admission import FILE_NAME, validating_admission_policy

@@ -1,35 +1,38 @@
-"""The four kinds and their CRD-level facts: names, printer columns, root-level rules.
+"""The custom resource kinds and their CRD-level facts: names, printer columns, root rules.
 
-One `KindInfo` per kind is the single list the CRD generator, the operator's handler
-registration and the docs all iterate over.
+Two lists, because they mean different things to the rest of the code:
+- `KINDS`: the four job kinds (one `KindInfo` each), which the operator's handler
+  registration, the jobs registry, the policy and the demo iterate over: each runs a Job;
+- `RELEASE_KINDS`: ModelVersion and ModelRollout (issue 15), which run no algorithm and
+  are reconciled by their own handlers (`CrdKind`, without the job facts).
+The CRD generator, the API reference and the chart's CRD copy cover `CRD_KINDS`, both.
+`kind_info()` finds job kinds only (a job document of another kind is refused);
+`crd_kind()` finds any of them.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import get_args
 
 from modelops_api.base import ApiModel, cel
 from modelops_api.common import PROCESSES_MATCH_GPUS
+from modelops_api.crd_kind import ConditionDoc, CrdKind, PrinterColumn
 from modelops_api.lora_transfer import LoRATransferResults, LoRATransferSpec, LoRATransferStatus
 from modelops_api.model_adaptation import ModelAdaptationSpec, ModelAdaptationStatus
 from modelops_api.prune_retrain import PruneRetrainResults, PruneRetrainSpec, PruneRetrainStatus
+from modelops_api.release_kinds import RELEASE_KINDS
 from modelops_api.unlearn_request import UnlearnRequestSpec, UnlearnRequestStatus, UnlearnResults
 
-
-@dataclass(frozen=True)
-class PrinterColumn:
-    name: str
-    json_path: str
-    type: str = "string"
-    description: str = ""
-    priority: int = 0
-
-
-@dataclass(frozen=True)
-class ConditionDoc:
-    """One condition type a kind's status carries, for docs/api.md."""
-
-    type: str
-    meaning: str
+__all__ = [
+    "CRD_KINDS",
+    "KINDS",
+    "RELEASE_KINDS",
+    "ConditionDoc",
+    "CrdKind",
+    "KindInfo",
+    "PrinterColumn",
+    "crd_kind",
+    "kind_info",
+]
 
 
 COMMON_CONDITIONS: tuple[ConditionDoc, ...] = (
@@ -59,26 +62,16 @@ ONE_SHOT_CONDITIONS: tuple[ConditionDoc, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class KindInfo:
-    kind: str
-    plural: str
-    short_names: tuple[str, ...]
-    spec: type[ApiModel]
-    status: type[ApiModel]
+@dataclass(frozen=True, kw_only=True)
+class KindInfo(CrdKind):
+    """A job kind: a resource whose reconcile runs an algorithm in a Job."""
+
     results: type[ApiModel] | None
     algorithm: str
     """The algorithm family the Job runs (the method itself when the kind has one)."""
-    columns: tuple[PrinterColumn, ...] = ()
-    root_rules: tuple[dict[str, str], ...] = field(default=())
     conditions: tuple[ConditionDoc, ...] = COMMON_CONDITIONS + ONE_SHOT_CONDITIONS
-    """Every condition type the operator sets on this kind (docs/api.md)."""
     method_field: str | None = None
     """The spec field whose Literal names the method (None: one method, `algorithm`)."""
-
-    @property
-    def singular(self) -> str:
-        return self.kind.lower()
 
     def methods(self) -> tuple[str, ...]:
         """Every method the API accepts for this kind, read from the spec model itself."""
@@ -221,8 +214,12 @@ KINDS: tuple[KindInfo, ...] = (
     ),
 )
 
+CRD_KINDS: tuple[CrdKind, ...] = (*KINDS, *RELEASE_KINDS)
+"""Every kind with a generated CRD: the job kinds, then the release kinds."""
+
 _BY_KIND = {k.kind: k for k in KINDS}
 _BY_PLURAL = {k.plural: k for k in KINDS}
+_CRD_BY_NAME = {**{k.kind: k for k in CRD_KINDS}, **{k.plural: k for k in CRD_KINDS}}
 
 
 def kind_info(name: str) -> KindInfo:
@@ -232,3 +229,10 @@ def kind_info(name: str) -> KindInfo:
     if name in _BY_PLURAL:
         return _BY_PLURAL[name]
     raise KeyError(f"unknown kind {name!r}; expected one of {sorted(_BY_KIND)}")
+
+
+def crd_kind(name: str) -> CrdKind:
+    """Any kind with a CRD (job or release kind), by kind or plural name."""
+    if name in _CRD_BY_NAME:
+        return _CRD_BY_NAME[name]
+    raise KeyError(f"unknown kind {name!r}; expected one of {sorted(k.kind for k in CRD_KINDS)}")

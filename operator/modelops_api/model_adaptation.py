@@ -323,6 +323,9 @@ class RunRecord(ApiModel):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     message: Annotated[str, Field(max_length=1024)] | None = Field(None, description="Detail.")
+    model_version: Annotated[str, Field(max_length=253)] | None = Field(
+        None, description="The ModelVersion recorded for this run's output."
+    )
 
 
 class DriftStatus(ApiModel):

@@ -70,6 +70,15 @@ class GateRule(ApiModel):
     )
     threshold: MetricValue | None = Field(None, description="Absolute: the bound.")
 
+    @model_validator(mode="after")
+    def _threshold_iff_absolute(self) -> "GateRule":
+        """The pydantic twin of the CEL rule above."""
+        if (self.baseline == "Absolute") != (self.threshold is not None):
+            raise ValueError(
+                "threshold is required with baseline Absolute and not allowed with Serving"
+            )
+        return self
+
 
 class GateEvaluation(ApiModel):
     """Score the candidate and the version in service on the same held-out data, in a
@@ -83,10 +92,30 @@ class GateEvaluation(ApiModel):
 class Gate(ApiModel):
     """What a candidate must show before it takes traffic. Empty: every version passes."""
 
+    model_config = with_cel(
+        cel(
+            "!has(self.rules) || has(self.evaluation) || "
+            "!self.rules.exists(r, !has(r.baseline) || r.baseline == 'Serving')",
+            "evaluation is required when a rule has baseline Serving (candidate and serving"
+            " version are scored on the same held-out data)",
+            ".evaluation",
+        ),
+    )
+
     rules: list[GateRule] = Field(default_factory=list, max_length=16, description="All must hold.")
     evaluation: GateEvaluation | None = Field(
         None, description="Held-out scoring of candidate and serving version (for Serving rules)."
     )
+
+    @model_validator(mode="after")
+    def _serving_rules_need_evaluation(self) -> "Gate":
+        """The pydantic twin of the CEL rule above."""
+        if self.evaluation is None and any(r.baseline == "Serving" for r in self.rules):
+            raise ValueError(
+                "evaluation is required when a rule has baseline Serving (candidate and"
+                " serving version are scored on the same held-out data)"
+            )
+        return self
 
 
 class Analysis(ApiModel):
@@ -96,6 +125,11 @@ class Analysis(ApiModel):
 
     model_config = with_cel(
         cel("has(self.min) || has(self.max)", "set min, max or both", ".max"),
+        cel(
+            "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "min must not exceed max",
+            ".min",
+        ),
         cel(
             "[has(self.bearerTokenSecretRef), has(self.basicAuth)].filter(x, x).size() <= 1",
             "set at most one of bearerTokenSecretRef and basicAuth",
@@ -129,6 +163,8 @@ class Analysis(ApiModel):
             raise ValueError("set min, max or both")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min must not exceed max")
+        if self.bearer_token_secret_ref is not None and self.basic_auth is not None:
+            raise ValueError("set at most one of bearerTokenSecretRef and basicAuth")
         return self
 
 
@@ -136,7 +172,11 @@ class Canary(ApiModel):
     """Traffic steps to the candidate, each held for `interval` while analysis holds."""
 
     model_config = with_cel(
-        cel("self.steps[self.steps.size() - 1] == 100", "the last step must be 100", ".steps"),
+        cel(
+            "self.steps.size() == 0 || self.steps[self.steps.size() - 1] == 100",
+            "the last step must be 100",
+            ".steps",
+        ),
         cel(
             "self.steps.isSorted() && self.steps.all(s, self.steps.filter(t, t == s).size() == 1)",
             "steps must be strictly increasing",
@@ -175,6 +215,8 @@ class Registry(ApiModel):
 class Unlearning(ApiModel):
     """How long a deletion may take to reach serving before it is reported."""
 
+    model_config = with_cel(cel_bounds("maxDelay", "0s", "720h"))
+
     max_delay: Annotated[Duration, AfterValidator(within("maxDelay", "0s", "720h"))] = Field(
         "24h",
         description="After an UnlearnRequest succeeds, its version must serve within this"
@@ -182,8 +224,31 @@ class Unlearning(ApiModel):
     )
 
 
+_EVAL_JOB_PROCESSES = cel(
+    "!has(self.evaluationJob) || !has(self.evaluationJob.distribution) || "
+    "!has(self.evaluationJob.distribution.processesPerNode) || "
+    "(has(self.evaluationJob.resources) && has(self.evaluationJob.resources.gpu) && "
+    "has(self.evaluationJob.resources.gpu.count) ? self.evaluationJob.resources.gpu.count : 1)"
+    " in [0, self.evaluationJob.distribution.processesPerNode]",
+    "evaluationJob.distribution.processesPerNode must be unset or equal"
+    " evaluationJob.resources.gpu.count when GPUs are requested (one process per GPU)",
+    ".evaluationJob.distribution.processesPerNode",
+)
+"""`common.PROCESSES_MATCH_GPUS` for the evaluation Job (its twin: JobTemplate's validator)."""
+
+
 class ModelRolloutSpec(ApiModel):
     """The release channel of one InferenceService."""
+
+    model_config = with_cel(
+        cel(
+            "self.candidates.all(c, self.candidates.exists_one(d, d.kind == c.kind"
+            " && d.name == c.name))",
+            "candidates must not name the same resource twice",
+            ".candidates",
+        ),
+        _EVAL_JOB_PROCESSES,
+    )
 
     inference_service: InferenceServiceRef = Field(description="Where versions serve.")
     candidates: list[CandidateSource] = Field(
@@ -200,6 +265,14 @@ class ModelRolloutSpec(ApiModel):
     evaluation_job: JobTemplate | None = Field(
         None, description="Image, resources and scheduling of the gate's evaluation Job."
     )
+
+    @model_validator(mode="after")
+    def _distinct_candidates(self) -> "ModelRolloutSpec":
+        """The pydantic twin of the CEL rule above."""
+        seen = [(c.kind, c.name) for c in self.candidates]
+        if len(set(seen)) != len(seen):
+            raise ValueError("candidates must not name the same resource twice")
+        return self
 
 
 EVALUATION_KIND = "ModelEvaluation"

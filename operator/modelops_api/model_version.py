@@ -18,7 +18,7 @@ from pydantic import Field
 
 from modelops_api.base import ApiModel
 from modelops_api.common import DNSName
-from modelops_api.status import Condition
+from modelops_api.status import Condition, DatasetLineage
 
 MetricName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.]*$", max_length=64)]
 MetricValue = Annotated[float, Field(allow_inf_nan=False)]
@@ -51,16 +51,6 @@ class Parent(ApiModel):
     version: Annotated[str, Field(max_length=253)] | None = Field(
         None, description="The ModelVersion recorded for that URI, when there is one."
     )
-
-
-class DatasetLineage(ApiModel):
-    """A dataset the run read."""
-
-    role: Annotated[str, Field(max_length=32)] = Field(
-        description="train, replay, eval, forget, seeds, ..."
-    )
-    uri: UriText = Field(description="Where it is.")
-    digest: Digest | None = Field(None, description="Its digest, when the Job reported one.")
 
 
 class Deletion(ApiModel):
@@ -121,7 +111,8 @@ class MetricCheck(ApiModel):
         None, description="The serving version's value on the same data (Serving rules)."
     )
     limit: MetricValue | None = Field(
-        None, description="The bound the candidate had to meet (baseline with tolerance, or the threshold)."
+        None,
+        description="The bound the candidate had to meet (baseline with tolerance, or the threshold).",
     )
     passed: bool = Field(description="Whether the rule held.")
     message: Annotated[str, Field(max_length=512)] = Field(

@@ -64,7 +64,8 @@ class ModelOpsPolicySpec(ApiModel):
         default_factory=list,
         max_length=64,
         description=(
-            "Images spec.image may name: a repository (then any :tag or @digest of it) "
+            "Images spec.image (a ModelRollout's spec.evaluationJob.image) may name: a "
+            "repository (then any :tag or @digest of it) "
             "or a prefix ending in '/'. Empty: only the operator's default jobs image."
         ),
     )
@@ -72,8 +73,9 @@ class ModelOpsPolicySpec(ApiModel):
         default_factory=list,
         max_length=64,
         description=(
-            "Prometheus base URLs a drift trigger may query (and send credentials to): "
-            "the URL itself or a path below it. Empty: no drift triggers."
+            "Prometheus base URLs a drift trigger or a ModelRollout's canary analysis may "
+            "query (and send credentials to): the URL itself or a path below it. Empty: no "
+            "drift triggers and no canary analysis."
         ),
     )
     allowed_priority_classes: list[DNSName] = Field(
@@ -108,6 +110,28 @@ class Violation:
 
 
 # -- where the rules look: derived from the kinds' schemas --------------------------------
+
+
+@dataclass(frozen=True)
+class PolicedFields:
+    """Where a kind keeps what the policy checks besides URIs: its Job settings (image,
+    scheduling) and a Prometheus URL the operator queries (camelCase paths under spec)."""
+
+    job: tuple[str, ...] = ()
+    prometheus_url: tuple[str, ...] = ("trigger", "drift", "prometheusUrl")
+
+
+POLICED_FIELDS: Final[dict[str, PolicedFields]] = {
+    # The gate's evaluation Job and the canary analysis (issue 15).
+    "ModelRollout": PolicedFields(("evaluationJob",), ("canary", "analysis", "prometheusUrl")),
+}
+POLICED_KINDS: Final = ("ModelRollout",)
+"""Release kinds the policy covers (besides every job kind): ModelVersions are written
+by the operator only, from specs the policy already allowed."""
+
+
+def policed_fields(kind: str) -> PolicedFields:
+    return POLICED_FIELDS.get(kind, PolicedFields())
 
 
 def uri_fields(schema: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -155,8 +179,18 @@ def endpoint_allowed(url: str, allowed: list[str]) -> bool:
     )
 
 
+def _value_at(spec: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = spec
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
 def violations(
-    spec: dict[str, Any], policy: ModelOpsPolicySpec, uri_paths: list[tuple[str, ...]]
+    spec: dict[str, Any],
+    policy: ModelOpsPolicySpec,
+    uri_paths: list[tuple[str, ...]],
+    fields: PolicedFields = PolicedFields(),
 ) -> list[Violation]:
     """Everything in a spec (wire form, camelCase) that the policy refuses."""
     out: list[Violation] = []
@@ -167,15 +201,31 @@ def violations(
                     out.append(
                         Violation(where, RULE_FILE_URIS, "file:// URIs are refused in a cluster")
                     )
-    image = spec.get("image")
+    out += _job_violations(_value_at(spec, fields.job) or {}, policy, _dotted(fields.job))
+    url = _value_at(spec, fields.prometheus_url)
+    if url is not None and not endpoint_allowed(str(url), policy.allowed_prometheus_endpoints):
+        where = _dotted(fields.prometheus_url).rstrip(".")
+        out.append(Violation(where, RULE_PROMETHEUS, "this endpoint is not allowed"))
+    return out
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    """'spec.a.b.' for a path (a, b): the prefix of the fields below it."""
+    return "spec." + "".join(f"{p}." for p in path)
+
+
+def _job_violations(job: dict[str, Any], policy: ModelOpsPolicySpec, at: str) -> list[Violation]:
+    """The Job settings (image, scheduling) found at `at` ('spec.' for a job kind)."""
+    out: list[Violation] = []
+    image = job.get("image")
     if image is not None and not image_allowed(str(image), policy.allowed_images):
-        out.append(Violation("spec.image", RULE_IMAGES, "this image is not allowed"))
-    sched = spec.get("scheduling") or {}
+        out.append(Violation(f"{at}image", RULE_IMAGES, "this image is not allowed"))
+    sched = job.get("scheduling") or {}
     pc = sched.get("priorityClassName")
     if pc is not None and pc not in policy.allowed_priority_classes:
         out.append(
             Violation(
-                "spec.scheduling.priorityClassName",
+                f"{at}scheduling.priorityClassName",
                 RULE_PRIORITY,
                 "this PriorityClass is not allowed",
             )
@@ -184,18 +234,11 @@ def violations(
         if tol.get("key") not in policy.allowed_toleration_keys:
             out.append(
                 Violation(
-                    f"spec.scheduling.tolerations[{i}]",
+                    f"{at}scheduling.tolerations[{i}]",
                     RULE_TOLERATIONS,
                     "this toleration is not allowed (a key from the allowed list is required)",
                 )
             )
-    url = ((spec.get("trigger") or {}).get("drift") or {}).get("prometheusUrl")
-    if url is not None and not endpoint_allowed(str(url), policy.allowed_prometheus_endpoints):
-        out.append(
-            Violation(
-                "spec.trigger.drift.prometheusUrl", RULE_PROMETHEUS, "this endpoint is not allowed"
-            )
-        )
     return out
 
 

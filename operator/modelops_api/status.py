@@ -71,6 +71,24 @@ class JobRef(ApiModel):
     uid: Annotated[str, Field(max_length=64)] | None = Field(None, description="Job UID.")
 
 
+MAX_DATASETS = 16
+"""At most this many datasets in an Artifact (and a ModelVersion): the termination message
+that carries them is at most 4096 bytes."""
+
+
+class DatasetLineage(ApiModel):
+    """A dataset the run read (defined here, next to the Artifact that reports it;
+    modelops_api.model_version re-exports it for the ModelVersion's lineage)."""
+
+    role: Annotated[str, Field(max_length=32)] = Field(
+        description="train, replay, eval, forget, seeds, ..."
+    )
+    uri: Annotated[str, Field(max_length=1024)] = Field(description="Where it is.")
+    digest: Annotated[str, Field(max_length=80)] | None = Field(
+        None, description="Its digest, when the Job reported one."
+    )
+
+
 class Artifact(ApiModel):
     """What a run produced."""
 
@@ -80,6 +98,11 @@ class Artifact(ApiModel):
     )
     version: Annotated[str, Field(max_length=64)] | None = Field(
         None, description="Model version written, for stores with versions."
+    )
+    datasets: list[DatasetLineage] = Field(
+        default_factory=list,
+        max_length=MAX_DATASETS,
+        description="The datasets the run read, with the sha256 of their files (lineage).",
     )
 
 
@@ -99,6 +122,10 @@ class BaseStatus(ApiModel):
         None, description="Short summary of the current state."
     )
     retries: int | None = Field(None, ge=0, description="Failed pod attempts that were retried.")
+    model_version: Annotated[str, Field(max_length=253)] | None = Field(
+        None,
+        description="The ModelVersion recorded for the output (ModelAdaptation: the latest run's).",
+    )
 
 
 class JobResult(ApiModel):

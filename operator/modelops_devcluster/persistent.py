@@ -164,13 +164,13 @@ def install_crds(kubeconfig: Path, timeout: float = 60.0) -> list[str]:
     from kubernetes.client.exceptions import ApiException
 
     from modelops_api.crdgen import crd_for, policy_crd
-    from modelops_api.kinds import KINDS
+    from modelops_api.kinds import CRD_KINDS
 
     api = config.new_client_from_config(config_file=str(kubeconfig))
     ext: Any = client.ApiextensionsV1Api(api)  # dict bodies, as the API server takes them
     try:
         names = []
-        for body in [*(crd_for(info) for info in KINDS), policy_crd()]:
+        for body in [*(crd_for(info) for info in CRD_KINDS), policy_crd()]:
             name = body["metadata"]["name"]
             try:
                 ext.create_custom_resource_definition(body)

@@ -9,12 +9,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from tests.conftest import REPO_ROOT
 
-from modelops_api.kinds import kind_info
+from modelops_api.kinds import crd_kind
 from modelops_api.meta import GROUP, VERSION
 
 
 def create(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-    info = kind_info(body["kind"])
+    info = crd_kind(body["kind"])
     body = {**body, "apiVersion": f"{GROUP}/{VERSION}"}
     return client.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, info.plural, body, field_validation="Strict"
@@ -23,7 +23,7 @@ def create(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict[
 
 def get(api: client.ApiClient, namespace: str, kind: str, name: str) -> dict[str, Any]:
     return client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, kind_info(kind).plural, name
+        GROUP, VERSION, namespace, crd_kind(kind).plural, name
     )
 
 

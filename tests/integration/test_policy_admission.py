@@ -26,7 +26,7 @@ from tests.policy_cases import CASES, policy_of, spec_of
 from tests.uri_cases import URI_CASES
 
 from modelops_api.admission import bindings, validating_admission_policy
-from modelops_api.kinds import kind_info
+from modelops_api.kinds import crd_kind
 from modelops_api.meta import GROUP, VERSION
 from modelops_api.policy import (
     LABEL_POLICY_SCOPE,
@@ -50,7 +50,7 @@ def dry_create(api: client.ApiClient, ns: str, kind: str, spec: dict[str, Any]) 
     }
     try:
         client.CustomObjectsApi(api).create_namespaced_custom_object(
-            GROUP, VERSION, ns, kind_info(kind).plural, body, dry_run="All"
+            GROUP, VERSION, ns, crd_kind(kind).plural, body, dry_run="All"
         )
         return None
     except ApiException as exc:
@@ -137,7 +137,7 @@ def test_admission_and_operator_agree(kube_api, bound, case, kind, fields, overr
     ns = bound[json.dumps(overrides, sort_keys=True)]
     admission = dry_create(kube_api, ns, kind, spec)
     view = PolicyView((ModelOpsPolicySpec.model_validate(policy_of(overrides)),))
-    operator = refusal(kind, kind_info(kind).spec.model_validate(spec), Gate(view))
+    operator = refusal(kind, crd_kind(kind).spec.model_validate(spec), Gate(view))
     if rule is None:
         assert admission is None, f"{case}: refused at admission: {admission}"
         assert operator is None, f"{case}: refused by the operator: {operator}"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from tests.policy_cases import CASES, policy_of, spec_of
 
-from modelops_api.kinds import kind_info
+from modelops_api.kinds import crd_kind
 from modelops_api.policy import ModelOpsPolicySpec, secret_refs
 from modelops_operator.config import OperatorConfig
 from modelops_operator.reconcile import plan
@@ -24,7 +24,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
     ("case", "kind", "fields", "overrides", "rule"), CASES, ids=[c[0] for c in CASES]
 )
 def test_policy_table(case, kind, fields, overrides, rule):
-    spec = kind_info(kind).spec.model_validate(spec_of(kind, fields))
+    spec = crd_kind(kind).spec.model_validate(spec_of(kind, fields))
     view = PolicyView((ModelOpsPolicySpec.model_validate(policy_of(overrides)),), "test")
     refused = refusal(kind, spec, Gate(view))
     if rule is None:
@@ -171,3 +171,63 @@ def test_a_storage_credentials_secret_must_opt_in_too(state, reason):
     cond = next(c for c in patch["conditions"] if c["type"] == "PolicyViolation")
     assert cond["status"] == "True" and cond["reason"] == reason
     assert "spec.storage" in cond["message"] and "s3-creds" in cond["message"]
+
+
+ROLLOUT_AUTH = {
+    **spec_of("ModelRollout", {}),
+    "canary": {
+        "analysis": {
+            "prometheusUrl": "http://prom.monitoring:9090",
+            "query": "max(err)",
+            "max": 0.01,
+            "bearerTokenSecretRef": {"name": "prom-token", "key": "token"},
+            "caSecretRef": {"name": "prom-ca", "key": "ca.crt"},
+        }
+    },
+    "evaluationJob": {
+        "storage": {"secretName": "s3-creds", "accessKeyId": "id", "secretAccessKey": "key"}
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("secrets", "reason", "field"),
+    [
+        ({}, "SecretNotFound", "spec.canary.analysis.bearerTokenSecretRef"),
+        (
+            {"prom-token": SecretState.NOT_LABELLED},
+            "SecretNotUsable",
+            "spec.canary.analysis.bearerTokenSecretRef",
+        ),
+        (
+            {"prom-token": SecretState.USABLE, "prom-ca": SecretState.USABLE},
+            "SecretNotFound",
+            "spec.evaluationJob.storage.secretName",
+        ),
+        (
+            {n: SecretState.USABLE for n in ("prom-token", "prom-ca", "s3-creds")},
+            None,
+            None,
+        ),
+    ],
+    ids=["missing", "not-labelled", "storage-missing", "all-opted-in"],
+)
+def test_rollout_secrets_need_the_opt_in(secrets, reason, field):
+    """The canary analysis' credentials and the evaluation Job's storage Secret carry the
+    same opt-in label as a drift trigger's: the operator sends none that is not opted in."""
+    spec = crd_kind("ModelRollout").spec.model_validate(ROLLOUT_AUTH)
+    refused = refusal("ModelRollout", spec, Gate(secrets=secrets))
+    if reason is None:
+        assert refused is None
+        return
+    assert refused is not None and refused.reason == reason
+    assert refused.message.startswith(field), refused.message
+
+
+def test_rollout_storage_uris_are_found():
+    from modelops_api.crdgen import schema_for
+    from modelops_api.policy import uri_fields
+
+    assert uri_fields(schema_for(crd_kind("ModelRollout").spec)) == [
+        ("gate", "evaluation", "data", "uri")
+    ]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from modelops_api import KINDS, kind_info
+from modelops_api.model_rollout import EVALUATION_KIND, EvaluationJobSpec
 from modelops_jobs import registry
 from modelops_jobs.errors import PermanentError
 from modelops_jobs.registry import Method
@@ -29,6 +30,26 @@ API_METHODS = [
 
 def test_registry_keys_equal_the_api_methods_exactly() -> None:
     assert set(registry.METHODS) == registry.api_methods()
+
+
+def test_the_evaluation_is_a_document_not_a_crd_kind() -> None:
+    """The gate's evaluation Job runs like a kind (registry key, spec model) but is no
+    custom resource: the CRDs and docs iterate KINDS, which does not hold it."""
+    assert registry.DOCUMENTS == (registry.EVALUATION,)
+    assert EVALUATION_KIND not in {k.kind for k in KINDS}
+    assert registry.api_methods(KINDS) | {Method(EVALUATION_KIND, "evaluate")} == set(
+        registry.METHODS
+    )
+    info = registry.document_info(EVALUATION_KIND)
+    assert info.spec is EvaluationJobSpec and info.methods() == ("evaluate",)
+    assert registry.document_info("PruneRetrain") is kind_info("PruneRetrain")
+
+
+def test_an_unknown_document_kind_names_every_choice() -> None:
+    with pytest.raises(KeyError) as err:
+        registry.document_info("ModelEval")
+    assert "'ModelEval'" in str(err.value) and "'ModelEvaluation'" in str(err.value)
+    assert "'PruneRetrain'" in str(err.value)
 
 
 @pytest.mark.parametrize(("kind", "methods"), API_METHODS, ids=[k for k, _ in API_METHODS])
@@ -72,8 +93,9 @@ def test_same_method_name_in_two_kinds_runs_different_modules() -> None:
         (Method("ModelAdaptation", "full"), "['cpt', 'lora', 's3t']"),
         (Method("Nope", "perp"), "[]"),
         (Method("PruneRetrain", ""), "['perp']"),
+        (Method("ModelEvaluation", "score"), "['evaluate']"),
     ],
-    ids=["unlearn-sisa", "adapt-full", "unknown-kind", "empty-method"],
+    ids=["unlearn-sisa", "adapt-full", "unknown-kind", "empty-method", "evaluation-score"],
 )
 def test_unknown_method_is_a_permanent_error_naming_the_choices(key: Method, choices: str) -> None:
     with pytest.raises(PermanentError) as err:

@@ -56,3 +56,21 @@ def label_value(name: str) -> str:
     keep = MAX_LABEL_VALUE - len(digest) - 1
     prefix = re.sub(r"[^A-Za-z0-9]+$", "", name[:keep])
     return f"{prefix}-{digest}" if prefix else digest
+
+
+VERSION_SOURCE_MAX = 52
+VERSION_DIGEST_HEX = 10
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def version_name(source_name: str, manifest_digest: str) -> str:
+    """The ModelVersion of an output: `<source name, cut to 52, trailing '-' and '.'
+    removed>-<first 10 hex of the manifest digest>` (at most 63 characters, a DNS label
+    when the source name's first 52 characters are one). Deterministic: the same output
+    always gets the same name, so a restarted operator records nothing twice. A digest
+    with fewer than 10 hex digits after its `sha256:` prefix is hashed instead."""
+    hexpart = manifest_digest.lower().removeprefix("sha256:")
+    if not (len(hexpart) >= VERSION_DIGEST_HEX and _HEX.fullmatch(hexpart[:VERSION_DIGEST_HEX])):
+        hexpart = hashlib.sha256(manifest_digest.encode()).hexdigest()
+    prefix = source_name[:VERSION_SOURCE_MAX].rstrip("-.")
+    return f"{prefix}-{hexpart[:VERSION_DIGEST_HEX]}"

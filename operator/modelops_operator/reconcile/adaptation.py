@@ -21,7 +21,13 @@ from modelops_api.status import Phase
 from modelops_api.times import iso_precise, parse_time
 from modelops_api.validation import spec_error_message
 from modelops_operator.config import OperatorConfig
-from modelops_operator.reconcile.actions import Action, DeleteJob, PatchStatus, RecordEvent
+from modelops_operator.reconcile.actions import (
+    Action,
+    DeleteJob,
+    EnsureModelVersion,
+    PatchStatus,
+    RecordEvent,
+)
 from modelops_operator.reconcile.conditions import (
     get_condition,
     latest_run_conditions,
@@ -39,11 +45,13 @@ from modelops_operator.reconcile.runs import (
     Runs,
     adopt_orphan,
     follow_active_run,
+    record,
     start_run,
     trim_history,
 )
 from modelops_operator.reconcile.status_patch import typed_status_patch
 from modelops_operator.reconcile.triggers import DriftDecisionStep, drift_decision, timed_decision
+from modelops_operator.reconcile.versions import run_version
 
 MESSAGE_MAX = 2048
 """status.message's length: a message made of a Job's or a user's text is cut to it."""
@@ -150,6 +158,25 @@ def follow_step(d: Draft, jobs: dict[str, JobView]) -> None:
     d.events.extend(followed.events)
 
 
+def version_step(d: Draft, known: dict[str, str]) -> None:
+    """Each succeeded run that published an artifact gets its ModelVersion and the
+    name in its record (and the newest in status.modelVersion). Level-based: re-emitted
+    until the record shows it (creation tolerates AlreadyExists)."""
+    for rec in d.runs.records:
+        if rec.model_version is not None:
+            continue
+        version = run_version(d.res, rec, d.runs.records, known)
+        if version is None:
+            continue
+        name = version["metadata"]["name"]
+        d.actions.append(EnsureModelVersion(version))
+        d.runs = Runs(d.runs.put(record(rec, model_version=name)), d.runs.count, d.runs.active)
+        d.events.append(RecordEvent("Normal", "VersionRecorded", f"run {rec.run}: {name}"))
+    newest = [r for r in d.runs.records if r.model_version is not None]
+    if newest:
+        d.fields["model_version"] = max(newest, key=lambda r: r.run).model_version
+
+
 def decide_step(
     d: Draft, spec: ModelAdaptationSpec, obs: Observed
 ) -> tuple[str | None, DriftDecisionStep, Refusal | None]:
@@ -250,6 +277,7 @@ def plan_adaptation(
     d.conds = status.get("conditions", [])
     d.condition("SpecValid", "True", "Valid", "spec is valid")
     follow_step(d, obs.jobs)
+    version_step(d, obs.known_versions)
     reason, drift, refused = decide_step(d, spec, obs)
     if reason is not None:
         start_step(d, spec, config, reason)

@@ -86,6 +86,9 @@ class Observed:
     jobset_api: str | None = None
     """None when JobSets can be created (or are not needed); else why not: the reason
     JobSetNotInstalled (no CRD) or JobSetForbidden (no RBAC) (reconcile/jobset_outcome.py)."""
+    known_versions: dict[str, str] = field(default_factory=dict)
+    """URI -> ModelVersion name, for the versions in the namespace: a new version's
+    parents get their `version` from it (reconcile/versions.py); empty: none known."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from modelops_operator.reconcile.actions import (
     Action,
     CreateJob,
     EnsureConfigMap,
+    EnsureModelVersion,
     PatchStatus,
     RecordEvent,
 )
@@ -36,6 +37,7 @@ from modelops_operator.reconcile.observed import JobView, Observed, ResourceView
 from modelops_operator.reconcile.policy import cleared_conditions, refusal, refused_plan
 from modelops_operator.reconcile.serving import apply_serving
 from modelops_operator.reconcile.status_patch import desired_status, typed_status_patch
+from modelops_operator.reconcile.versions import oneshot_version
 
 TERMINAL = {Phase.SUCCEEDED.value, Phase.FAILED.value}
 
@@ -328,7 +330,7 @@ def plan_oneshot(
     job = obs.jobs.get(name)
     if job is None:
         if res.status.get("jobRef"):
-            return job_deleted_plan(res, name, now)
+            return job_deleted_plan(res, name, now) + record_version_plan(obs, info, now)
         refused = refusal(res.kind, spec, obs.gate)
         if refused is not None:
             return refused_plan(res, refused, now)
@@ -336,4 +338,23 @@ def plan_oneshot(
     changed = spec_changed_plan(res, job, now)
     if changed is not None:
         return changed
-    return follow_plan(res, info, job, name, now)
+    return follow_plan(res, info, job, name, now) + record_version_plan(obs, info, now)
+
+
+def record_version_plan(obs: Observed, info: KindInfo, now: datetime) -> list[Action]:
+    """A succeeded request that published an artifact gets its ModelVersion, then its
+    name in status.modelVersion. Level-based: re-emitted until the status shows it
+    (creating the version tolerates AlreadyExists; its name is deterministic)."""
+    res = obs.resource
+    if res.status.get("modelVersion"):
+        return []
+    version = oneshot_version(res, obs.known_versions, now)
+    if version is None:
+        return []
+    name = version["metadata"]["name"]
+    patch = typed_status_patch(info.status, res.status, model_version=name)
+    return [
+        EnsureModelVersion(version),
+        PatchStatus(patch),
+        RecordEvent("Normal", "VersionRecorded", f"recorded ModelVersion {name}"),
+    ]

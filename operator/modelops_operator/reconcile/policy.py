@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from modelops_api.crdgen import schema_for
-from modelops_api.kinds import kind_info
+from modelops_api.kinds import crd_kind, kind_info
 from modelops_api.policy import (
     LABEL_SECRET_USABLE,
     ModelOpsPolicySpec,
     Violation,
+    policed_fields,
     secret_refs,
     uri_fields,
     violations,
@@ -77,7 +78,7 @@ _URI_PATHS: dict[str, list[tuple[str, ...]]] = {}
 
 def _uri_paths(kind: str) -> list[tuple[str, ...]]:
     if kind not in _URI_PATHS:
-        _URI_PATHS[kind] = uri_fields(schema_for(kind_info(kind).spec))
+        _URI_PATHS[kind] = uri_fields(schema_for(crd_kind(kind).spec))
     return _URI_PATHS[kind]
 
 
@@ -89,7 +90,7 @@ def policy_violations(kind: str, spec: BaseModel, view: PolicyView) -> list[Viol
     wire: dict[str, Any] = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     found: list[Violation] = []
     for policy in view.policies:
-        for v in violations(wire, policy, _uri_paths(kind)):
+        for v in violations(wire, policy, _uri_paths(kind), policed_fields(kind)):
             if v not in found:
                 found.append(v)
     return found

@@ -44,9 +44,7 @@ class MlflowRegistry:
         ModelVersion `version` unless one tagged `modelops.version=<version>` exists."""
         raise NotImplementedError
 
-    def set_aliases(
-        self, model_name: str, aliases: dict[str, str | None]
-    ) -> None:
+    def set_aliases(self, model_name: str, aliases: dict[str, str | None]) -> None:
         """Point each alias (champion, challenger) at the registry version of the named
         ModelVersion; None deletes the alias (absent is fine)."""
         raise NotImplementedError

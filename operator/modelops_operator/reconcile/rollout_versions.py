@@ -1,0 +1,178 @@
+"""What a rollout writes about versions beyond its own status: serving records, the
+MLflow registry, and whether a deletion is effective in serving.
+
+- Serving records (`ModelVersion.status.serving`): one opens when a version's canary
+  step is first reported (role canary) and when it becomes the default (role
+  default); it closes (`until`) when the version leaves that role.
+- Registry (spec.registry set and the installation configured): each candidate taken
+  and the serving version are registered (`RegisterVersion`, re-emitted until the
+  version's status records the entry); the aliases follow: champion = the serving
+  version, challenger = the version holding canary traffic (None otherwise), set once
+  every version they name is registered.
+- Deletion: for each UnlearnRequest version this rollout considers, the deletion is
+  effective once the serving version is it or descends from it (parents). Condition
+  DeletionEffective: True (since when), False/Pending until spec.unlearning.maxDelay
+  after the version was created, then False/DeadlineExceeded (a Warning Event once;
+  the alert rule watches the condition's metric).
+"""
+
+from datetime import datetime, timedelta
+
+from modelops_api.durations import parse_duration
+from modelops_api.model_version import ServingRecord
+from modelops_api.rollout_status import RegistryAliases
+from modelops_operator.reconcile.actions import Action, RegisterVersion, SetRegistryAliases
+from modelops_operator.reconcile.rollout_state import Draft, Version
+
+MAX_RECORDS = 32
+MAX_TAG = 5000
+
+
+def open_record(d: Draft, name: str, role: str) -> None:
+    status = d.version_status(name)
+    if status is None:
+        return
+    record = ServingRecord(
+        inference_service=d.spec.inference_service.name,
+        rollout=d.name,
+        since=d.now,
+        role=role,  # type: ignore[arg-type]
+    )
+    d.change_version(name, serving=[*status.serving, record][-MAX_RECORDS:])
+
+
+def close_records(d: Draft, name: str) -> None:
+    """Close this rollout's open serving records of the version."""
+    status = d.version_status(name)
+    if status is None:
+        return
+    records = [
+        r.model_copy(update={"until": d.now}) if r.until is None and r.rollout == d.name else r
+        for r in status.serving
+    ]
+    if records != list(status.serving):
+        d.change_version(name, serving=records)
+
+
+def tags(v: Version) -> dict[str, str]:
+    """Lineage, digests and metrics as MLflow tags."""
+    spec = v.spec
+    out = {
+        "modelops.version": v.name,
+        "modelops.uri": spec.uri,
+        "modelops.manifestDigest": spec.manifest_digest,
+        "modelops.source": f"{spec.source.kind}/{spec.source.name}",
+        "modelops.sourceUid": spec.source.uid,
+    }
+    if spec.source.run is not None:
+        out["modelops.run"] = str(spec.source.run)
+    if spec.source.method:
+        out["modelops.method"] = spec.source.method
+    for i, p in enumerate(spec.parents):
+        out[f"modelops.parent.{i}"] = f"{p.role} {p.uri} {p.version or ''}".strip()
+    for i, ds in enumerate(spec.datasets):
+        out[f"modelops.dataset.{i}"] = f"{ds.role} {ds.uri} {ds.digest or ''}".strip()
+    for name, value in spec.metrics.items():
+        out[f"metric.{name}"] = repr(value)
+    if spec.deletion is not None:
+        out["modelops.deletion.request"] = spec.deletion.request
+        out["modelops.deletion.samples"] = str(spec.deletion.deleted_samples)
+    return {k: val[:MAX_TAG] for k, val in out.items()}
+
+
+def registry_actions(d: Draft) -> list[Action]:
+    """RegisterVersion for unregistered versions in play; SetRegistryAliases when the
+    recorded aliases differ from champion/challenger."""
+    reg = d.spec.registry
+    if reg is None or not d.obs.registry_configured:
+        return []
+    cur = d.st.current
+    challenger = cur.version if cur is not None and cur.step >= 0 and cur_in_canary(d) else None
+    wanted = [n for n in (d.st.serving_version, cur.version if cur else None) if n]
+    actions: list[Action] = []
+    for name in wanted:
+        v = d.versions.get(name)
+        if v is None or v.status.registry is not None:
+            continue
+        description = f"{v.spec.source.kind}/{v.spec.source.name} -> {v.spec.uri}"
+        actions.append(RegisterVersion(reg.model_name, name, v.spec.uri, tags(v), description))
+    named = [n for n in (d.st.serving_version, challenger) if n]
+    registered = all(n in d.versions and d.versions[n].status.registry for n in named)
+    desired = RegistryAliases(champion=d.st.serving_version, challenger=challenger)
+    if registered and (d.st.registry_aliases or RegistryAliases()) != desired:
+        actions.append(SetRegistryAliases(reg.model_name, desired.champion, desired.challenger))
+    return actions
+
+
+def cur_in_canary(d: Draft) -> bool:
+    """The current candidate holds canary traffic (not promoted, not rolled back)."""
+    cur, applied = d.st.current, d.st.applied
+    return (
+        cur is not None
+        and applied is not None
+        and applied.storage_uri == cur.uri
+        and applied.canary_traffic_percent is not None
+    )
+
+
+def descends(d: Draft, name: str | None, ancestor: str) -> bool:
+    """`name` is `ancestor` or has it among its parents' versions (depth-limited)."""
+    seen: set[str] = set()
+    frontier = [name] if name else []
+    while frontier and len(seen) < 256:
+        n = frontier.pop()
+        if n == ancestor:
+            return True
+        if n in seen:
+            continue
+        seen.add(n)
+        v = d.versions.get(n)
+        if v is not None:
+            frontier.extend(p.version for p in v.spec.parents if p.version)
+    return False
+
+
+def deletion_step(d: Draft, considered: list[Version]) -> None:
+    """The DeletionEffective condition over the UnlearnRequest versions considered."""
+    pending: list[tuple[datetime, Version]] = []
+    effective: list[Version] = []
+    delay = timedelta(seconds=parse_duration(d.spec.unlearning.max_delay))
+    for v in considered:
+        if descends(d, d.st.serving_version, v.name):
+            effective.append(v)
+        else:
+            pending.append((v.spec.created_time + delay, v))
+    if pending:
+        deadline, v = min(pending, key=lambda p: p[0])
+        request = v.spec.deletion.request if v.spec.deletion else v.spec.source.name
+        if d.now >= deadline:
+            message = (
+                f"the deletion by UnlearnRequest {request} is not in serving: {v.name} does"
+                f" not serve {maxdelay_text(d)} after it was recorded"
+            )
+            before = next((c for c in d.conds if c.get("type") == "DeletionEffective"), {})
+            if before.get("reason") != "DeadlineExceeded":
+                d.event("Warning", "DeletionNotEffective", message)
+            d.condition("DeletionEffective", "False", "DeadlineExceeded", message)
+        else:
+            message = f"{v.name} (UnlearnRequest {request}) must serve by {deadline.isoformat()}"
+            d.condition("DeletionEffective", "False", "Pending", message)
+            d.after((deadline - d.now).total_seconds())
+        return
+    if effective:
+        v = max(effective, key=lambda v: v.order())
+        since = next(
+            (
+                r.since
+                for r in (d.version_status(v.name) or v.status).serving
+                if r.role == "default"
+            ),
+            d.st.serving_since,
+        )
+        when = since.isoformat() if since else "now"
+        message = f"deletion by {v.name} effective in serving since {when}"
+        d.condition("DeletionEffective", "True", "Effective", message)
+
+
+def maxdelay_text(d: Draft) -> str:
+    return f"maxDelay {d.spec.unlearning.max_delay}"
