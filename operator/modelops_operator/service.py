@@ -132,7 +132,11 @@ class Reconciler:
                     self.policies, self.secrets, kind, namespace, body.get("spec")
                 )
                 drift = await self._query_drift(body, gate) if with_drift else None
-                observed = replace(await self.observer.observe(body), gate=gate)
+                observed = replace(
+                    await self.observer.observe(body),
+                    gate=gate,
+                    known_versions=self.releases.known_versions(namespace),
+                )
                 actions = plan(observed, self.config, datetime.now(UTC), drift=drift)
                 if kind == "UnlearnRequest":
                     actions = self.releases.with_deletion_effect(observed.resource, actions)

@@ -8,6 +8,7 @@ split) through the InferenceService's status subresource.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -217,3 +218,270 @@ def test_applier_patches_the_predictor_and_tolerates_a_deleted_inferenceservice(
     assert predictor["model"]["storageUri"] == "s3://models/v2"
     assert "canaryTrafficPercent" not in predictor
     assert predictor["model"]["modelFormat"] == {"name": "huggingface"}  # untouched
+
+
+# -- ModelRollouts carried out by the operator -------------------------------------------
+
+MODELOPS = ("modelops.dev", "v1alpha1")
+T0 = "2026-12-01T00:00:00Z"
+
+
+def create_version(
+    api: client.ApiClient, namespace: str, name: str, uri: str, created: str, source: str = "src"
+) -> dict[str, Any]:
+    """A ModelVersion as the operator records one (created here directly: these tests
+    are about the rollout, not about recording; the admin the tests run as may)."""
+    body = {
+        "apiVersion": "/".join(MODELOPS),
+        "kind": "ModelVersion",
+        "metadata": {"name": name},
+        "spec": {
+            "uri": uri,
+            "manifestDigest": f"sha256:{name}",
+            "source": {"kind": "PruneRetrain", "name": source, "uid": f"uid-{source}"},
+            "createdTime": created,
+        },
+    }
+    return client.CustomObjectsApi(api).create_namespaced_custom_object(
+        *MODELOPS, namespace, "modelversions", body
+    )
+
+
+def create_rollout(
+    api: client.ApiClient, namespace: str, name: str, interval: str = "1s", isvc: str = "web"
+) -> dict[str, Any]:
+    body = {
+        "apiVersion": "/".join(MODELOPS),
+        "kind": "ModelRollout",
+        "metadata": {"name": name},
+        "spec": {
+            "inferenceService": {"name": isvc},
+            "candidates": [{"kind": "PruneRetrain", "name": "src"}],
+            "canary": {"steps": [10, 50, 100], "interval": interval},
+        },
+    }
+    return client.CustomObjectsApi(api).create_namespaced_custom_object(
+        *MODELOPS, namespace, "modelrollouts", body
+    )
+
+
+def read_custom(api: client.ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(
+        *MODELOPS, namespace, plural, name
+    )
+
+
+def rollout_where(api: client.ApiClient, namespace: str, name: str, **status: Any) -> Any:
+    """The rollout once every given status field has the given value."""
+    obj = read_custom(api, namespace, "modelrollouts", name)
+    st = obj.get("status") or {}
+    return obj if all(st.get(k) == v for k, v in status.items()) else None
+
+
+def cond(obj: dict[str, Any], type_: str) -> tuple[str, str] | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return c["status"], c.get("reason", "")
+    return None
+
+
+def serving_web(api: client.ApiClient, namespace: str, kserve: KServeStandIn, uri: str) -> None:
+    """An InferenceService `web` serving `uri` (settled by the stand-in), its version
+    `v0`, and a ModelRollout `ro` that has adopted v0 as its serving version."""
+    create_isvc(api, namespace, "web", uri)
+    poll_until("web settled", lambda: settled(api, namespace, "web"))
+    create_version(api, namespace, "v0", uri, T0)
+
+
+PROMOTED = [("s3://m/v0", None), ("s3://m/v1", 10), ("s3://m/v1", 50), ("s3://m/v1", None)]
+
+
+def test_rollout_goes_10_50_100_and_ends_on_the_new_uri(
+    kube_api: client.ApiClient, kserve: KServeStandIn, operator: Any, namespace: str
+) -> None:
+    from modelops_operator import metrics
+
+    labels = {"namespace": namespace, "name": "ro", "kind": "ModelRollout"}
+    serving_web(kube_api, namespace, kserve, "s3://m/v0")
+    create_rollout(kube_api, namespace, "ro")
+    poll_until("v0 adopted", lambda: rollout_where(kube_api, namespace, "ro", servingVersion="v0"))
+    create_version(kube_api, namespace, "v1", "s3://m/v1", "2026-12-01T01:00:00Z")
+    done = poll_until(
+        "v1 promoted",
+        lambda: rollout_where(kube_api, namespace, "ro", servingVersion="v1", phase="Idle"),
+    )
+    assert kserve.states("web") == PROMOTED
+    predictor = read_isvc(kube_api, namespace, "web")["spec"]["predictor"]
+    assert (
+        predictor["model"]["storageUri"] == "s3://m/v1" and "canaryTrafficPercent" not in predictor
+    )
+    assert done["status"]["previousVersion"] == "v0"
+    assert [h["outcome"] for h in done["status"]["history"]] == ["Promoted"]
+    phases = {v: read_custom(kube_api, namespace, "modelversions", v)["status"]["phase"]
+              for v in ("v0", "v1")}  # fmt: skip
+    assert phases == {"v0": "Retired", "v1": "Serving"}
+    assert metrics.REGISTRY.get_sample_value("modelops_rollout_promotions_total", labels) == 1.0
+    assert metrics.REGISTRY.get_sample_value("modelops_rollout_canary_percent", labels) == 0.0
+
+
+def test_inferenceservice_edited_by_hand_pauses_the_rollout(
+    kube_api: client.ApiClient, kserve: KServeStandIn, operator: Any, namespace: str
+) -> None:
+    """Mid-canary, someone points the InferenceService elsewhere: the rollout touches
+    nothing and says so; put back as the rollout left it, the rollout goes on."""
+    from modelops_operator import metrics
+
+    serving_web(kube_api, namespace, kserve, "s3://m/v0")
+    create_rollout(kube_api, namespace, "ro", interval="1h")
+    poll_until("v0 adopted", lambda: rollout_where(kube_api, namespace, "ro", servingVersion="v0"))
+    create_version(kube_api, namespace, "v1", "s3://m/v1", "2026-12-01T01:00:00Z")
+    poll_until("the 10% canary", lambda: ("s3://m/v1", 10) in kserve.states("web") or None)
+    patch_predictor(kube_api, namespace, "web", model={"storageUri": "s3://m/hand"},
+                    canaryTrafficPercent=None)  # fmt: skip
+    paused = poll_until("Paused", lambda: rollout_where(kube_api, namespace, "ro", phase="Paused"))
+    assert cond(paused, "Paused") == ("True", "InferenceServiceEditedByHand")
+    seen = metrics.RECONCILES.labels("ModelRollout")._value.get()
+    poll_until(  # two more reconciles (resyncs, the stand-in's status writes)
+        "reconciles",
+        lambda: metrics.RECONCILES.labels("ModelRollout")._value.get() >= seen + 2 or None,
+    )
+    assert read_isvc(kube_api, namespace, "web")["spec"]["predictor"]["model"]["storageUri"] == (
+        "s3://m/hand"
+    )
+    patch_predictor(kube_api, namespace, "web", model={"storageUri": "s3://m/v1"},
+                    canaryTrafficPercent=10)  # fmt: skip
+    back = poll_until("resumed", lambda: rollout_where(kube_api, namespace, "ro", phase="Canary"))
+    assert (cond(back, "Paused") or ("False", ""))[0] == "False"
+    assert kserve.states("web")[-1] == ("s3://m/v1", 10)  # the operator did not re-patch it
+
+
+def test_operator_killed_mid_rollout_resumes_without_repeating_a_step(
+    requests: list[tuple[str, str, float]],
+    control_plane: Any,
+    crds_installed: Any,
+    kube_api: client.ApiClient,
+    kserve: KServeStandIn,
+    namespace: str,
+) -> None:
+    """Stopped while the 50% step holds, a new operator finishes from the status alone:
+    the InferenceService goes through each state once and is patched once per step."""
+    from modelops_operator.config import OperatorConfig
+    from modelops_operator.main import run_in_thread
+
+    cfg = OperatorConfig(
+        namespaces=(namespace,), resync_seconds=5.0, jobs_image="modelops-jobs:test"
+    )
+    serving_web(kube_api, namespace, kserve, "s3://m/v0")
+    create_rollout(kube_api, namespace, "ro", interval="3s")
+    with run_in_thread(cfg, str(control_plane.kubeconfig), tick=0.2):
+        poll_until(
+            "v0 adopted", lambda: rollout_where(kube_api, namespace, "ro", servingVersion="v0")
+        )
+        create_version(kube_api, namespace, "v1", "s3://m/v1", "2026-12-01T01:00:00Z")
+        poll_until("the 50% step", lambda: ("s3://m/v1", 50) in kserve.states("web") or None)
+    with run_in_thread(cfg, str(control_plane.kubeconfig), tick=0.2):
+        poll_until(
+            "v1 promoted",
+            lambda: rollout_where(kube_api, namespace, "ro", servingVersion="v1", phase="Idle"),
+        )
+    assert kserve.states("web") == PROMOTED
+    patches = [p for m, p, _ in requests if m == "PATCH" and "/inferenceservices/" in p]
+    assert len(patches) == 3, patches
+
+
+def test_a_second_rollout_on_one_inferenceservice_reports_conflict(
+    kube_api: client.ApiClient, kserve: KServeStandIn, operator: Any, namespace: str
+) -> None:
+    serving_web(kube_api, namespace, kserve, "s3://m/v0")
+    create_rollout(kube_api, namespace, "first")
+    poll_until(
+        "first adopts", lambda: rollout_where(kube_api, namespace, "first", servingVersion="v0")
+    )
+    create_rollout(kube_api, namespace, "second")
+    second = poll_until(
+        "Conflict",
+        lambda: (lambda o: o if cond(o, "Conflict") else None)(
+            read_custom(kube_api, namespace, "modelrollouts", "second")
+        ),
+    )
+    assert cond(second, "Conflict") == ("True", "InferenceServiceClaimed")
+    assert "first" in next(
+        c["message"] for c in second["status"]["conditions"] if c["type"] == "Conflict"
+    )
+    assert "servingVersion" not in second["status"]  # it did nothing
+    assert cond(read_custom(kube_api, namespace, "modelrollouts", "first"), "Conflict") is None
+    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        *MODELOPS, namespace, "modelrollouts", "first"
+    )
+    alone = poll_until(
+        "Conflict cleared",
+        lambda: (lambda o: o if cond(o, "Conflict") == ("False", "Sole") else None)(
+            read_custom(kube_api, namespace, "modelrollouts", "second")
+        ),
+    )
+    assert alone["status"].get("servingVersion") in (None, "v0")
+
+
+# -- versions recorded from the job kinds -------------------------------------------------
+
+
+def test_a_succeeded_resource_gets_exactly_one_version_across_restarts(
+    control_plane: Any, crds_installed: Any, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """A PruneRetrain that succeeds is recorded once as a ModelVersion (deterministic
+    name), named in its status; a restarted operator, reconciling it again, records
+    nothing new and never edits the version."""
+    from tests.integration.kube_helpers import create, get, prune
+
+    from modelops_devcluster.pod_runner import finish_pod
+    from modelops_operator import metrics
+    from modelops_operator.build.names import version_name
+    from modelops_operator.config import OperatorConfig
+    from modelops_operator.main import run_in_thread
+
+    cfg = OperatorConfig(
+        namespaces=(namespace,), resync_seconds=1.0, jobs_image="modelops-jobs:test"
+    )
+    core = client.CoreV1Api(kube_api)
+    result = {
+        "ok": True,
+        "reason": "Succeeded",
+        "message": "",
+        "results": {"sparsity": 0.5, "retrainedPerplexity": 12.5},
+        "artifact": {"uri": "pvc://models/out-p", "manifestDigest": "sha256:" + "ab" * 32},
+    }
+
+    def pending() -> Any:
+        pods = core.list_namespaced_pod(
+            namespace, label_selector="batch.kubernetes.io/job-name=p-prune"
+        )
+        return next((p for p in pods.items if p.status.phase == "Pending"), None)
+
+    def versions() -> list[dict[str, Any]]:
+        return client.CustomObjectsApi(kube_api).list_namespaced_custom_object(
+            *MODELOPS, namespace, "modelversions"
+        )["items"]
+
+    def recorded() -> Any:
+        obj = get(kube_api, namespace, "PruneRetrain", "p")
+        return obj if obj.get("status", {}).get("modelVersion") else None
+
+    with run_in_thread(cfg, str(control_plane.kubeconfig), tick=0.2):
+        create(kube_api, namespace, prune("p"))
+        finish_pod(core, poll_until("the pod", pending), 0, json.dumps(result))
+        done = poll_until("status.modelVersion", recorded, timeout=90)
+    name = version_name("p", result["artifact"]["manifestDigest"])  # type: ignore[index]
+    assert done["status"]["modelVersion"] == name
+    [version] = versions()
+    assert version["metadata"]["name"] == name
+    assert version["spec"]["uri"] == "pvc://models/out-p"
+    assert version["spec"]["source"]["kind"] == "PruneRetrain"
+    assert version["spec"]["metrics"] == {"sparsity": 0.5, "retrainedPerplexity": 12.5}
+    seen = metrics.RECONCILES.labels("PruneRetrain")._value.get()
+    with run_in_thread(cfg, str(control_plane.kubeconfig), tick=0.2):
+        poll_until(  # the new operator reconciled it (watch event, then resyncs)
+            "reconciles after the restart",
+            lambda: metrics.RECONCILES.labels("PruneRetrain")._value.get() >= seen + 3 or None,
+        )
+    [again] = versions()
+    assert again["metadata"]["resourceVersion"] == version["metadata"]["resourceVersion"]
