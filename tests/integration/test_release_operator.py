@@ -477,6 +477,8 @@ def test_a_succeeded_resource_gets_exactly_one_version_across_restarts(
     assert version["spec"]["uri"] == "pvc://models/out-p"
     assert version["spec"]["source"]["kind"] == "PruneRetrain"
     assert version["spec"]["metrics"] == {"sparsity": 0.5, "retrainedPerplexity": 12.5}
+    labels = {"namespace": namespace, "name": "p", "kind": "PruneRetrain"}
+    assert metrics.REGISTRY.get_sample_value("modelops_versions_recorded_total", labels) == 1.0
     seen = metrics.RECONCILES.labels("PruneRetrain")._value.get()
     with run_in_thread(cfg, str(control_plane.kubeconfig), tick=0.2):
         poll_until(  # the new operator reconciled it (watch event, then resyncs)
@@ -485,3 +487,102 @@ def test_a_succeeded_resource_gets_exactly_one_version_across_restarts(
         )
     [again] = versions()
     assert again["metadata"]["resourceVersion"] == version["metadata"]["resourceVersion"]
+    assert metrics.REGISTRY.get_sample_value("modelops_versions_recorded_total", labels) == 1.0
+
+
+# -- an UnlearnRequest's deletion reaching serving -----------------------------------------
+
+
+def test_deletion_is_pending_while_the_parent_serves_then_effective(
+    kube_api: client.ApiClient, kserve: KServeStandIn, operator: Any, namespace: str
+) -> None:
+    """An UnlearnRequest on the served model: its version is taken by the rollout (not
+    a candidate source, still required) and waits for approval; meanwhile the request
+    says the deletion is pending, naming the InferenceService. Approved and promoted,
+    the request records when and where the deletion became effective."""
+    from tests.integration.kube_helpers import create, get
+
+    from modelops_devcluster.pod_runner import finish_pod
+    from modelops_operator import metrics
+
+    store = "pvc://models/s3t"
+    serving_web(kube_api, namespace, kserve, store)  # v0: the served model, at the store
+    body = {
+        "apiVersion": "/".join(MODELOPS),
+        "kind": "ModelRollout",
+        "metadata": {"name": "ro"},
+        "spec": {
+            "inferenceService": {"name": "web"},
+            "candidates": [{"kind": "PruneRetrain", "name": "src"}],
+            "canary": {"steps": [50, 100], "interval": "1s"},
+            "requireApproval": True,
+        },
+    }
+    client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        *MODELOPS, namespace, "modelrollouts", body
+    )
+    poll_until("v0 adopted", lambda: rollout_where(kube_api, namespace, "ro", servingVersion="v0"))
+    create(kube_api, namespace, {"kind": "UnlearnRequest", "metadata": {"name": "forget"},
+                                 "spec": {"model": {"uri": store}, "sampleIds": ["s-1", "s-2"]}})  # fmt: skip
+    core = client.CoreV1Api(kube_api)
+
+    def pending_pod() -> Any:
+        pods = core.list_namespaced_pod(
+            namespace, label_selector="modelops.dev/kind=UnlearnRequest"
+        )
+        return next((p for p in pods.items if p.status.phase == "Pending"), None)
+
+    result = {
+        "ok": True,
+        "reason": "Succeeded",
+        "message": "",
+        "results": {"deletedSamples": 2},
+        "artifact": {"uri": f"{store}-forgot", "manifestDigest": "sha256:" + "cd" * 32},
+    }
+    finish_pod(core, poll_until("the unlearning pod", pending_pod), 0, json.dumps(result))
+
+    def request_where(pred: Any) -> Any:
+        obj = get(kube_api, namespace, "UnlearnRequest", "forget")
+        return obj if pred(obj.get("status") or {}) else None
+
+    pending = poll_until(
+        "deletion pending",
+        lambda: request_where(lambda st: st.get("deletionPendingSince")),
+        timeout=90,
+    )
+    version = pending["status"]["modelVersion"]
+    assert cond(pending, "DeletionEffective") == ("False", "DeletionPending")
+    message = next(
+        c["message"] for c in pending["status"]["conditions"] if c["type"] == "DeletionEffective"
+    )
+    assert "InferenceService web" in message
+    assert pending["status"]["deletionPendingSince"] == pending["status"]["completionTime"]
+    labels = {"namespace": namespace, "name": "forget", "kind": "UnlearnRequest"}
+    poll_until(
+        "awaiting approval",
+        lambda: rollout_where(kube_api, namespace, "ro", phase="AwaitingApproval"),
+    )
+    assert metrics.REGISTRY.get_sample_value("modelops_deletion_pending_seconds", labels) >= 0.0
+    assert (
+        metrics.REGISTRY.get_sample_value("modelops_deletion_max_delay_seconds", labels) == 86400.0
+    )
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        *MODELOPS, namespace, "modelrollouts", "ro",
+        {"metadata": {"annotations": {"modelops.dev/approve": version}}},
+    )  # fmt: skip
+    done = poll_until(
+        "deletion effective",
+        lambda: request_where(lambda st: st.get("deletionEffective")),
+        timeout=60,
+    )
+    effective = done["status"]["deletionEffective"]
+    assert (effective["inferenceService"], effective["version"]) == ("web", version)
+    assert "deletionPendingSince" not in done["status"]
+    assert cond(done, "DeletionEffective") == ("True", "DeletionEffective")
+    ro = read_custom(kube_api, namespace, "modelrollouts", "ro")
+    assert ro["status"]["servingVersion"] == version
+    assert effective["time"] == ro["status"]["servingSince"]
+    assert read_isvc(kube_api, namespace, "web")["spec"]["predictor"]["model"]["storageUri"] == (
+        f"{store}-forgot"
+    )
+    assert metrics.REGISTRY.get_sample_value("modelops_deletion_pending_seconds", labels) == 0.0
