@@ -586,3 +586,85 @@ def test_deletion_is_pending_while_the_parent_serves_then_effective(
         f"{store}-forgot"
     )
     assert metrics.REGISTRY.get_sample_value("modelops_deletion_pending_seconds", labels) == 0.0
+
+
+def test_a_forbidden_inferenceservice_patch_shows_the_rbac_message(
+    control_plane: Any, kube_api: client.ApiClient, kserve_crd: str, namespace: str
+) -> None:
+    """An operator without `patch` on inferenceservices (an install whose RBAC lacks
+    it): the patch raises, and the reconcile failure the ModelRollout shows (Ready=False,
+    ReconcileError) carries the API server's reason, naming the verb and resource."""
+    from datetime import UTC, datetime
+
+    from kubernetes.client.exceptions import ApiException
+
+    from modelops_operator import failures
+    from modelops_operator.k8s.api import ApiSession
+    from modelops_operator.k8s.apply import Applier
+    from modelops_operator.k8s.informer import InformerCache
+    from modelops_operator.reconcile.actions import PatchInferenceService, PatchStatus
+    from modelops_operator.reconcile.observed import ResourceView
+
+    create_isvc(kube_api, namespace, "web", "s3://models/v1")
+    core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="robot"))
+    )
+    rule = client.V1PolicyRule(
+        api_groups=[GROUP], resources=[PLURAL], verbs=["get", "list", "watch"]
+    )
+    rbac.create_namespaced_role(
+        namespace, client.V1Role(metadata=client.V1ObjectMeta(name="read-isvc"), rules=[rule])
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="read-isvc"),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name="read-isvc"
+            ),
+            subjects=[
+                client.RbacV1Subject(kind="ServiceAccount", name="robot", namespace=namespace)
+            ],
+        ),
+    )
+    token = core.create_namespaced_service_account_token(
+        "robot",
+        namespace,
+        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
+    ).status.token
+    settings = client.Configuration()
+    settings.host = kube_api.configuration.host
+    settings.ssl_ca_cert = kube_api.configuration.ssl_ca_cert
+    settings.verify_ssl = kube_api.configuration.verify_ssl
+    settings.api_key = {"authorization": f"Bearer {token}"}
+    res = ResourceView("ModelRollout", "ro", namespace, "uid", 1, {}, {})
+    patch = {"spec": {"predictor": {"canaryTrafficPercent": 10}}}
+
+    async def main() -> ApiException:
+        session = ApiSession(settings)
+        try:
+            await Applier(session, InformerCache()).apply(
+                res, [PatchInferenceService("web", patch)]
+            )
+        except ApiException as exc:
+            return exc
+        finally:
+            await session.close()
+        raise AssertionError("the patch was allowed")
+
+    import asyncio
+
+    exc = asyncio.run(main())
+    assert exc.status == 403
+    cls = failures.classify(exc)
+    actions = failures.error_plan(
+        "ModelRollout", {}, cls, failures.describe(exc), datetime.now(UTC), 1
+    )
+    ready = next(c for c in actions[0].patch["conditions"] if c["type"] == "Ready")  # type: ignore[union-attr]
+    assert isinstance(actions[0], PatchStatus) and ready["reason"] == "ReconcileError"
+    assert 'cannot patch resource "inferenceservices"' in ready["message"], ready["message"]
+    assert (
+        read_isvc(kube_api, namespace, "web")["spec"]["predictor"].get("canaryTrafficPercent")
+        is None
+    )
