@@ -668,3 +668,17 @@ def test_a_forbidden_inferenceservice_patch_shows_the_rbac_message(
         read_isvc(kube_api, namespace, "web")["spec"]["predictor"].get("canaryTrafficPercent")
         is None
     )
+
+
+def test_a_rollout_of_a_missing_inferenceservice_pauses_until_it_exists(
+    kube_api: client.ApiClient, kserve: KServeStandIn, operator: Any, namespace: str
+) -> None:
+    create_version(kube_api, namespace, "v0", "s3://m/v0", T0)
+    create_rollout(kube_api, namespace, "ro")
+    paused = poll_until("Paused", lambda: rollout_where(kube_api, namespace, "ro", phase="Paused"))
+    assert cond(paused, "Paused") == ("True", "InferenceServiceNotFound")
+    create_isvc(kube_api, namespace, "web", "s3://m/v0")  # its watch event wakes the rollout
+    adopted = poll_until(
+        "adopted", lambda: rollout_where(kube_api, namespace, "ro", servingVersion="v0")
+    )
+    assert (cond(adopted, "Paused") or ("False", ""))[0] == "False"

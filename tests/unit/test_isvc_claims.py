@@ -5,6 +5,8 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelops_operator.reconcile.actions import PatchStatus, RecordEvent
 from modelops_operator.reconcile.extra_status import with_status
@@ -108,3 +110,36 @@ def test_with_status_adds_a_status_write_only_when_something_changes():
     out = with_status([RecordEvent("Normal", "E", "m")], status, NOW, 1, (), {"a": None, "b": 2})
     assert out[0] == RecordEvent("Normal", "E", "m")
     assert out[1] == PatchStatus({"a": None, "b": 2})
+
+
+ROLLOUTS = st.lists(
+    st.tuples(
+        st.sampled_from("abcdefgh"),  # name
+        st.sampled_from(["web", "chat", "api"]),  # InferenceService
+        st.one_of(st.none(), st.integers(0, 5)),  # age (None: no creationTimestamp yet)
+        st.booleans(),  # being deleted
+    ),
+    max_size=12,
+    unique_by=lambda r: r[0],
+)
+
+
+@given(ROLLOUTS, st.randoms())
+def test_exactly_one_live_rollout_acts_per_inferenceservice(rows, rnd):
+    """Whatever the rollouts and whatever order each sees the others in: for every
+    InferenceService named by a rollout not being deleted, exactly one such rollout acts,
+    and every other names that one as the holder."""
+    group = [
+        rollout(n, isvc=i, age_s=a or 0, created=a is not None, deleting=d) for n, i, a, d in rows
+    ]
+    live = [r for r in group if not r.deleting]
+    for isvc in {r.spec["inferenceService"]["name"] for r in live}:
+        mine = [r for r in live if r.spec["inferenceService"]["name"] == isvc]
+        verdicts = {}
+        for r in mine:
+            others = list(group)
+            rnd.shuffle(others)
+            verdicts[r.name] = holder(r, others)
+        acting = [n for n, h in verdicts.items() if h is None]
+        assert len(acting) == 1, verdicts
+        assert all(h in (None, acting[0]) for h in verdicts.values()), verdicts
