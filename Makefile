@@ -14,7 +14,7 @@ KSERVE_VERSION ?= 0.16.0
 PYTEST       := $(PY) -m pytest
 MODELOPS     := $(PY) -m modelops_cli.main
 
-.PHONY: help install system-deps control-plane jobset kserve seaweedfs crds crds-check lint typecheck test test-unit test-chart test-jobs \
+.PHONY: help install system-deps control-plane jobset kserve seaweedfs mlflow crds crds-check lint typecheck test test-unit test-chart test-jobs \
         test-integration test-e2e cluster-up cluster-down cluster-restart demo bench clean-venv dashboards
 
 help: ## list the targets
@@ -38,6 +38,9 @@ system-deps: ## install Debian packages the tests need (prometheus, promtool, op
 
 seaweedfs: ## build SeaweedFS's weed (the real S3 server of the storage tests) from source (cached)
 	@MODELOPS_CACHE=$(CACHE) hack/build-seaweedfs.sh >/dev/null
+
+mlflow: ## install the MLflow tracking server of the registry tests into its own cached venv (pins: requirements/mlflow.txt)
+	@MODELOPS_CACHE=$(CACHE) hack/install-mlflow.sh >/dev/null
 
 control-plane: ## build kube-apiserver, kube-controller-manager, kubectl and etcd from source (cached)
 	@KUBE_VERSION=$(KUBE_VERSION) MODELOPS_CACHE=$(CACHE) hack/build-control-plane.sh >/dev/null
@@ -68,7 +71,7 @@ lint: $(VENV)/.installed ## ruff lint + format check, and import boundaries (imp
 typecheck: $(VENV)/.installed ## mypy on the operator side and the jobs (modelops_jobs)
 	$(PY) -m mypy
 
-test: install helm seaweedfs jobset kserve crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)
+test: install helm seaweedfs jobset kserve mlflow crds-check lint typecheck ## every tier that needs no GPU (unit, jobs, integration, e2e, chart)
 	$(PYTEST) tests/unit tests/chart tests/jobs tests/integration tests/e2e
 
 test-unit: $(VENV)/.installed ## unit tier: models, CRD generation, plan(), builders (no servers, no binaries)
@@ -80,10 +83,10 @@ test-chart: $(VENV)/.installed helm ## chart tier: helm lint + template of every
 test-jobs: $(VENV)/.installed seaweedfs ## jobs tier: each algorithm end to end on tiny models (CPU)
 	$(PYTEST) tests/jobs
 
-test-integration: install ## integration tier: the real local control plane
+test-integration: install mlflow ## integration tier: the real local control plane
 	$(PYTEST) tests/integration
 
-test-e2e: install seaweedfs jobset kserve ## e2e tier: control plane + a real Prometheus + SeaweedFS
+test-e2e: install seaweedfs jobset kserve mlflow ## e2e tier: control plane + a real Prometheus + SeaweedFS
 	$(PYTEST) tests/e2e
 
 cluster-up: install ## local control plane + CRDs + stand-in kubelet in the background; prints KUBECONFIG

@@ -23,6 +23,8 @@ from tests.conftest import DEADLINE_S, poll_until
 from modelops_devcluster import ControlPlane, ExistingCluster, connect_or_start
 from modelops_devcluster.persistent import install_crds
 
+pytest_plugins = ["tests.mlflow_fixtures"]  # the MLflow server (registry) fixtures
+
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane | ExistingCluster]:

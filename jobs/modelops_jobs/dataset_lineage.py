@@ -2,7 +2,9 @@
 
 Why a module of its own: every kind names its data with the same `DatasetRef`, so the
 runner finds them in the validated spec once, for all kinds, instead of each algorithm
-listing its own. The digests go into manifest.json and into the JobResult's
+listing its own (plus the plain URI fields that name data: an UnlearnRequest's
+`samplesUri`). The role is the field's path in the spec (`data`, `retrain.data`,
+`pruning.calibrationData`, `evaluation.retainData`, ...). The digests go into manifest.json and into the JobResult's
 `artifact.datasets`, so the operator can put them into the ModelVersion without reading
 storage. A dataset's digest is the sha256 of its file, or for a directory the sha256 of
 the sorted `name digest` lines of the .jsonl files in it (the files `data.iter_jsonl`
@@ -24,12 +26,15 @@ from modelops_jobs.errors import JobError
 from modelops_jobs.storage import file_digest
 
 ROLE_LIMIT = 32
+URI_FIELDS = {"samples_uri": "samplesUri"}
+"""Datasets named by a plain URI field rather than a DatasetRef: the forget set's IDs."""
 
 
-def dataset_refs(model: Any, path: str = "") -> list[tuple[str, DatasetRef]]:
-    """(camelCase field path, ref) of every DatasetRef in a spec, in field order."""
+def dataset_refs(model: Any, path: str = "") -> list[tuple[str, str]]:
+    """(camelCase field path, URI) of every dataset a spec names, in field order: each
+    DatasetRef, and the plain URI fields of URI_FIELDS."""
     if isinstance(model, DatasetRef):
-        return [(path, model)]
+        return [(path, str(model.uri))]
     if isinstance(model, list | tuple):
         return [ref for i, item in enumerate(model) for ref in dataset_refs(item, f"{path}[{i}]")]
     if not isinstance(model, BaseModel):
@@ -37,7 +42,11 @@ def dataset_refs(model: Any, path: str = "") -> list[tuple[str, DatasetRef]]:
     found = []
     for name in type(model).model_fields:
         where = f"{path}.{to_camel(name)}" if path else to_camel(name)
-        found += dataset_refs(getattr(model, name), where)
+        value = getattr(model, name)
+        if name in URI_FIELDS and isinstance(value, str):
+            found.append((where, value))
+        else:
+            found += dataset_refs(value, where)
     return found
 
 
@@ -56,8 +65,7 @@ def datasets(spec: Any, ctx: RunContext) -> list[DatasetLineage]:
     """The spec's datasets (each URI once, the first role it has), at most MAX_DATASETS."""
     out: list[DatasetLineage] = []
     seen: set[str] = set()
-    for role, ref in dataset_refs(spec):
-        uri = str(ref.uri)
+    for role, uri in dataset_refs(spec):
         if uri in seen or len(out) >= MAX_DATASETS:
             continue
         seen.add(uri)

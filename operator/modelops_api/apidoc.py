@@ -89,6 +89,10 @@ def render_api_reference() -> str:
             f"Short names: {', '.join(f'`{s}`' for s in info.short_names)}; category `modelops`.\n"
         )
         out.append((info.spec.__doc__ or "").strip() + "\n")
+        if info.root_rules:
+            out.append("Rules on the whole resource, checked by the API server:\n")
+            out.extend(f"- {_cell(r['message'])}" for r in info.root_rules)
+            out.append("")
         _tables("spec", schema_for(info.spec), out)
         if info.status_note:
             out.append(f"\n{info.status_note}\n")

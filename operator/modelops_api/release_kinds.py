@@ -15,12 +15,17 @@ from modelops_api.rollout_status import ModelRolloutStatus
 MAX_NAME = 63
 
 
-def _short_name(kind: str, why: str) -> dict[str, str]:
-    """A name that is a DNS label: it is a label value and a field of other records."""
+LABEL_VALUE_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+"""A resource name that is also a label value: dots allowed (a version's name keeps its
+source's, `build/names.version_name`), at most 63 characters."""
+
+
+def _short_name(kind: str, why: str, pattern: str = NAME_PATTERN) -> dict[str, str]:
+    """A name of at most 63 characters: a label value and a field of other records."""
+    form = "a DNS label" if pattern == NAME_PATTERN else "a label value"
     return cel(
-        f"size(self.metadata.name) <= {MAX_NAME} && self.metadata.name.matches('{NAME_PATTERN}')",
-        f"metadata.name: a {kind} name must be a DNS label of at most {MAX_NAME} characters"
-        f" ({why})",
+        f"size(self.metadata.name) <= {MAX_NAME} && self.metadata.name.matches('{pattern}')",
+        f"metadata.name: a {kind} name must be {form} of at most {MAX_NAME} characters ({why})",
         None,  # a fieldPath must lie inside the schema; metadata's is not (the message names it)
         "FieldValueInvalid",
     )
@@ -62,7 +67,10 @@ MODEL_VERSION = CrdKind(
         PrinterColumn("URI", ".spec.uri", description="Where the model is.", priority=1),
         PrinterColumn("Run", ".spec.source.run", "integer", "ModelAdaptation run.", 1),
     ),
-    root_rules=(VERSION_IMMUTABLE, _short_name("ModelVersion", "versions are label values")),
+    root_rules=(
+        VERSION_IMMUTABLE,
+        _short_name("ModelVersion", "versions are label values", LABEL_VALUE_NAME),
+    ),
     conditions=(),
     status_note=(
         "Created by the operator only (tenants may read versions, never create or edit"
@@ -96,6 +104,10 @@ MODEL_ROLLOUT = CrdKind(
     ),
     conditions=(
         ConditionDoc("Ready", "True while Idle, serving its version with no candidate pending."),
+        ConditionDoc(
+            "SpecValid",
+            "False (reason InvalidSpec) when the operator refused the spec; nothing is touched.",
+        ),
         ConditionDoc(
             "GatePassed",
             "The candidate's gate: True when every rule held; False (reason GateFailed) names"

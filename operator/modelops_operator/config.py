@@ -24,6 +24,13 @@ def _env_json(env: Any, name: str, default: Any) -> Any:
     return value
 
 
+def _env_url(env: Any, name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if raw and not raw.startswith(("http://", "https://")):
+        raise ValueError(f"{name} must be an http(s) URL")
+    return raw or None
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     """Everything the builders and handlers need to know about the installation."""
@@ -67,6 +74,13 @@ class OperatorConfig:
     jobsets: bool = False
     """Watch the JobSets it creates for resources.nodes > 1 (the chart's jobset.enabled,
     which also grants the RBAC); without it their status is read on each resync."""
+    mlflow_url: str | None = None
+    """Base URL of the MLflow tracking server versions are registered in (the chart's
+    registry.mlflow.url); None: no registry. Installation config, never a tenant's."""
+    mlflow_token_file: str | None = None
+    """A file (a mounted Secret) holding MLflow's bearer token, read on every call."""
+    mlflow_ca_file: str | None = None
+    """A PEM CA bundle (a mounted Secret) for an https:// MLflow with a private CA."""
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -98,4 +112,7 @@ class OperatorConfig:
             policy_namespace=env.get("MODELOPS_POLICY_NAMESPACE") or None,
             default_scratch_size=env.get("MODELOPS_JOB_SCRATCH_SIZE", cls.default_scratch_size),
             jobsets=env.get("MODELOPS_JOBSETS", "").lower() in ("1", "true", "yes"),
+            mlflow_url=_env_url(env, "MODELOPS_MLFLOW_URL"),
+            mlflow_token_file=env.get("MODELOPS_MLFLOW_TOKEN_FILE") or None,
+            mlflow_ca_file=env.get("MODELOPS_MLFLOW_CA_FILE") or None,
         )

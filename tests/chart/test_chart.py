@@ -103,6 +103,11 @@ def container_env(docs: list[Doc]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
+def pod_volumes(docs: list[Doc]) -> dict[str, Doc]:
+    spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    return {v["name"]: v for v in spec.get("volumes", [])}
+
+
 def rules_of(role: Doc) -> list[tuple[str, str, frozenset[str]]]:
     """(apiGroup, resource, verbs) for every resource a role names."""
     out = []
@@ -255,6 +260,13 @@ PLURALS = ("pruneretrains", "unlearnrequests", "loratransfers", "modeladaptation
 NAMESPACE_RULES = {
     **{("modelops.dev", p): {"get", "list", "watch"} for p in PLURALS},
     **{("modelops.dev", f"{p}/status"): {"get", "patch"} for p in PLURALS},
+    # Issue 15: versions are created (never updated or deleted), rollouts only read,
+    # both statuses patched; InferenceServices read and patched (never created/deleted).
+    ("modelops.dev", "modelversions"): {"get", "list", "watch", "create"},
+    ("modelops.dev", "modelrollouts"): {"get", "list", "watch"},
+    ("modelops.dev", "modelversions/status"): {"get", "patch"},
+    ("modelops.dev", "modelrollouts/status"): {"get", "patch"},
+    ("serving.kserve.io", "inferenceservices"): {"get", "list", "watch", "patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "pods"): {"list"},
     ("", "configmaps"): {"create"},
@@ -280,7 +292,59 @@ def test_chart_plurals_are_the_api_kinds():
     assert " ".join(PLURALS) in helpers
 
 
+TENANT_ROLE = "tenant-role"
+
+
+def operator_docs(docs: list[Doc]) -> list[Doc]:
+    """Everything but the tenant ClusterRoles (aggregated into edit/admin/view)."""
+    return [
+        d
+        for d in docs
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") != TENANT_ROLE
+    ]
+
+
+def tenant_roles(docs: list[Doc]) -> dict[str, Doc]:
+    """The tenant ClusterRoles by the default role they aggregate into."""
+    out = {}
+    for d in of_kind(docs, "ClusterRole"):
+        labels = d["metadata"].get("labels", {})
+        if labels.get("app.kubernetes.io/component") == TENANT_ROLE:
+            for key, value in labels.items():
+                if key.startswith("rbac.authorization.k8s.io/aggregate-to-") and value == "true":
+                    out[key.rsplit("-", 1)[-1]] = d
+    return out
+
+
+TENANT_WRITE = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
+READ = {"get", "list", "watch"}
+TENANT_EDIT = {
+    **{("modelops.dev", p): TENANT_WRITE for p in (*PLURALS, "modelrollouts")},
+    ("modelops.dev", "modelversions"): READ,
+}
+TENANT_VIEW = {
+    ("modelops.dev", r): READ
+    for p in (*PLURALS, "modelrollouts", "modelversions")
+    for r in (p, f"{p}/status")
+}
+
+
+def check_tenant_roles(docs: list[Doc]) -> None:
+    """Tenants: edit/admin create and change the kinds and ModelRollouts, never a
+    ModelVersion (the operator's record), never a status; view reads all of them."""
+    roles = tenant_roles(docs)
+    assert set(roles) == {"admin", "edit", "view"}
+    assert roles["admin"] is roles["edit"]
+    assert effective(roles["edit"]) == TENANT_EDIT
+    assert effective(roles["view"]) == TENANT_VIEW
+    assert not of_kind([d for d in docs if d not in operator_docs(docs)], "ClusterRoleBinding"), (
+        "the chart binds no tenant: the default roles carry the rules"
+    )
+
+
 def check_cluster_wide(docs: list[Doc]) -> None:
+    check_tenant_roles(docs)
+    docs = operator_docs(docs)
     assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
     role = one(docs, "ClusterRole")
     expected = {
@@ -302,6 +366,8 @@ def check_cluster_wide(docs: list[Doc]) -> None:
 
 
 def check_namespaced(docs: list[Doc]) -> None:
+    check_tenant_roles(docs)  # the tenants' grants are the same in both modes
+    docs = operator_docs(docs)
     assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
     roles = [r for r in of_kind(docs, "Role") if r["metadata"]["namespace"] != RELEASE_NS]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
@@ -356,7 +422,7 @@ def check_peering(docs: list[Doc]) -> None:
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     peering = one(docs, "ClusterKopfPeering")
     assert peering["apiVersion"] == "kopf.dev/v1" and peering["metadata"]["name"] == "modelops"
-    assert verbs_on(one(docs, "ClusterRole"), "kopf.dev", "clusterkopfpeerings") == {
+    assert verbs_on(one(operator_docs(docs), "ClusterRole"), "kopf.dev", "clusterkopfpeerings") == {
         "get",
         "list",
         "watch",
@@ -419,7 +485,9 @@ def check_defaults(docs: list[Doc]) -> None:
     assert env["MODELOPS_JOBS_IMAGE"] == "ghcr.io/modelops/modelops-jobs:0.1.0"
     assert "MODELOPS_PEERING" not in env
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
-    assert len(of_kind(docs, "CustomResourceDefinition")) == 5, "four kinds + ModelOpsPolicy"
+    assert len(of_kind(docs, "CustomResourceDefinition")) == 7, (
+        "four job kinds, ModelVersion, ModelRollout and ModelOpsPolicy"
+    )
     check_policy(docs)
     assert not of_kind(docs, "ServiceMonitor") and not of_kind(docs, "PodMonitor")
     assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
@@ -502,12 +570,12 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
     (
         "no-secret-reads",
         {"rbac": {"readSecrets": False}},
-        lambda d: verbs_on(one(d, "ClusterRole"), "", "secrets") == set(),
+        lambda d: verbs_on(one(operator_docs(d), "ClusterRole"), "", "secrets") == set(),
     ),
     (
         "secrets-get-only",
         {},
-        lambda d: verbs_on(one(d, "ClusterRole"), "", "secrets") == {"get"},
+        lambda d: verbs_on(one(operator_docs(d), "ClusterRole"), "", "secrets") == {"get"},
     ),
     (
         "no-rbac",
@@ -526,6 +594,11 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
                 if not r["metadata"]["name"].endswith("-policy")  # the default policy's reader
             )
         ),
+    ),
+    (
+        "no-tenant-roles",
+        {"rbac": {"aggregateToDefaultRoles": False}},
+        lambda d: not tenant_roles(d) and len(of_kind(d, "ClusterRole")) == 1,
     ),
     (
         "crds-off",
@@ -563,7 +636,7 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
         "jobset-off-by-default",
         {},
         lambda d: (
-            verbs_on(one(d, "ClusterRole"), "jobset.x-k8s.io", "jobsets") == set()
+            verbs_on(one(operator_docs(d), "ClusterRole"), "jobset.x-k8s.io", "jobsets") == set()
             and "MODELOPS_JOBSETS" not in container_env(d)
         ),
     ),
@@ -571,7 +644,7 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
         "jobset-enabled",
         {"jobset": {"enabled": True}},
         lambda d: (
-            verbs_on(one(d, "ClusterRole"), "jobset.x-k8s.io", "jobsets")
+            verbs_on(one(operator_docs(d), "ClusterRole"), "jobset.x-k8s.io", "jobsets")
             == {"get", "list", "watch", "create", "delete"}
             and container_env(d)["MODELOPS_JOBSETS"] == "true"
         ),
@@ -587,6 +660,68 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
                 == {"get", "list", "watch", "create", "delete"}
             ]
             == ["team-a", "team-b"]
+        ),
+    ),
+    (
+        "registry-off-by-default",
+        {},
+        lambda d: (
+            not {"MODELOPS_MLFLOW_URL", "MODELOPS_MLFLOW_TOKEN_FILE"} & set(container_env(d))
+            and "mlflow-token" not in pod_volumes(d)
+        ),
+    ),
+    (
+        "registry-url-without-token",
+        {"registry": {"mlflow": {"url": "http://mlflow:5000"}}},
+        lambda d: (
+            container_env(d)["MODELOPS_MLFLOW_URL"] == "http://mlflow:5000"
+            and "MODELOPS_MLFLOW_TOKEN_FILE" not in container_env(d)
+            and "mlflow-token" not in pod_volumes(d)
+        ),
+    ),
+    (
+        "registry-token-from-a-secret-file",
+        {
+            "registry": {
+                "mlflow": {
+                    "url": "https://mlflow.example/prefix",
+                    "tokenSecret": {"name": "mlflow-token", "key": "bearer"},
+                }
+            }
+        },
+        lambda d: (
+            container_env(d)["MODELOPS_MLFLOW_TOKEN_FILE"]
+            == "/var/run/secrets/modelops/mlflow/token"
+            and pod_volumes(d)["mlflow-token"]["secret"]
+            == {
+                "secretName": "mlflow-token",
+                "defaultMode": 0o440,
+                "items": [{"key": "bearer", "path": "token"}],
+            }
+            and {
+                "name": "mlflow-token",
+                "mountPath": "/var/run/secrets/modelops/mlflow",
+                "readOnly": True,
+            }
+            in one(d, "Deployment")["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        ),
+    ),
+    (
+        "registry-private-ca-from-a-secret-file",
+        {
+            "registry": {
+                "mlflow": {
+                    "url": "https://mlflow.internal",
+                    "caSecret": {"name": "mlflow-ca", "key": "bundle.pem"},
+                }
+            }
+        },
+        lambda d: (
+            container_env(d)["MODELOPS_MLFLOW_CA_FILE"]
+            == "/var/run/secrets/modelops/mlflow-ca/ca.crt"
+            and pod_volumes(d)["mlflow-ca"]["secret"]["items"]
+            == [{"key": "bundle.pem", "path": "ca.crt"}]
+            and "mlflow-token" not in pod_volumes(d)
         ),
     ),
     (
@@ -612,7 +747,8 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
             and not of_kind(d, "ValidatingAdmissionPolicyBinding")
             and not of_kind(d, "ModelOpsPolicy")
             and "MODELOPS_POLICY_NAME" not in container_env(d)
-            and verbs_on(one(d, "ClusterRole"), "modelops.dev", "modelopspolicies") == set()
+            and verbs_on(one(operator_docs(d), "ClusterRole"), "modelops.dev", "modelopspolicies")
+            == set()
         ),
     ),
     (
@@ -701,6 +837,31 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
         "servicemonitor-without-service",
         {"service": {"enabled": False}, "metrics": {"serviceMonitor": {"enabled": True}}},
         "needs service.enabled=true",
+    ),
+    (
+        "registry-url-not-http",
+        {"registry": {"mlflow": {"url": "mlflow:5000"}}},
+        "/registry/mlflow/url",
+    ),
+    (
+        "registry-url-with-credentials",
+        {"registry": {"mlflow": {"url": "http://user:pw@mlflow:5000"}}},
+        "/registry/mlflow/url",
+    ),
+    (
+        "registry-token-without-url",
+        {"registry": {"mlflow": {"tokenSecret": {"name": "mlflow-token"}}}},
+        "registry.mlflow.tokenSecret.name needs registry.mlflow.url",
+    ),
+    (
+        "registry-ca-without-https",
+        {"registry": {"mlflow": {"url": "http://mlflow", "caSecret": {"name": "mlflow-ca"}}}},
+        "registry.mlflow.caSecret.name needs an https:// registry.mlflow.url",
+    ),
+    (
+        "registry-bad-secret-name",
+        {"registry": {"mlflow": {"url": "http://mlflow", "tokenSecret": {"name": "Bad_Name"}}}},
+        "/registry/mlflow/tokenSecret/name",
     ),
     (
         "empty-dashboard-folder",

@@ -47,6 +47,8 @@ MODELOPS_CRDS = [
         "unlearnrequests",
         "loratransfers",
         "modeladaptations",
+        "modelversions",
+        "modelrollouts",
         "modelopspolicies",
     )
 ]

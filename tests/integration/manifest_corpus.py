@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelops_api.crdgen import crd_for
-from modelops_api.kinds import KINDS, kind_info
+from modelops_api.kinds import KINDS, crd_kind
 
 MODEL = {"uri": "pvc://models/tiny"}
 OUT = {"uri": "pvc://models/out"}
@@ -48,6 +48,23 @@ BASES: dict[str, dict[str, Any]] = {
         },
     },
 }
+# A release kind (issue 15): its schema is mutated the same way.
+BASES["ModelRollout"] = {
+    "inferenceService": {"name": "bot"},
+    "candidates": [{"kind": "ModelAdaptation", "name": "bot-adapt"}],
+    "gate": {
+        "rules": [{"metric": "perplexity", "comparison": "LessOrEqual", "tolerance": 0.02}],
+        "evaluation": {"data": {"uri": "pvc://d/heldout"}},
+    },
+    "canary": {
+        "steps": [10, 50, 100],
+        "analysis": {"prometheusUrl": "http://p:9090", "query": "max(x)", "max": 0.01},
+    },
+    "registry": {"modelName": "bot"},
+}
+CORPUS_KINDS = (*KINDS, crd_kind("ModelRollout"))
+"""The kinds the corpus mutates: the job kinds and ModelRollout (ModelVersions are
+written by the operator, never by hand)."""
 MISSING = object()
 
 
@@ -179,7 +196,7 @@ def _valid_values(prop: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def _accepted_by_model(kind: str, spec: dict[str, Any]) -> bool:
     try:
-        kind_info(kind).spec.model_validate(spec)
+        crd_kind(kind).spec.model_validate(spec)
         return True
     except ValidationError:
         return False
@@ -190,7 +207,7 @@ def generate(seed: int = 0, invalid: int = 1000, valid: int = 200) -> tuple[list
     rng = random.Random(seed)
     bad: list[Case] = []
     good: list[Case] = []
-    for info in KINDS:
+    for info in CORPUS_KINDS:
         base = BASES[info.kind]
         schema = crd_for(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
             "spec"

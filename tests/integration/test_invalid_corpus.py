@@ -1,6 +1,6 @@
-"""Bad input at volume: 1,000 generated invalid manifests across the four kinds are each
-rejected by the API server with a message naming the field, and nothing is created;
-valid manifests from the same generator are all accepted."""
+"""Bad input at volume: 1,000 generated invalid manifests across the four job kinds and
+ModelRollout are each rejected by the API server with a message naming the field, and
+nothing is created; valid manifests from the same generator are all accepted."""
 
 import time
 
@@ -8,9 +8,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from tests.integration.kube_helpers import create
-from tests.integration.manifest_corpus import cross_field_cases, generate
+from tests.integration.manifest_corpus import CORPUS_KINDS, cross_field_cases, generate
 
-from modelops_api.kinds import KINDS
 from modelops_api.meta import GROUP, VERSION
 
 INVALID, VALID = generate(seed=7, invalid=1000, valid=200)
@@ -18,7 +17,7 @@ INVALID, VALID = generate(seed=7, invalid=1000, valid=200)
 
 def test_corpus_is_large_and_covers_every_kind_and_mutation():
     assert len(INVALID) == 1000 and len(VALID) >= 100
-    assert {c.kind for c in INVALID} == {k.kind for k in KINDS}
+    assert {c.kind for c in INVALID} == {k.kind for k in CORPUS_KINDS}
     labels = {c.id.rsplit(":", 1)[-1] for c in INVALID if "+" not in c.id}
     assert {
         "wrong-type",
@@ -54,7 +53,7 @@ def test_every_invalid_manifest_is_rejected_naming_the_field(kube_api, crds_inst
         f"{len(failures)} of {len(INVALID)} wrong (in {elapsed:.0f}s):\n" + "\n".join(failures[:25])
     )
     custom = client.CustomObjectsApi(kube_api)
-    for info in KINDS:
+    for info in CORPUS_KINDS:
         assert (
             custom.list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural)["items"]
             == []

@@ -9,10 +9,12 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 from tests.integration.kube_helpers import create, get
+from tests.unit.test_release_api import STEP_LISTS, steps_valid
 
 from modelops_api.meta import GROUP, VERSION
 from modelops_api.model_rollout import ModelRolloutSpec
@@ -135,14 +137,30 @@ def test_valid_steps_are_admitted(kube_api, crds_installed, namespace, steps):
 
 
 @pytest.mark.parametrize(
-    ("kind", "spec"), [("ModelRollout", ROLLOUT), ("ModelVersion", VERSION_SPEC)], ids=str
+    ("kind", "spec", "name", "admitted"),
+    [
+        ("ModelRollout", ROLLOUT, "a" * 63, True),
+        ("ModelRollout", ROLLOUT, "a" * 64, False),
+        ("ModelRollout", ROLLOUT, "a" * 253, False),
+        ("ModelRollout", ROLLOUT, "a.b", False),  # a label: ServingRecord.rollout
+        ("ModelVersion", VERSION_SPEC, "a" * 63, True),
+        ("ModelVersion", VERSION_SPEC, "a" * 64, False),
+        ("ModelVersion", VERSION_SPEC, "a" * 253, False),
+        # version_name keeps a dotted source name (`llama.v2` -> `llama.v2-<hex>`).
+        ("ModelVersion", VERSION_SPEC, "llama.v2-0123456789", True),
+    ],
+    ids=[
+        "rollout-63",
+        "rollout-64",
+        "rollout-253",
+        "rollout-dotted",
+        "version-63",
+        "version-64",
+        "version-253",
+        "version-dotted",
+    ],
 )
-@pytest.mark.parametrize(
-    ("name", "admitted"),
-    [("a" * 63, True), ("a" * 64, False), ("a" * 253, False), ("a.b", False)],
-    ids=["63", "64", "253", "dotted"],
-)
-def test_names_are_dns_labels(kube_api, crds_installed, namespace, kind, spec, name, admitted):
+def test_names_are_short(kube_api, crds_installed, namespace, kind, spec, name, admitted):
     body = {"kind": kind, "metadata": {"name": name}, "spec": spec}
     if admitted:
         assert create(kube_api, namespace, body)["metadata"]["name"] == name
@@ -269,3 +287,29 @@ def test_printer_columns(control_plane, kube_api, crds_installed, namespace):
     # The category: `kubectl get modelops` lists the release kinds too.
     listed = control_plane.kubectl("get", "modelops", "-n", namespace, "-o", "name").stdout
     assert "modelversion.modelops.dev/v2" in listed and "modelrollout.modelops.dev/bot" in listed
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=STEP_LISTS)
+def test_api_server_steps_match_the_reference(kube_api, crds_installed, namespace, steps):
+    """The schema bounds and CEL rules on the real API server (isSorted() included)
+    accept exactly the step lists the reference does; dry runs, nothing stored."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelRollout",
+        "metadata": {"name": "steps"},
+        "spec": canary(steps=steps),
+    }
+    try:
+        client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modelrollouts", body, dry_run="All"
+        )
+        accepted = True
+    except ApiException as exc:
+        assert exc.status == 422 and "spec.canary.steps" in exc.body, exc.body
+        accepted = False
+    assert accepted == steps_valid(steps), steps

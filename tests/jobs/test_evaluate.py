@@ -11,6 +11,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelops_api.meta import EXIT_OK, EXIT_PERMANENT
 from modelops_api.status import MAX_DATASETS, Artifact, DatasetLineage, JobResult
@@ -37,7 +41,12 @@ def records(n: int, seed: int) -> list[dict[str, Any]]:
     """Held-out records with text (perplexity) and prompt/completion (taskScore)."""
     texts = tiny.grammar_corpus(n, seed=seed)
     return [
-        {"id": f"s-{seed}-{i}", "text": t, **pair}
+        {
+            "id": f"s-{seed}-{i}",
+            "text": t,
+            "prompt": pair["prompt"],
+            "completion": pair["completion"],
+        }
         for i, (t, pair) in enumerate(zip(texts, reversal_task(n, seed), strict=True))
     ]
 
@@ -160,6 +169,27 @@ def test_a_nan_loss_leaves_the_metric_out(world: dict[str, Path], tmp_path: Path
     assert "NaN" not in text and "Infinity" not in text
 
 
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"seqLen": 128}, "candidate perplexity: seqLen 128 exceeds the model's 64 positions"),
+        ({"seqLen": 4096}, "candidate perplexity: seqLen 4096 exceeds"),
+        ({"data": {"uri": "HELDOUT", "textField": "body"}}, "has no field 'body'"),
+    ],
+    ids=["seq-len-over-positions", "seq-len-far-over", "no-text-field"],
+)
+def test_a_metric_the_data_does_not_allow_is_unavailable(
+    world: dict[str, Path], spec: dict, needle: str
+) -> None:
+    root = world["root"]
+    if "data" in spec:
+        spec["data"]["uri"] = f"file://{root / 'heldout.jsonl'}"
+    outcome = runner.execute(evaluation(root, model(root / "base"), metrics=["perplexity"], **spec))
+    assert outcome.exit_code == EXIT_OK, outcome.result
+    assert outcome.result.results == {"candidate": {}, "unavailable": {"candidate": ["perplexity"]}}
+    assert needle in outcome.result.message
+
+
 def test_metrics_of_the_run_itself_are_not_recomputed(world: dict[str, Path]) -> None:
     root = world["root"]
     doc = evaluation(
@@ -199,6 +229,14 @@ def test_bad_input_fails_permanently_naming_the_field(
 
 
 # -- each kind's output, loaded the way it was published -----------------------------------
+
+
+def test_every_method_that_publishes_a_model_has_a_layout() -> None:
+    from modelops_jobs import registry
+    from modelops_jobs.algorithms.evaluate_models import LAYOUTS
+
+    kinds = {m for m in registry.METHODS if m.kind != registry.EVALUATION.kind}
+    assert set(LAYOUTS) == {(m.kind, m.method) for m in kinds}
 
 
 @pytest.mark.parametrize(
@@ -334,6 +372,44 @@ def test_s3t_store_is_scored_as_its_ensemble_serves(
         assert results["candidate"]["perplexity"] == pytest.approx(math.exp(nll), rel=1e-5)
 
 
+def test_unlearned_s3t_version_is_the_one_its_output_names(
+    world: dict[str, Path], s3t_store: tuple[Path, Any], tmp_path: Path
+) -> None:
+    """An UnlearnRequest s3t with an output publishes the receipt and a manifest naming
+    the store: the version scored is the one after the deletion, not the trained one."""
+    root, store = world["root"], Path(shutil.copytree(s3t_store[0], tmp_path / "store"))
+    request = {
+        "apiVersion": "modelops.dev/v1alpha1",
+        "kind": "UnlearnRequest",
+        "metadata": {"name": "forget"},
+        "spec": {
+            "method": "s3t",
+            "model": {"uri": f"file://{store}"},
+            "sampleIds": ["s-0-0"],
+            "output": {"uri": f"file://{tmp_path / 'receipt'}"},
+        },
+    }
+    outcome = runner.execute(request)
+    assert outcome.exit_code == EXIT_OK, outcome.result
+    after = outcome.result.artifact.version
+    assert after and after != "v0001", outcome.result
+    shutil.copytree(store, tmp_path / "trained")  # pin v0001's score on an unchanged copy
+    (tmp_path / "trained" / "CURRENT").write_text("v0001\n")
+    doc = evaluation(
+        root,
+        model(tmp_path / "receipt", "UnlearnRequest", "s3t"),
+        model(store / "versions" / after, "UnlearnRequest", "s3t"),
+        metrics=["perplexity"],
+    )
+    out = runner.execute(doc)
+    assert out.exit_code == EXIT_OK, out.result
+    results = out.result.results
+    assert results["candidate"] == results["baseline"], "the output names the version after"
+    assert f"candidate: S3T {after}" in out.result.message
+    trained = evaluate(evaluation(root, model(tmp_path / "trained", method="s3t")))
+    assert trained["candidate"]["perplexity"] != results["candidate"]["perplexity"]
+
+
 # -- dataset digests in the lineage --------------------------------------------------------
 
 
@@ -351,6 +427,44 @@ def test_a_run_publishes_the_digests_of_the_data_it_read(
     assert wire["artifact"]["datasets"] == [expected.to_wire()]
     store_artifact = s3t_store[1].result.artifact  # a store publishes itself: no manifest
     assert store_artifact.datasets == [expected] and store_artifact.version
+
+
+@pytest.mark.parametrize(
+    ("example", "roles"),
+    [
+        ("prune-retrain.yaml", ["retrain.data", "evaluation.data"]),
+        ("model-adaptation-cpt.yaml", ["data", "cpt.replayData", "cpt.validationOld", "cpt.validationNew"]),
+        ("model-adaptation-lora.yaml", ["data"]),
+        ("unlearn-request.yaml", ["evaluation.testData"]),
+        ("lora-transfer.yaml", ["evaluationData"]),
+    ],
+    ids=["perp", "cpt", "lora", "unlearn", "translora"],
+)  # fmt: skip
+def test_every_dataset_of_a_kind_is_found_by_its_field(example: str, roles: list[str]) -> None:
+    from modelops_api import kind_info
+    from modelops_jobs.dataset_lineage import dataset_refs
+
+    doc = yaml.safe_load((ROOT / "examples" / example).read_text())
+    spec = kind_info(doc["kind"]).spec.model_validate(doc["spec"])
+    assert [role for role, _ in dataset_refs(spec)] == roles
+    forget = spec.model_copy(update={"sample_ids": None, "samples_uri": "s3://b/forget.jsonl"})
+    if doc["kind"] == "UnlearnRequest":
+        assert ("samplesUri", "s3://b/forget.jsonl") in dataset_refs(forget)
+
+
+def test_a_dataset_digest_covers_every_file_it_reads(tmp_path: Path) -> None:
+    from modelops_jobs.dataset_lineage import digest
+
+    (tmp_path / "d").mkdir()
+    data.write_jsonl(tmp_path / "d" / "a.jsonl", [{"text": "a"}])
+    data.write_jsonl(tmp_path / "d" / "b.jsonl", [{"text": "b"}])
+    (tmp_path / "d" / "notes.txt").write_text("not read")
+    first = digest(tmp_path / "d")
+    (tmp_path / "d" / "notes.txt").write_text("changed, still not read")
+    assert digest(tmp_path / "d") == first
+    data.write_jsonl(tmp_path / "d" / "b.jsonl", [{"text": "B"}])
+    assert digest(tmp_path / "d") != first and first is not None
+    assert digest(tmp_path / "missing") is None and digest(tmp_path / "d" / "notes.txt")
 
 
 def test_dataset_lineage_keeps_the_termination_message_under_its_limit() -> None:
@@ -371,3 +485,34 @@ def test_dataset_lineage_keeps_the_termination_message_under_its_limit() -> None
     assert 0 < len(kept) < MAX_DATASETS and kept == datasets[: len(kept)]
     with pytest.raises(ValueError, match="at most 16"):
         Artifact(uri="x", datasets=datasets + datasets[:1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    uri_len=st.integers(1, 1000),
+    count=st.integers(0, MAX_DATASETS),
+    result_keys=st.integers(0, 400),
+    message_len=st.integers(0, 1024),
+)
+def test_any_result_fits_and_keeps_what_it_can(
+    uri_len: int, count: int, result_keys: int, message_len: int
+) -> None:
+    """Whatever the sizes, the message is at most 4096 bytes and parses; the datasets
+    kept are a prefix of the run's; results that fit alone are never dropped for them."""
+    datasets = [DatasetLineage(role="data", uri="f" * uri_len + str(i)) for i in range(count)]
+    artifact = Artifact(uri="file:///m", datasets=datasets)
+    results = {f"metric{i}": float(i) for i in range(result_keys)}
+    result = JobResult(
+        ok=True, reason="Succeeded", message="m" * message_len, results=results, artifact=artifact
+    )
+    text = runner.termination_message(result)
+    assert len(text.encode()) <= runner.TERMINATION_LIMIT
+    parsed = JobResult.model_validate_json(text)
+    assert parsed.artifact is not None and parsed.artifact.uri == "file:///m"
+    kept = parsed.artifact.datasets
+    assert kept == datasets[: len(kept)]
+    alone = result.model_copy(
+        update={"message": "", "artifact": artifact.model_copy(update={"datasets": []})}
+    )
+    if len(json.dumps(alone.to_wire(), separators=(",", ":"))) <= runner.TERMINATION_LIMIT - 200:
+        assert parsed.results == results

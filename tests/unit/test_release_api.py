@@ -5,10 +5,13 @@ refuse the rest with a message naming the field: the pydantic side of every CEL 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from modelops_api.model_rollout import ModelRolloutSpec
@@ -226,3 +229,33 @@ def test_version_spec_and_status_round_trip():
     status = ModelVersionStatus.model_validate({})
     assert status.phase == "Recorded"
     assert ModelRolloutStatus.model_validate({}).phase == "Idle"
+
+
+def steps_valid(steps: list[int]) -> bool:
+    """The reference: 1 to 10 steps, each 1..100, strictly increasing, ending at 100."""
+    return (
+        1 <= len(steps) <= 10
+        and all(1 <= s <= 100 for s in steps)
+        and all(a < b for a, b in itertools.pairwise(steps))
+        and steps[-1] == 100
+    )
+
+
+STEP_LISTS = st.one_of(
+    st.lists(st.integers(-2, 102), max_size=12),
+    # Near-valid lists: sorted samples of 1..100, then 100 (repeats make some invalid).
+    st.lists(st.integers(1, 100), min_size=1, max_size=11).map(lambda x: [*sorted(x), 100]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(steps=STEP_LISTS)
+def test_canary_steps_match_the_reference(steps):
+    """The pydantic twin of the steps' schema bounds and CEL rules accepts exactly the
+    lists the reference does (tests/integration/test_release_kinds.py: the API server)."""
+    try:
+        ModelRolloutSpec.model_validate(with_("canary.steps", steps))
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == steps_valid(steps), steps

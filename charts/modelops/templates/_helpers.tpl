@@ -110,6 +110,12 @@ app.kubernetes.io/part-of: modelops
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.service.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled=true needs service.enabled=true: the ServiceMonitor scrapes the operator through its Service" -}}
 {{- end -}}
+{{- if and .Values.registry.mlflow.tokenSecret.name (not .Values.registry.mlflow.url) -}}
+{{- fail "registry.mlflow.tokenSecret.name needs registry.mlflow.url: a token without a server would never be used" -}}
+{{- end -}}
+{{- if and .Values.registry.mlflow.caSecret.name (not (hasPrefix "https://" .Values.registry.mlflow.url)) -}}
+{{- fail "registry.mlflow.caSecret.name needs an https:// registry.mlflow.url: a CA bundle verifies TLS only" -}}
+{{- end -}}
 {{- if and .Values.podDisruptionBudget.enabled .Values.podDisruptionBudget.minAvailable (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- fail (printf "podDisruptionBudget.minAvailable=%d must be below replicaCount=%d, or no node could ever be drained" (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- end -}}
@@ -130,7 +136,12 @@ pruneretrains unlearnrequests loratransfers modeladaptations
      - Pods: list by label (termination messages of Job pods);
      - ConfigMaps: create (the validated spec of a Job; never read or changed after);
      - Events: create (reported on the resources);
-     - Secrets: get (by name, for drift-trigger credentials; never list or watch). */}}
+     - Secrets: get (by name, for drift-trigger credentials; never list or watch);
+     - ModelVersions (issue 15): create them (one per published output) and patch their
+       status; never update, patch or delete a version's spec (versions are records);
+     - ModelRollouts: watch them, read one, patch its status (never the spec);
+     - KServe InferenceServices: watch them, read one, patch the predictor's storageUri
+       and canaryTrafficPercent (never create or delete one). */}}
 {{- define "modelops.rules" -}}
 - apiGroups: ["modelops.dev"]
   resources:
@@ -144,6 +155,18 @@ pruneretrains unlearnrequests loratransfers modeladaptations
   - {{ . }}/status
   {{- end }}
   verbs: ["get", "patch"]
+- apiGroups: ["modelops.dev"]
+  resources: ["modelversions"]
+  verbs: ["get", "list", "watch", "create"]
+- apiGroups: ["modelops.dev"]
+  resources: ["modelrollouts"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["modelops.dev"]
+  resources: ["modelversions/status", "modelrollouts/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]

@@ -24,7 +24,6 @@ recomputed here. Nothing is published: the result is the termination message onl
 
 import gc
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -82,6 +81,9 @@ def score_perplexity(
     """(perplexity, the token stream it was measured on)."""
     if not loaded.language_model:
         raise Unavailable("an S3T classification store has no next-token perplexity")
+    positions = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and positions < spec.seq_len:
+        raise Unavailable(f"seqLen {spec.seq_len} exceeds the model's {positions} positions")
     stream = data.token_stream(loaded.tokenizer, texts_of(records, spec.data.text_field))
     try:
         windows = data.lm_windows(stream, spec.seq_len)
@@ -118,22 +120,21 @@ def score(
     values: dict[str, float] = {}
     missing: dict[str, str] = {}
     stream = None
-    scorers: dict[str, Callable[[], float]] = {
-        "taskScore": lambda: score_task(loaded, records, spec),
-    }
     for metric in spec.metrics:
         try:
             if metric == "perplexity":
                 values[metric], stream = score_perplexity(loaded, records, spec)
-            elif metric in scorers:
-                values[metric] = scorers[metric]()
+            elif metric == "taskScore":
+                values[metric] = score_task(loaded, records, spec)
             elif metric in RUN_METRICS:
                 missing[metric] = "a result of the run itself (ModelVersion.spec.metrics)"
             else:
                 missing[metric] = "not a metric the evaluation computes"
         except Unavailable as exc:
             missing[metric] = str(exc)
-        except RuntimeError as exc:  # e.g. windows longer than the model's positions
+        except torch.cuda.OutOfMemoryError:
+            raise  # the pod's device, not the data: retryable, never "unavailable"
+        except (RuntimeError, IndexError, ValueError) as exc:  # the model cannot take the data
             missing[metric] = f"{type(exc).__name__}: {exc}"[:300]
     for metric, value in list(values.items()):
         if not math.isfinite(value):
@@ -157,6 +158,8 @@ def run(spec: EvaluationJobSpec, ctx: RunContext) -> AlgorithmResult:
         torch.manual_seed(spec.seed)  # the same seed for each model
         loaded = evaluate_models.load(model, role, ctx)
         values, missing, stream = score(loaded, records, spec)
+        if loaded.note:
+            notes.append(f"{role}: {loaded.note}")
         del loaded
         _free(ctx.device)
         results[role] = values
