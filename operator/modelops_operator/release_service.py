@@ -150,7 +150,7 @@ class Releases:
             analysis=analysis,
             eval_job=eval_job,
             gate=gate,
-            registry_configured=bool(getattr(self.config, "mlflow_url", None)),
+            registry_configured=bool(self.config.mlflow_url),
         )
 
     async def query_analysis(

@@ -55,10 +55,7 @@ class Reconciler:
         self.cache = InformerCache()
         jobsets = JobSetObserver(self.api, self.cache, watched=config.jobsets)
         self.observer = Observer(self.api, self.cache, jobsets)
-        registry = registry_factory(
-            getattr(config, "mlflow_url", None), getattr(config, "mlflow_token_file", None)
-        )
-        self.applier = Applier(self.api, self.cache, registry)
+        self.applier = Applier(self.api, self.cache, registry_factory(config))
         self.secrets = SecretReader(self.api)
         self.policies = PolicyReader(self.api, config.policy_name, config.policy_namespace)
         self.releases = Releases(

@@ -682,3 +682,93 @@ def test_a_rollout_of_a_missing_inferenceservice_pauses_until_it_exists(
         "adopted", lambda: rollout_where(kube_api, namespace, "ro", servingVersion="v0")
     )
     assert (cond(adopted, "Paused") or ("False", ""))[0] == "False"
+
+
+# -- the MLflow registry follows the rollout ----------------------------------------------
+
+
+def aliases_in_mlflow(
+    url: str, model: str, api: client.ApiClient, namespace: str
+) -> dict[str, str]:
+    """The registry's aliases of `model`, each as the ModelVersion whose entry
+    (status.registry.version) it points at."""
+    from modelops_operator.registry.mlflow import MlflowRegistry
+
+    numbers = MlflowRegistry(url).aliases(model)
+    entries = {
+        v["status"]["registry"]["version"]: v["metadata"]["name"]
+        for v in client.CustomObjectsApi(api).list_namespaced_custom_object(
+            *MODELOPS, namespace, "modelversions"
+        )["items"]
+        if (v.get("status") or {}).get("registry")
+    }
+    return {alias: entries.get(number, f"?{number}") for alias, number in numbers.items()}
+
+
+def test_the_registry_follows_the_rollout_and_an_outage_never_holds_it(
+    control_plane: Any,
+    crds_installed: Any,
+    kube_api: client.ApiClient,
+    kserve: KServeStandIn,
+    mlflow_server: Any,
+    namespace: str,
+) -> None:
+    """With MODELOPS_MLFLOW_URL set and spec.registry on the rollout: every version in
+    play is registered (its status.registry), champion follows the serving version. With
+    the registry down a new version still rolls out (RegistrySynced False, the client's
+    reason); once it is back, the aliases catch up."""
+    from modelops_operator.config import OperatorConfig
+    from modelops_operator.main import run_in_thread
+
+    model = f"web-{namespace}"
+    cfg = OperatorConfig(
+        namespaces=(namespace,), resync_seconds=1.0, jobs_image="x:1", mlflow_url=mlflow_server.url
+    )
+    serving_web(kube_api, namespace, kserve, "s3://m/v0")
+    body = {
+        "apiVersion": "/".join(MODELOPS),
+        "kind": "ModelRollout",
+        "metadata": {"name": "ro"},
+        "spec": {
+            "inferenceService": {"name": "web"},
+            "candidates": [{"kind": "PruneRetrain", "name": "src"}],
+            "canary": {"steps": [50, 100], "interval": "1s"},
+            "registry": {"modelName": model},
+        },
+    }
+    client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        *MODELOPS, namespace, "modelrollouts", body
+    )
+
+    def aliases_are(champion: str) -> Any:
+        ro = read_custom(kube_api, namespace, "modelrollouts", "ro")
+        held = (ro.get("status") or {}).get("registryAliases") or {}
+        return ro if held.get("champion") == champion else None
+
+    with run_in_thread(cfg, str(control_plane.kubeconfig), tick=0.2):
+        poll_until("champion v0", lambda: aliases_are("v0"))
+        create_version(kube_api, namespace, "v1", "s3://m/v1", "2026-12-01T01:00:00Z")
+        ro = poll_until("champion v1", lambda: aliases_are("v1"))
+        assert cond(ro, "RegistrySynced") == ("True", "AliasesSet")
+        assert aliases_in_mlflow(mlflow_server.url, model, kube_api, namespace) == {
+            "champion": "v1"
+        }
+        entry = read_custom(kube_api, namespace, "modelversions", "v1")["status"]["registry"]
+        assert entry["modelName"] == model and entry["version"].isdigit()
+
+        mlflow_server.stop()
+        try:
+            create_version(kube_api, namespace, "v2", "s3://m/v2", "2026-12-01T02:00:00Z")
+            down = poll_until(
+                "v2 promoted while the registry is down",
+                lambda: rollout_where(kube_api, namespace, "ro", servingVersion="v2", phase="Idle"),
+            )
+            assert cond(down, "RegistrySynced") == ("False", "RegistryUnreachable")
+            assert (
+                "registry" not in read_custom(kube_api, namespace, "modelversions", "v2")["status"]
+            )
+        finally:
+            mlflow_server.start()
+        back = poll_until("champion v2 once the registry is back", lambda: aliases_are("v2"))
+        assert cond(back, "RegistrySynced") == ("True", "AliasesSet")
+    assert aliases_in_mlflow(mlflow_server.url, model, kube_api, namespace) == {"champion": "v2"}

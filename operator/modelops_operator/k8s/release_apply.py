@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from modelops_api.meta import GROUP, VERSION
 from modelops_api.rollout_status import ModelRolloutStatus
 from modelops_operator import metrics
+from modelops_operator.config import OperatorConfig
 from modelops_operator.k8s.api import MERGE_PATCH, ApiSession, group_path
 from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.k8s.kinds import ROLLOUT_KIND, ROLLOUT_PLURAL, VERSION_PLURAL
@@ -200,20 +201,8 @@ def _text(exc: Exception) -> str:
     return str(exc) if isinstance(exc, RegistryError) else type(exc).__name__
 
 
-def registry_factory(url: str | None, token_file: str | None) -> RegistryFactory:
-    """A client per call (the token file is a mounted Secret: read each time, so a
-    rotated token is used), or None without a configured URL."""
-
-    def make() -> MlflowRegistry | None:
-        if not url:
-            return None
-        token = None
-        if token_file:
-            try:
-                with open(token_file, encoding="utf-8") as f:
-                    token = f.read().strip() or None
-            except OSError as exc:
-                log.warning("cannot read the MLflow token file: %s", exc.strerror)
-        return MlflowRegistry(url, token, timeout=5.0)
-
-    return make
+def registry_factory(config: OperatorConfig) -> RegistryFactory:
+    """The installation's MLflow client (MODELOPS_MLFLOW_URL, its token file and CA
+    file, read by the client on every call: a rotated Secret is used), or None."""
+    client = MlflowRegistry.from_config(config)
+    return lambda: client
