@@ -161,6 +161,12 @@ for _kind in KIND_NAMES:
     ACTIVE_RUNS.labels(_kind)
     for _phase in ("Succeeded", "Failed"):
         RUNS_FINISHED.labels(_kind, _phase)
+# ModelRollouts are reconciled too (no runs of their own: their evaluation Jobs are not
+# counted as runs).
+RECONCILES.labels("ModelRollout")
+RECONCILE_ERRORS.labels("ModelRollout")
+for _reason in ("ApiUnavailable", "ApiBusy", "ApiRejected", "InternalError"):
+    RECONCILE_FAILURES.labels("ModelRollout", _reason)
 
 
 def track_resource(namespace: str, name: str, kind: str) -> None:
