@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -196,9 +197,12 @@ class KServeStandIn:
                 for isvc in self._pending():
                     self._write(isvc)
             except ApiException as exc:
-                if exc.status not in (404, 409):  # deleted or changed meanwhile: next round
+                # Deleted or changed meanwhile, or the API server restarting: next round.
+                if exc.status not in (404, 409, 429, 500, 503):
                     self.error = exc
                     return
+            except (OSError, urllib3.exceptions.HTTPError):
+                continue  # the API server is down (a fault test): KServe retries too
             except BaseException as exc:  # surfaced by stop(): a dead stand-in fails the test
                 self.error = exc
                 return
