@@ -207,9 +207,18 @@ class Registry(ApiModel):
     """Register each version in the installation's MLflow model registry (the chart's
     registry.mlflow.url) under this name; champion/challenger aliases follow the rollout."""
 
-    model_name: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^/\s][^\s]*$")] = (
-        Field(description="Registered model name.")
+    model_name: Annotated[str, Field(min_length=1, max_length=190, pattern=r"^[^/:\s]+$")] = Field(
+        description="Registered model name, registered as `<namespace>.<modelName>` so that"
+        " one namespace's rollouts never touch another's registered models (no '/', ':' or"
+        " whitespace: MLflow refuses them)."
     )
+
+
+def registered_model_name(namespace: str, model_name: str) -> str:
+    """The MLflow registered-model name of a rollout's spec.registry.modelName: prefixed
+    with its namespace (a DNS label, so the first '.' ends it unambiguously). A tenant
+    may name any model; it only ever reaches its own namespace's."""
+    return f"{namespace}.{model_name}"
 
 
 class Unlearning(ApiModel):

@@ -20,6 +20,16 @@ from modelops_api.base import ApiModel
 from modelops_api.common import DNSName
 from modelops_api.status import Condition, DatasetLineage
 
+SourceName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        min_length=1,
+        max_length=253,
+    ),
+]
+"""A resource name (a DNS subdomain: the four job kinds accept up to 253 characters)."""
+
 MetricName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.]*$", max_length=64)]
 MetricValue = Annotated[float, Field(allow_inf_nan=False)]
 Digest = Annotated[str, Field(max_length=80)]
@@ -31,7 +41,7 @@ class VersionSource(ApiModel):
     """The resource (and run) that published the version."""
 
     kind: SourceKind = Field(description="Kind of the resource that made it.")
-    name: DNSName = Field(description="Its name (same namespace).")
+    name: SourceName = Field(description="Its name (same namespace).")
     uid: Annotated[str, Field(max_length=64)] = Field(description="Its UID.")
     run: int | None = Field(None, ge=1, description="ModelAdaptation: the run number.")
     method: Annotated[str, Field(max_length=64)] | None = Field(
@@ -56,7 +66,7 @@ class Parent(ApiModel):
 class Deletion(ApiModel):
     """UnlearnRequest versions: what was forgotten."""
 
-    request: DNSName = Field(description="The UnlearnRequest.")
+    request: SourceName = Field(description="The UnlearnRequest.")
     deleted_samples: int = Field(ge=0, description="Samples forgotten.")
     requested_time: datetime = Field(description="When the UnlearnRequest was created.")
 

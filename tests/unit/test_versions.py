@@ -271,3 +271,53 @@ def test_adaptation_plan_records_each_succeeded_run_once():
         for a in plan(Observed(done, known_versions=known), CONFIG, NOW)
         if isinstance(a, EnsureModelVersion)
     ]
+
+
+def test_lora_runs_are_adapters_on_the_spec_model():
+    spec = {**ADAPT, "strategy": "lora", "trigger": {"type": "manual", "runOnCreate": False}}
+    d2 = "sha256:" + "cd" * 32
+    status = {"runCount": 2, "runs": [run(1, DIGEST, modelVersion="a-0123456789"), run(2, d2)]}
+    res = view("ModelAdaptation", spec, status, name="a")
+    actions = plan(Observed(res), CONFIG, NOW)
+    v = next(a for a in actions if isinstance(a, EnsureModelVersion)).manifest["spec"]
+    assert v["parents"] == [{"role": "base", "uri": "pvc://m/base"}]
+    assert v["source"]["method"] == "lora"
+
+
+@pytest.mark.parametrize(
+    ("datasets_field", "expected"),
+    [
+        ([{"role": "train", "uri": "pvc://d/train.jsonl", "digest": "sha256:t"}], "sha256:t"),
+        ([{"uri": "pvc://d/train.jsonl", "digest": 5}], None),
+        (["garbage", None, {"digest": "x"}], None),
+        ("not-a-list-of-objects", None),
+    ],
+    ids=["reported", "digest-not-text", "malformed-entries", "malformed-field"],
+)
+def test_dataset_digests_are_read_defensively(datasets_field, expected):
+    res = view("PruneRetrain", PRUNE, succeeded(datasets=datasets_field))
+    v = oneshot_version(res, {}, NOW)["spec"]
+    train = next(d for d in v["datasets"] if d["role"] == "train")
+    assert train.get("digest") == expected
+
+
+def test_unlearn_deletion_falls_back_to_the_receipt():
+    status = {**succeeded({}), "receipt": {"samples": 7}}
+    v = oneshot_version(view("UnlearnRequest", UNLEARN, status), {}, NOW)["spec"]
+    assert v["deletion"]["deletedSamples"] == 7
+
+
+def test_a_253_character_source_name_is_recorded():
+    """Job kinds' names may have 253 characters (a DNS subdomain). The contract first
+    allowed 63 in VersionSource.name, and such a resource got no version (a reported
+    defect): the record now takes the whole name; the version's own name is cut."""
+    name = "a" * 200 + ".b" * 26
+    status = {**succeeded(), "jobRef": {"name": "x", "namespace": "ns"}}
+    res = view("PruneRetrain", PRUNE, status, name=name)
+    actions = plan(Observed(res), CONFIG, NOW)
+    ensure = [a for a in actions if isinstance(a, EnsureModelVersion)]
+    assert len(ensure) == 1 and ensure[0].manifest["spec"]["source"]["name"] == name
+    assert not [
+        a for a in actions if isinstance(a, RecordEvent) and a.reason == "VersionNotRecorded"
+    ]
+    assert len(version_name(name, DIGEST)) <= 63

@@ -51,7 +51,7 @@ from modelops_operator.reconcile.runs import (
 )
 from modelops_operator.reconcile.status_patch import typed_status_patch
 from modelops_operator.reconcile.triggers import DriftDecisionStep, drift_decision, timed_decision
-from modelops_operator.reconcile.versions import run_version
+from modelops_operator.reconcile.versions import UnrecordableVersion, run_version
 
 MESSAGE_MAX = 2048
 """status.message's length: a message made of a Job's or a user's text is cut to it."""
@@ -165,7 +165,11 @@ def version_step(d: Draft, known: dict[str, str]) -> None:
     for rec in d.runs.records:
         if rec.model_version is not None:
             continue
-        version = run_version(d.res, rec, d.runs.records, known)
+        try:
+            version = run_version(d.res, rec, d.runs.records, known)
+        except UnrecordableVersion as exc:
+            d.events.append(RecordEvent("Warning", "VersionNotRecorded", str(exc)[:1024]))
+            continue
         if version is None:
             continue
         name = version["metadata"]["name"]

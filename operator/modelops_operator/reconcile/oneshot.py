@@ -37,7 +37,7 @@ from modelops_operator.reconcile.observed import JobView, Observed, ResourceView
 from modelops_operator.reconcile.policy import cleared_conditions, refusal, refused_plan
 from modelops_operator.reconcile.serving import apply_serving
 from modelops_operator.reconcile.status_patch import desired_status, typed_status_patch
-from modelops_operator.reconcile.versions import oneshot_version
+from modelops_operator.reconcile.versions import UnrecordableVersion, oneshot_version
 
 TERMINAL = {Phase.SUCCEEDED.value, Phase.FAILED.value}
 
@@ -348,7 +348,10 @@ def record_version_plan(obs: Observed, info: KindInfo, now: datetime) -> list[Ac
     res = obs.resource
     if res.status.get("modelVersion"):
         return []
-    version = oneshot_version(res, obs.known_versions, now)
+    try:
+        version = oneshot_version(res, obs.known_versions, now)
+    except UnrecordableVersion as exc:
+        return [RecordEvent("Warning", "VersionNotRecorded", str(exc)[:1024])]
     if version is None:
         return []
     name = version["metadata"]["name"]

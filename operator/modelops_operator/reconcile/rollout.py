@@ -147,7 +147,7 @@ def edited_by_hand(d: Draft) -> bool:
     state = observed_state(isvc)
     if applied is None or state == applied:
         return False
-    if state is not None and state == before_state(d.spec, d.st):
+    if state == before_state(d.spec, d.st):
         d.isvc_patch = isvc_patch(applied)
         return False
     shown = f"{state.storage_uri} at {state.canary_traffic_percent}%" if state else "no model"
@@ -188,10 +188,13 @@ def advance(d: Draft) -> None:
         return
     if applied is not None and cur.step >= 0:
         if applied.storage_uri != cur.uri:
+            d.set(phase=RolloutPhase.ROLLING_BACK.value)
             rolling_back_step(d)
         elif applied.canary_traffic_percent is None:
+            d.set(phase=RolloutPhase.PROMOTING.value)
             promoting_step(d)
         else:
+            d.set(phase=RolloutPhase.CANARY.value)
             canary_step(d)
         return
     if gate_step(d) and approval_step(d):

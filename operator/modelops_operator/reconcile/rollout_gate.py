@@ -5,9 +5,10 @@ rollout's own status), and a verdict newer than the candidate's start time is re
 so a restarted operator never evaluates twice and never forgets a failed gate. With
 `gate.evaluation` a Job (build/evaluation.py) scores the candidate and the serving
 version on the same held-out data; its termination message (JobResult) carries
-`results: {"candidate": {...}, "baseline": {...}}`. Without it, the versions' own
-recorded metrics are compared (the candidate's for Absolute rules; Serving rules use
-the serving version's recorded metrics, which were not scored on the same data).
+`results: {"candidate": {...}, "baseline": {...}}`. Without it, the candidate's own
+recorded metrics (`ModelVersion.spec.metrics`) meet the Absolute rules (the API requires
+`gate.evaluation` for Serving rules; were one admitted without it, the serving
+version's recorded metrics would be its baseline, never a pass on missing data).
 A failed or result-less evaluation Job fails every rule: never a pass on missing data.
 """
 
@@ -67,7 +68,11 @@ def evaluation_spec(d: Draft, v: Version) -> EvaluationJobSpec:
 def _numbers(values: Any) -> dict[str, float]:
     if not isinstance(values, dict):
         return {}
-    return {str(k): v for k, v in values.items() if isinstance(v, int | float)}
+    return {
+        str(k): v
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def job_failed(d: Draft, message: str) -> Evaluation:

@@ -4,7 +4,9 @@ Candidates: versions made by one of spec.candidates (source kind and name) that 
 newer than the serving version (creation time, then name) and not yet decided (no
 history entry, not current, not serving, and not in a final version phase: a version
 that was rolled back, failed its gate, was rejected or superseded is never taken
-again, even after its history entry aged out). The newest wins.
+again, even after its history entry aged out), and not at the URI already served (a
+canary of it would make no new KServe revision, so no step could ever be reported). The
+newest wins.
 
 UnlearnRequest versions whose parent is the serving version (by version name, or by URI
 when the serving version is unknown) are taken even when their source is not in
@@ -63,6 +65,8 @@ def candidates(d: Draft) -> list[Version]:
             continue
         if serving is not None and v.order() <= serving.order():
             continue
+        if v.spec.uri == d.st.serving_uri:
+            continue  # already what the ISVC serves: KServe would make no new revision
         if (v.spec.source.kind, v.spec.source.name) in wanted or is_unlearning(d, v):
             out.append(v)
     return sorted(out, key=lambda v: (is_unlearning(d, v), v.order()), reverse=True)

@@ -29,6 +29,8 @@ from modelops_operator.reconcile.actions import Action, RecordEvent
 from modelops_operator.reconcile.conditions import set_condition
 from modelops_operator.reconcile.observed import InferenceServiceView, RolloutObserved
 
+MIN_REQUEUE = 0.2
+
 
 @dataclass(frozen=True)
 class Version:
@@ -106,7 +108,8 @@ class Draft:
             self.version_changes.setdefault(name, {}).update(changes)
 
     def after(self, seconds: float) -> None:
-        self.requeue.append(max(seconds, 0.0))
+        """Look again in `seconds` (at least MIN_REQUEUE: never a busy loop)."""
+        self.requeue.append(max(seconds, MIN_REQUEUE))
 
 
 def steps(spec: ModelRolloutSpec) -> list[int]:

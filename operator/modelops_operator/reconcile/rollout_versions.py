@@ -11,21 +11,25 @@ MLflow registry, and whether a deletion is effective in serving.
   every version they name is registered.
 - Deletion: for each UnlearnRequest version this rollout considers, the deletion is
   effective once the serving version is it or descends from it (parents). Condition
-  DeletionEffective: True (since when), False/Pending until spec.unlearning.maxDelay
-  after the version was created, then False/DeadlineExceeded (a Warning Event once;
-  the alert rule watches the condition's metric).
+  DeletionEffective: True/DeletionEffective (since when), False/DeletionPending until
+  spec.unlearning.maxDelay after the version was created, then False/DeletionOverdue
+  (a Warning Event once). The reasons are those of the UnlearnRequest's own condition
+  (reconcile/deletion_effect.py), whose gauge the alert watches.
 """
 
 from datetime import datetime, timedelta
 
 from modelops_api.durations import parse_duration
+from modelops_api.model_rollout import registered_model_name
 from modelops_api.model_version import ServingRecord
 from modelops_api.rollout_status import RegistryAliases
 from modelops_operator.reconcile.actions import Action, RegisterVersion, SetRegistryAliases
 from modelops_operator.reconcile.rollout_state import Draft, Version
+from modelops_operator.registry.lineage import version_tags
 
+CONDITION = "DeletionEffective"
+PENDING, OVERDUE, EFFECTIVE = "DeletionPending", "DeletionOverdue", "DeletionEffective"
 MAX_RECORDS = 32
-MAX_TAG = 5000
 
 
 def open_record(d: Draft, name: str, role: str) -> None:
@@ -54,38 +58,13 @@ def close_records(d: Draft, name: str) -> None:
         d.change_version(name, serving=records)
 
 
-def tags(v: Version) -> dict[str, str]:
-    """Lineage, digests and metrics as MLflow tags."""
-    spec = v.spec
-    out = {
-        "modelops.version": v.name,
-        "modelops.uri": spec.uri,
-        "modelops.manifestDigest": spec.manifest_digest,
-        "modelops.source": f"{spec.source.kind}/{spec.source.name}",
-        "modelops.sourceUid": spec.source.uid,
-    }
-    if spec.source.run is not None:
-        out["modelops.run"] = str(spec.source.run)
-    if spec.source.method:
-        out["modelops.method"] = spec.source.method
-    for i, p in enumerate(spec.parents):
-        out[f"modelops.parent.{i}"] = f"{p.role} {p.uri} {p.version or ''}".strip()
-    for i, ds in enumerate(spec.datasets):
-        out[f"modelops.dataset.{i}"] = f"{ds.role} {ds.uri} {ds.digest or ''}".strip()
-    for name, value in spec.metrics.items():
-        out[f"metric.{name}"] = repr(value)
-    if spec.deletion is not None:
-        out["modelops.deletion.request"] = spec.deletion.request
-        out["modelops.deletion.samples"] = str(spec.deletion.deleted_samples)
-    return {k: val[:MAX_TAG] for k, val in out.items()}
-
-
 def registry_actions(d: Draft) -> list[Action]:
     """RegisterVersion for unregistered versions in play; SetRegistryAliases when the
     recorded aliases differ from champion/challenger."""
     reg = d.spec.registry
     if reg is None or not d.obs.registry_configured:
         return []
+    model = registered_model_name(d.obs.resource.namespace, reg.model_name)
     cur = d.st.current
     challenger = cur.version if cur is not None and cur.step >= 0 and cur_in_canary(d) else None
     wanted = [n for n in (d.st.serving_version, cur.version if cur else None) if n]
@@ -95,12 +74,13 @@ def registry_actions(d: Draft) -> list[Action]:
         if v is None or v.status.registry is not None:
             continue
         description = f"{v.spec.source.kind}/{v.spec.source.name} -> {v.spec.uri}"
-        actions.append(RegisterVersion(reg.model_name, name, v.spec.uri, tags(v), description))
+        tags = version_tags(d.obs.resource.namespace, v.spec, v.status.evaluation)
+        actions.append(RegisterVersion(model, name, v.spec.uri, tags, description))
     named = [n for n in (d.st.serving_version, challenger) if n]
     registered = all(n in d.versions and d.versions[n].status.registry for n in named)
     desired = RegistryAliases(champion=d.st.serving_version, challenger=challenger)
     if registered and (d.st.registry_aliases or RegistryAliases()) != desired:
-        actions.append(SetRegistryAliases(reg.model_name, desired.champion, desired.challenger))
+        actions.append(SetRegistryAliases(model, desired.champion, desired.challenger))
     return actions
 
 
@@ -150,13 +130,13 @@ def deletion_step(d: Draft, considered: list[Version]) -> None:
                 f"the deletion by UnlearnRequest {request} is not in serving: {v.name} does"
                 f" not serve {maxdelay_text(d)} after it was recorded"
             )
-            before = next((c for c in d.conds if c.get("type") == "DeletionEffective"), {})
-            if before.get("reason") != "DeadlineExceeded":
-                d.event("Warning", "DeletionNotEffective", message)
-            d.condition("DeletionEffective", "False", "DeadlineExceeded", message)
+            before = next((c for c in d.conds if c.get("type") == CONDITION), {})
+            if before.get("reason") != OVERDUE:
+                d.event("Warning", OVERDUE, message)
+            d.condition(CONDITION, "False", OVERDUE, message)
         else:
             message = f"{v.name} (UnlearnRequest {request}) must serve by {deadline.isoformat()}"
-            d.condition("DeletionEffective", "False", "Pending", message)
+            d.condition(CONDITION, "False", PENDING, message)
             d.after((deadline - d.now).total_seconds())
         return
     if effective:
@@ -171,7 +151,7 @@ def deletion_step(d: Draft, considered: list[Version]) -> None:
         )
         when = since.isoformat() if since else "now"
         message = f"deletion by {v.name} effective in serving since {when}"
-        d.condition("DeletionEffective", "True", "Effective", message)
+        d.condition(CONDITION, "True", EFFECTIVE, message)
 
 
 def maxdelay_text(d: Draft) -> str:

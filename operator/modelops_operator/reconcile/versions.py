@@ -23,10 +23,19 @@ from modelops_api.meta import API_VERSION, GROUP, LABEL_MANAGED_BY, MANAGED_BY_V
 from modelops_api.model_adaptation import RunRecord
 from modelops_api.model_version import MetricName, ModelVersionSpec
 from modelops_api.times import iso, parse_time
+from modelops_api.validation import spec_error_message
 from modelops_operator.build.names import label_value, version_name
 from modelops_operator.reconcile.observed import ResourceView
 
 KIND = "ModelVersion"
+
+
+class UnrecordableVersion(ValueError):
+    """The output cannot be recorded as a ModelVersion (a value the model refuses, such
+    as a source name longer than VersionSource.name allows): the plan reports it in a
+    Warning Event instead of failing the whole reconcile."""
+
+
 LABEL_SOURCE_KIND = f"{GROUP}/source-kind"
 LABEL_SOURCE_NAME = f"{GROUP}/source-name"
 MAX_METRICS = 64
@@ -190,7 +199,12 @@ def manifest(
     }
     if res.kind == "UnlearnRequest":
         spec["deletion"] = deletion(res, results or {}, created)
-    wire = ModelVersionSpec.model_validate(spec).to_wire()
+    try:
+        wire = ModelVersionSpec.model_validate(spec).to_wire()
+    except ValidationError as exc:
+        raise UnrecordableVersion(
+            f"no ModelVersion recorded for {res.kind} {res.name}: {spec_error_message(exc)}"
+        ) from exc
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
