@@ -370,10 +370,12 @@ def test_the_registry_follows_the_rollout_and_an_outage_never_holds_it(
     play is registered (its status.registry), champion follows the serving version. With
     the registry down a new version still rolls out (RegistrySynced False, the client's
     reason); once it is back, the aliases catch up."""
+    from modelops_api.model_rollout import registered_model_name
     from modelops_operator.config import OperatorConfig
     from modelops_operator.main import run_in_thread
 
-    model = f"web-{namespace}"
+    model = "web-model"
+    registered = registered_model_name(namespace, model)  # <namespace>.<modelName>
     cfg = OperatorConfig(
         namespaces=(namespace,), resync_seconds=1.0, jobs_image="x:1", mlflow_url=mlflow_server.url
     )
@@ -403,11 +405,11 @@ def test_the_registry_follows_the_rollout_and_an_outage_never_holds_it(
         create_version(kube_api, namespace, "v1", "s3://m/v1", "2026-12-01T01:00:00Z")
         ro = poll_until("champion v1", lambda: aliases_are("v1"))
         assert cond(ro, "RegistrySynced") == ("True", "AliasesSet")
-        assert aliases_in_mlflow(mlflow_server.url, model, kube_api, namespace) == {
+        assert aliases_in_mlflow(mlflow_server.url, registered, kube_api, namespace) == {
             "champion": "v1"
         }
         entry = read_custom(kube_api, namespace, "modelversions", "v1")["status"]["registry"]
-        assert entry["modelName"] == model and entry["version"].isdigit()
+        assert entry["modelName"] == registered and entry["version"].isdigit()
 
         mlflow_server.stop()
         try:
@@ -424,4 +426,6 @@ def test_the_registry_follows_the_rollout_and_an_outage_never_holds_it(
             mlflow_server.start()
         back = poll_until("champion v2 once the registry is back", lambda: aliases_are("v2"))
         assert cond(back, "RegistrySynced") == ("True", "AliasesSet")
-    assert aliases_in_mlflow(mlflow_server.url, model, kube_api, namespace) == {"champion": "v2"}
+    assert aliases_in_mlflow(mlflow_server.url, registered, kube_api, namespace) == {
+        "champion": "v2"
+    }
