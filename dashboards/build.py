@@ -467,6 +467,7 @@ def operator_overview() -> Panel:
             columns={"namespace": "Namespace", "kind": "Kind", "name": "Name", "phase": "Phase"},
             size=(16, 8),
         ),
+        *releases_row(),
     ]
     variables = [
         label_variable("namespace", "namespace", "modelops_resource_phase_info", "Namespace"),
@@ -480,6 +481,80 @@ def operator_overview() -> Panel:
         variables,
         panels,
     )
+
+
+def releases_row() -> list[Panel]:
+    """Issue 15's loop: versions recorded, gate verdicts, canaries, promotions and
+    rollbacks, and deletions not yet effective in serving."""
+    ns = 'namespace=~"$namespace"'
+    who = "{{namespace}}/{{name}}"
+    return [
+        row("Releases"),
+        timeseries(
+            "Canary traffic",
+            "Percent of each InferenceService's traffic its ModelRollout's candidate gets "
+            "(0: no canary; it reaches 100 on promotion, then drops to 0).",
+            [query(f"modelops_rollout_canary_percent{{{ns}}}", who)],
+            "percent",
+            maximum=100,
+            size=(12, 8),
+        ),
+        timeseries(
+            "Promotions and rollbacks",
+            "Candidates promoted to an InferenceService's default and canaries rolled back, "
+            "per hour (a rollback fires ModelopsRolloutRolledBack).",
+            [
+                query(
+                    f"sum by (namespace, name) (increase(modelops_rollout_promotions_total{{{ns}}}[1h]))",
+                    f"promoted {who}",
+                ),
+                query(
+                    f"sum by (namespace, name) (increase(modelops_rollout_rollbacks_total{{{ns}}}[1h]))",
+                    f"rolled back {who}",
+                ),
+            ],
+            "none",
+            bars=True,
+            size=(12, 8),
+        ),
+        timeseries(
+            "Gate verdicts and versions recorded",
+            "Candidates that passed or failed a ModelRollout's evaluation gate, and "
+            "ModelVersions recorded from published outputs, per hour.",
+            [
+                query(
+                    f"sum by (namespace, name) (increase(modelops_gate_passes_total{{{ns}}}[1h]))",
+                    f"gate passed {who}",
+                ),
+                query(
+                    f"sum by (namespace, name) (increase(modelops_gate_failures_total{{{ns}}}[1h]))",
+                    f"gate failed {who}",
+                ),
+                query(
+                    f"sum by (namespace) (increase(modelops_versions_recorded_total{{{ns}}}[1h]))",
+                    "versions recorded {{namespace}}",
+                ),
+            ],
+            "none",
+            bars=True,
+            size=(12, 8),
+        ),
+        timeseries(
+            "Deletions pending in serving",
+            "How long each succeeded UnlearnRequest has waited for its unlearned version to "
+            "serve, against its ModelRollout's maxDelay (past it: ModelopsDeletionNotEffective).",
+            [
+                query(f"modelops_deletion_pending_seconds{{{ns}}} > 0", f"pending {who}"),
+                query(
+                    f"modelops_deletion_max_delay_seconds{{{ns}}}"
+                    f" and on (namespace, name) modelops_deletion_pending_seconds{{{ns}}} > 0",
+                    f"max delay {who}",
+                ),
+            ],
+            "s",
+            size=(12, 8),
+        ),
+    ]
 
 
 # -- drift and adaptations --------------------------------------------------------------------

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -138,6 +139,8 @@ class KServeStandIn:
         self.interval = interval
         self.revisions: dict[str, Revisions] = {}
         self.writes = 0
+        self.history: list[tuple[str, int, str | None, int | None]] = []
+        """Every spec it acted on: (name, generation, storageUri, canaryTrafficPercent)."""
         self.error: BaseException | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -159,8 +162,26 @@ class KServeStandIn:
             self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, self.namespace, PLURAL, name, {"status": status}
             )
+            predictor = isvc.get("spec", {}).get("predictor", {})
+            self.history.append(
+                (
+                    name,
+                    isvc["metadata"]["generation"],
+                    predictor.get("model", {}).get("storageUri"),
+                    predictor.get("canaryTrafficPercent"),
+                )
+            )
             self.writes += 1
             return status
+
+    def states(self, name: str) -> list[tuple[str | None, int | None]]:
+        """The (storageUri, canaryTrafficPercent) states of one InferenceService, in the
+        order it acted on them, each generation once."""
+        seen: dict[int, tuple[str | None, int | None]] = {}
+        for isvc, generation, uri, canary in self.history:
+            if isvc == name:
+                seen.setdefault(generation, (uri, canary))
+        return [seen[g] for g in sorted(seen)]
 
     def _pending(self) -> list[dict[str, Any]]:
         listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
@@ -176,9 +197,12 @@ class KServeStandIn:
                 for isvc in self._pending():
                     self._write(isvc)
             except ApiException as exc:
-                if exc.status not in (404, 409):  # deleted or changed meanwhile: next round
+                # Deleted or changed meanwhile, or the API server restarting: next round.
+                if exc.status not in (404, 409, 429, 500, 503):
                     self.error = exc
                     return
+            except (OSError, urllib3.exceptions.HTTPError):
+                continue  # the API server is down (a fault test): KServe retries too
             except BaseException as exc:  # surfaced by stop(): a dead stand-in fails the test
                 self.error = exc
                 return

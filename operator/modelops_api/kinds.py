@@ -149,6 +149,14 @@ KINDS: tuple[KindInfo, ...] = (
                 "method s3t: True when shards serve (reason ShardsOutOfService when some"
                 " do not); False (reason NoShardInService) when the model serves nothing.",
             ),
+            ConditionDoc(
+                "DeletionEffective",
+                "Set when the model it unlearned from serves through a ModelRollout: False"
+                " (reason DeletionPending, DeletionOverdue past the rollout's"
+                " spec.unlearning.maxDelay) while an InferenceService still serves it, True"
+                " (reason DeletionEffective) once this request's version (or one made from"
+                " it) is the default (status.deletionEffective).",
+            ),
         ),
     ),
     KindInfo(

@@ -143,6 +143,13 @@ DELETION_PENDING = Gauge(
     PER_RESOURCE,
     registry=REGISTRY,
 )
+DELETION_MAX_DELAY = Gauge(
+    "modelops_deletion_max_delay_seconds",
+    "How long an UnlearnRequest's deletion may take to reach serving: the spec.unlearning"
+    ".maxDelay of the ModelRollout whose InferenceService still serves the deleted samples.",
+    PER_RESOURCE,
+    registry=REGISTRY,
+)
 
 KIND_NAMES = ("PruneRetrain", "UnlearnRequest", "LoRATransfer", "ModelAdaptation")
 # Counters exist at 0 from the start, so increase() counts their first event.
@@ -154,6 +161,12 @@ for _kind in KIND_NAMES:
     ACTIVE_RUNS.labels(_kind)
     for _phase in ("Succeeded", "Failed"):
         RUNS_FINISHED.labels(_kind, _phase)
+# ModelRollouts are reconciled too (no runs of their own: their evaluation Jobs are not
+# counted as runs).
+RECONCILES.labels("ModelRollout")
+RECONCILE_ERRORS.labels("ModelRollout")
+for _reason in ("ApiUnavailable", "ApiBusy", "ApiRejected", "InternalError"):
+    RECONCILE_FAILURES.labels("ModelRollout", _reason)
 
 
 def track_resource(namespace: str, name: str, kind: str) -> None:
@@ -186,6 +199,7 @@ _PER_RESOURCE_METRICS = (
     PROMOTIONS,
     ROLLBACKS,
     DELETION_PENDING,
+    DELETION_MAX_DELAY,
 )
 _PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed", "Idle")
 

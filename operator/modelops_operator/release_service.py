@@ -12,7 +12,6 @@ older acts (`reconcile/isvc_claims.py`).
 """
 
 import asyncio
-import importlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -38,16 +37,15 @@ from modelops_operator.reconcile.deletion_effect import deletion_effect, deletio
 from modelops_operator.reconcile.isvc_claims import cleared, conflict_plan, holder, isvc_name
 from modelops_operator.reconcile.observed import ResourceView, RolloutObserved, VersionView
 from modelops_operator.reconcile.policy import Gate, refusal
+from modelops_operator.reconcile.rollout import analysis_due, plan_rollout
 from modelops_operator.release_metrics import record_rollout
 
 log = logging.getLogger("modelops.reconciler")
-GAUGES = {"modelops_deletion_pending_seconds": metrics.DELETION_PENDING}
+GAUGES = {
+    "modelops_deletion_pending_seconds": metrics.DELETION_PENDING,
+    "modelops_deletion_max_delay_seconds": metrics.DELETION_MAX_DELAY,
+}
 """The gauges a plan may set with MetricUpdate."""
-
-
-def _planner() -> Any:
-    """`reconcile/rollout.py` (helper core's state machine: plan_rollout, analysis_due)."""
-    return importlib.import_module("modelops_operator.reconcile.rollout")
 
 
 class Releases:
@@ -81,6 +79,20 @@ class Releases:
     def versions_in(self, namespace: str) -> list[VersionView]:
         return [version_view(v) for v in self.cache.versions_in(namespace)]
 
+    def known_versions(self, namespace: str) -> dict[str, str]:
+        """URI -> ModelVersion name in the namespace (a new version's parents). Where
+        several were published at one URI, the newest is what the URI holds now."""
+        out: dict[str, str] = {}
+        ordered = sorted(
+            self.versions_in(namespace),
+            key=lambda v: (str(v.spec.get("createdTime") or ""), v.name),
+        )
+        for view in ordered:
+            uri = view.spec.get("uri")
+            if isinstance(uri, str):
+                out[uri] = view.name
+        return out
+
     def rollouts_of_isvc(self, namespace: str, name: str) -> list[str]:
         return [r.name for r in self.rollouts_in(namespace) if isvc_name(r.spec) == name]
 
@@ -103,8 +115,7 @@ class Releases:
             await self.applier.apply(res, actions)
             return actions
         observed = await self._observe(body, res, now)
-        planner = _planner()
-        actions = cleared(list(planner.plan_rollout(observed, self.config, now)), res, now)
+        actions = cleared(plan_rollout(observed, self.config, now), res, now)
         record_rollout(observed, actions)
         await self.applier.apply(res, actions)
         return actions
@@ -129,7 +140,7 @@ class Releases:
         current = res.status.get("current") or {}
         eval_job = jobs.get(str(current.get("evaluationJob") or ""))
         analysis = None
-        if _planner().analysis_due(res, now):
+        if analysis_due(res, now):
             analysis = await self.query_analysis(res, gate, now)
         return RolloutObserved(
             resource=res,
@@ -139,7 +150,7 @@ class Releases:
             analysis=analysis,
             eval_job=eval_job,
             gate=gate,
-            registry_configured=bool(getattr(self.config, "mlflow_url", None)),
+            registry_configured=bool(self.config.mlflow_url),
         )
 
     async def query_analysis(
@@ -154,13 +165,7 @@ class Releases:
         analysis: Analysis | None = spec.canary.analysis
         if analysis is None:
             return None
-        try:
-            refused = refusal(ROLLOUT_KIND, spec, gate)
-        except KeyError:  # a policy module that does not know the kind: fail closed
-            refused = None
-            return QueryOutcome(
-                now, error="the policy cannot check this kind", error_reason="PolicyViolation"
-            )
+        refused = refusal(ROLLOUT_KIND, spec, gate)
         if refused is not None:
             return QueryOutcome(now, error=refused.message[:1024], error_reason="PolicyViolation")
         try:

@@ -55,10 +55,7 @@ class Reconciler:
         self.cache = InformerCache()
         jobsets = JobSetObserver(self.api, self.cache, watched=config.jobsets)
         self.observer = Observer(self.api, self.cache, jobsets)
-        registry = registry_factory(
-            getattr(config, "mlflow_url", None), getattr(config, "mlflow_token_file", None)
-        )
-        self.applier = Applier(self.api, self.cache, registry)
+        self.applier = Applier(self.api, self.cache, registry_factory(config))
         self.secrets = SecretReader(self.api)
         self.policies = PolicyReader(self.api, config.policy_name, config.policy_namespace)
         self.releases = Releases(
@@ -132,7 +129,11 @@ class Reconciler:
                     self.policies, self.secrets, kind, namespace, body.get("spec")
                 )
                 drift = await self._query_drift(body, gate) if with_drift else None
-                observed = replace(await self.observer.observe(body), gate=gate)
+                observed = replace(
+                    await self.observer.observe(body),
+                    gate=gate,
+                    known_versions=self.releases.known_versions(namespace),
+                )
                 actions = plan(observed, self.config, datetime.now(UTC), drift=drift)
                 if kind == "UnlearnRequest":
                     actions = self.releases.with_deletion_effect(observed.resource, actions)

@@ -57,6 +57,8 @@ ALERTS = {
     "ModelopsPrometheusUnreachable": "warning",
     "ModelopsS3TModelNotServing": "critical",
     "ModelopsS3TShardsOutOfService": "warning",
+    "ModelopsRolloutRolledBack": "warning",
+    "ModelopsDeletionNotEffective": "critical",
 }
 OPERATOR_JOB, JOBS_JOB = "modelops-operator", "modelops-jobs"
 

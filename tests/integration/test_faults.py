@@ -249,3 +249,49 @@ def test_an_api_server_outage_logs_a_bounded_few_lines_and_recovers(
     assert "Connection pool is full" not in text
     assert len(during) < 40_000 and len(loud) < 100, "\n".join(loud[-40:])
     assert any("ApiUnavailable" in ln or "will retry" in ln for ln in loud), "outage reported"
+
+
+# -- issue 15: an API server outage mid-rollout ------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_api_server_and_etcd_restart_mid_rollout_repeat_no_step(own_cluster, own_namespace):
+    """Issue 15: etcd and kube-apiserver restarted (down 2 s) while a canary step holds:
+    the operator's watches reconnect and the rollout finishes from its status, each
+    InferenceService state once (the KServe stand-in plays KServe, which does not run
+    here, and rides out the outage as KServe would)."""
+    from tests.integration.release_helpers import (
+        PROMOTED,
+        create_rollout,
+        create_version,
+        rollout_where,
+        serving_web,
+    )
+    from tests.kserve_standin import KServeStandIn
+
+    from modelops_devcluster.kserve import install_inferenceservice_crd
+    from modelops_devcluster.persistent import install_crds
+    from modelops_operator.config import OperatorConfig
+    from modelops_operator.main import run_in_thread
+
+    cp, api = own_cluster
+    namespace = own_namespace
+    install_crds(cp.kubeconfig)  # the release kinds too
+    install_inferenceservice_crd(cp.kubeconfig)
+    cfg = OperatorConfig(namespaces=(namespace,), resync_seconds=1.0, jobs_image="x:1")
+    with KServeStandIn(api, namespace) as kserve:
+        serving_web(api, namespace, kserve, "s3://m/v0")
+        create_rollout(api, namespace, "ro", interval="3s")
+        with run_in_thread(cfg, str(cp.kubeconfig), tick=0.2):
+            poll_until("adopted", lambda: rollout_where(api, namespace, "ro", servingVersion="v0"))
+            create_version(api, namespace, "v1", "s3://m/v1", "2026-12-01T01:00:00Z")
+            poll_until("the 10% canary", lambda: ("s3://m/v1", 10) in kserve.states("web") or None)
+            outage = cp.restart(("etcd", "kube-apiserver"), down_seconds=2.0)
+            assert outage >= 2.0
+            done = poll_until(
+                "promoted after the outage",
+                lambda: rollout_where(api, namespace, "ro", servingVersion="v1", phase="Idle"),
+                timeout=120,
+            )
+    assert kserve.states("web") == PROMOTED
+    assert [h["outcome"] for h in done["status"]["history"]] == ["Promoted"]

@@ -137,3 +137,39 @@ def test_a_failing_scheduled_resource_backs_off_instead_of_retrying_every_tick()
     rec.reconcile = failing  # type: ignore[method-assign]
     asyncio.run(run_loop(rec, 3.5))
     assert len(calls) == 1, gaps(calls)
+
+
+# -- issue 15: RequeueAfter and waking the resources a rollout concerns ------------------
+
+
+def rollout_body(name: str = "ro") -> dict:
+    return {"kind": "ModelRollout", "metadata": {"name": name, "namespace": "ns"}, "spec": {}}
+
+
+def test_requeue_after_brings_the_next_resync_forward():
+    from modelops_operator.reconcile.actions import PatchStatus, RequeueAfter
+
+    rec = Reconciler(client.ApiClient(), OperatorConfig(resync_seconds=3600))
+    rec.track(rollout_body())
+    rec.track({"kind": "UnlearnRequest", "metadata": {"name": "u", "namespace": "ns"}})
+    rec.track({"kind": "UnlearnRequest", "metadata": {"name": "u2", "namespace": "other"}})
+    key = ("ModelRollout", "ns", "ro")
+    before = time.monotonic()
+    rec._after(key, [RequeueAfter(2.0)])
+    assert before + 1.9 <= rec.index[key].next_resync <= time.monotonic() + 2.1
+    rec._after(key, [RequeueAfter(7200.0)])  # never later than the resync already due
+    assert rec.index[key].next_resync <= time.monotonic() + 2.1
+    # A rollout whose serving version changed: the namespace's UnlearnRequests are due now.
+    rec._after(key, [PatchStatus({"servingVersion": "v1"})])
+    assert rec.index[("UnlearnRequest", "ns", "u")].next_resync <= time.monotonic()
+    assert rec.index[("UnlearnRequest", "other", "u2")].next_resync > time.monotonic() + 3000
+
+
+def test_resync_soon_wakes_only_the_named_rollouts():
+    rec = Reconciler(client.ApiClient(), OperatorConfig(resync_seconds=3600))
+    for name in ("a", "b"):
+        rec.track(rollout_body(name))
+    rec.resync_soon("ModelRollout", "ns", ["b"])
+    now = time.monotonic()
+    assert rec.index[("ModelRollout", "ns", "b")].next_resync <= now
+    assert rec.index[("ModelRollout", "ns", "a")].next_resync > now + 3000

@@ -19,6 +19,7 @@ from tests.rollout_world import (
     world_with,
 )
 
+from modelops_api.policy import ModelOpsPolicySpec
 from modelops_operator.config import OperatorConfig
 from modelops_operator.drift.state import QueryOutcome
 from modelops_operator.reconcile.actions import (
@@ -26,6 +27,7 @@ from modelops_operator.reconcile.actions import (
     PatchInferenceService,
     RequeueAfter,
 )
+from modelops_operator.reconcile.policy import Gate, PolicyView
 from modelops_operator.reconcile.rollout import analysis_due, plan_rollout
 
 
@@ -312,3 +314,61 @@ def test_resuming_before_kserve_reports_the_step_is_canary_again():
     w.isvc.uri = "pvc://m/v1"
     w.step()
     assert w.status["phase"] == "Canary" and "stepStartTime" not in w.status["current"]
+
+
+def refusing_gate() -> Gate:
+    """A policy that allows no Prometheus endpoint: the rollout's analysis is refused."""
+    policy = ModelOpsPolicySpec.model_validate({})
+    return Gate(policy=PolicyView(policies=(policy,), source="ModelOpsPolicy ns/p"))
+
+
+def test_a_rollout_the_policy_refuses_touches_nothing_and_says_why():
+    """A defect found in review: only the analysis query checked the policy, so a rollout
+    admitted before the policy was tightened still got its evaluation Job and patched the
+    InferenceService. Now nothing is touched until it is allowed again."""
+    url = "http://prometheus.example:9090"
+    w = world_with(
+        "v1",
+        canary={
+            "steps": [10, 100],
+            "interval": "1s",
+            "analysis": {"prometheusUrl": url, "query": "max(err)", "max": 0.01},
+        },
+    )
+    actions = plan_rollout(replace(w.observed(), gate=refusing_gate()), OperatorConfig(), w.now)
+    assert kinds(actions) == ["PatchStatus", "RecordEvent:" + actions[1].reason]
+    w.apply(actions)
+    violation = cond(w, "PolicyViolation")
+    assert violation["status"] == "True" and "allowedPrometheusEndpoints" in violation["message"]
+    assert cond(w, "Ready")["status"] == "False"
+    again = plan_rollout(replace(w.observed(), gate=refusing_gate()), OperatorConfig(), w.now)
+    assert again == []  # said once
+    w.step()  # the policy relaxed: the rollout proceeds and the condition clears
+    assert cond(w, "PolicyViolation")["status"] == "False"
+    assert w.status["current"]["version"] == "v1"
+
+
+def test_gate_and_progress_conditions_follow_the_candidate():
+    w = world_with("v1")
+    to_canary(w)
+    assert cond(w, "GatePassed")["status"] == "True"
+    assert cond(w, "Progressing")["status"] == "True"
+    assert cond(w, "Progressing")["reason"] == "Canary"
+    w = world_with("v1")
+    promote(w)
+    w.kserve()
+    w.step()
+    assert w.status["phase"] == "Idle"
+    assert cond(w, "Progressing")["status"] == "False"
+    assert cond(w, "Progressing")["reason"] == "NoCandidate"
+
+
+def test_a_failed_gate_is_a_false_gatepassed_condition_naming_the_metric():
+    w = world_with("v1")
+    w.versions["v1"] = replace(
+        w.versions["v1"], spec={**w.versions["v1"].spec, "metrics": {"perplexity": 1e6}}
+    )
+    w.step()
+    gate = cond(w, "GatePassed")
+    assert gate["status"] == "False" and gate["reason"] == "MetricFailed"
+    assert "perplexity" in gate["message"]

@@ -12,7 +12,8 @@ KServe InferenceService, and keep the MLflow registry in step.
 - RegisterVersion / SetRegistryAliases: the MLflow client (blocking: in a thread), then
   the version's `status.registry` / the rollout's `status.registryAliases`. A
   RegistryError never fails the reconcile: condition RegistrySynced False with its
-  reason on the ModelRollout, and the next reconcile tries again.
+  reason on the ModelRollout, and the next reconcile tries again (any other exception
+  of the client too: a registry never fails a rollout).
 What the API server answers is written through to the informer cache.
 """
 
@@ -27,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from modelops_api.meta import GROUP, VERSION
 from modelops_api.rollout_status import ModelRolloutStatus
 from modelops_operator import metrics
+from modelops_operator.config import OperatorConfig
 from modelops_operator.k8s.api import MERGE_PATCH, ApiSession, group_path
 from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.k8s.kinds import ROLLOUT_KIND, ROLLOUT_PLURAL, VERSION_PLURAL
@@ -122,8 +124,10 @@ class ReleaseApplier:
                 action.tags,
                 action.description,
             )
-        except RegistryError as exc:
-            await self._synced(res, "False", exc.reason, f"registering {action.version}: {exc}")
+        except Exception as exc:  # the registry never blocks the rollout
+            await self._synced(
+                res, "False", _reason(exc), f"registering {action.version}: {_text(exc)}"
+            )
             return
         patch = {"registry": {"modelName": entry.model_name, "version": entry.version}}
         await self._patch_version_status(res.namespace, action.version, patch)
@@ -135,8 +139,8 @@ class ReleaseApplier:
         wanted = {"champion": action.champion, "challenger": action.challenger}
         try:
             await asyncio.to_thread(registry.set_aliases, action.model_name, wanted)
-        except RegistryError as exc:
-            await self._synced(res, "False", exc.reason, f"setting aliases: {exc}")
+        except Exception as exc:  # the registry never blocks the rollout
+            await self._synced(res, "False", _reason(exc), f"setting aliases: {_text(exc)}")
             return
         message = f"champion={action.champion or '-'} challenger={action.challenger or '-'}"
         await self._synced(res, "True", "AliasesSet", message, aliases=wanted)
@@ -183,20 +187,22 @@ class ReleaseApplier:
             log.warning("registry sync of %s/%s failed: %s", res.namespace, res.name, reason)
 
 
-def registry_factory(url: str | None, token_file: str | None) -> RegistryFactory:
-    """A client per call (the token file is a mounted Secret: read each time, so a
-    rotated token is used), or None without a configured URL."""
+def _reason(exc: Exception) -> str:
+    """A RegistryError's own reason; anything else (a bug in the client) is logged and
+    reported as RegistryError, without its text's details beyond the type."""
+    if isinstance(exc, RegistryError):
+        return exc.reason
+    log.warning("registry client failed: %s", type(exc).__name__)
+    return "RegistryError"
 
-    def make() -> MlflowRegistry | None:
-        if not url:
-            return None
-        token = None
-        if token_file:
-            try:
-                with open(token_file, encoding="utf-8") as f:
-                    token = f.read().strip() or None
-            except OSError as exc:
-                log.warning("cannot read the MLflow token file: %s", exc.strerror)
-        return MlflowRegistry(url, token, timeout=5.0)
 
-    return make
+def _text(exc: Exception) -> str:
+    """A RegistryError's message (it carries no credential); else only the type."""
+    return str(exc) if isinstance(exc, RegistryError) else type(exc).__name__
+
+
+def registry_factory(config: OperatorConfig) -> RegistryFactory:
+    """The installation's MLflow client (MODELOPS_MLFLOW_URL, its token file and CA
+    file, read by the client on every call: a rotated Secret is used), or None."""
+    client = MlflowRegistry.from_config(config)
+    return lambda: client

@@ -34,6 +34,7 @@ from modelops_operator.reconcile.status_patch import desired_status
 CONDITION = "DeletionEffective"
 PENDING, OVERDUE, EFFECTIVE = "DeletionPending", "DeletionOverdue", "DeletionEffective"
 PENDING_METRIC = "modelops_deletion_pending_seconds"
+MAX_DELAY_METRIC = "modelops_deletion_max_delay_seconds"
 DEFAULT_MAX_DELAY = "24h"
 MAX_DEPTH = 64
 """Lineage is followed this many versions back at most (a cycle cannot loop)."""
@@ -49,6 +50,8 @@ class Effect:
     condition: ConditionUpdate
     pending_seconds: float
     overdue: bool
+    max_delay_seconds: float | None = None
+    """The deadline of the rollout(s) still serving the deleted samples (pending only)."""
 
 
 def ancestors(name: str, parents: dict[str, list[str]]) -> set[str]:
@@ -137,7 +140,8 @@ def deletion_effect(
 
 def _pending(tainted: list[ResourceView], since: datetime, now: datetime) -> Effect:
     waited = max((now - since).total_seconds(), 0.0)
-    overdue = waited > min(_max_delay(r) for r in tainted)
+    deadline = min(_max_delay(r) for r in tainted)
+    overdue = waited > deadline
     names = ", ".join(sorted({_isvc(r) for r in tainted}))
     message = (
         f"InferenceService {names} still serves a version made from the model the samples"
@@ -146,7 +150,7 @@ def _pending(tainted: list[ResourceView], since: datetime, now: datetime) -> Eff
     if overdue:
         message += "; past the ModelRollout's spec.unlearning.maxDelay"
     reason = OVERDUE if overdue else PENDING
-    return Effect(since, None, (CONDITION, "False", reason, message), waited, overdue)
+    return Effect(since, None, (CONDITION, "False", reason, message), waited, overdue, deadline)
 
 
 def _effective(record: dict[str, Any]) -> Effect:
@@ -177,4 +181,7 @@ def deletion_plan(
         out.append(RecordEvent("Warning", OVERDUE, effect.condition[3]))
     if record is not None and (held is None or held.get("status") != "True"):
         out.append(RecordEvent("Normal", EFFECTIVE, effect.condition[3]))
-    return [*out, MetricUpdate(PENDING_METRIC, effect.pending_seconds, labels)]
+    out.append(MetricUpdate(PENDING_METRIC, effect.pending_seconds, labels))
+    if effect.max_delay_seconds is not None:
+        out.append(MetricUpdate(MAX_DELAY_METRIC, effect.max_delay_seconds, labels))
+    return out

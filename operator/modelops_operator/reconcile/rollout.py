@@ -57,6 +57,12 @@ from modelops_operator.reconcile.actions import (
 )
 from modelops_operator.reconcile.conditions import get_condition, set_condition
 from modelops_operator.reconcile.observed import ResourceView, RolloutObserved
+from modelops_operator.reconcile.policy import (
+    Refusal,
+    cleared_conditions,
+    refusal,
+    refused_conditions,
+)
 from modelops_operator.reconcile.rollout_canary import (
     canary_step,
     go_to_step,
@@ -231,6 +237,13 @@ def summary(d: Draft) -> None:
         "Idle" if idle else str(d.st.phase),
         f"serving {serving}" if idle else (d.st.message or str(d.st.phase)),
     )
+    moving = d.st.current is not None and d.st.phase != RolloutPhase.PAUSED.value
+    d.condition(
+        "Progressing",
+        "True" if moving else "False",
+        str(d.st.phase) if moving else ("Paused" if d.st.phase == "Paused" else "NoCandidate"),
+        (d.st.message or str(d.st.phase)) if moving else f"serving {serving}",
+    )
     if d.st.current is None:  # no step holds: no analysis to report
         d.conds = [c for c in d.conds if c.get("type") != "AnalysisHealthy"]
     known = decided(d)
@@ -283,6 +296,22 @@ def invalid_plan(res: ResourceView, message: str, now: datetime) -> list[Action]
     return [PatchStatus(patch), RecordEvent("Warning", "InvalidSpec", message[:1024])]
 
 
+def refused_rollout_plan(res: ResourceView, refused: Refusal, now: datetime) -> list[Action]:
+    """The ModelOpsPolicy refuses the rollout (a rollout admitted before the policy was
+    tightened, or a Secret not opted in): PolicyViolation, and nothing is touched (no
+    evaluation Job, no InferenceService patch, no query) until it is allowed again; a
+    canary in progress holds where it is."""
+    status = res.status
+    before = get_condition(status.get("conditions", []), "PolicyViolation")
+    if before and before.get("status") == "True" and before.get("message") == refused.message:
+        return []
+    conds = refused_conditions(status.get("conditions", []), refused, now, res.generation)
+    patch = typed_status_patch(
+        ModelRolloutStatus, status, conditions=conds, message=refused.message[:2048]
+    )
+    return [PatchStatus(patch), RecordEvent("Warning", refused.reason, refused.message[:1024])]
+
+
 def plan_rollout(observed: RolloutObserved, config: OperatorConfig, now: datetime) -> list[Action]:
     """Everything the rollout does now (see the module docstring)."""
     res = observed.resource
@@ -294,6 +323,10 @@ def plan_rollout(observed: RolloutObserved, config: OperatorConfig, now: datetim
         return invalid_plan(res, spec_error_message(exc), now)
     st = ModelRolloutStatus.model_validate(res.status or {})
     conds = list(res.status.get("conditions", []))
+    refused = refusal(res.kind, spec, observed.gate)
+    if refused is not None:
+        return refused_rollout_plan(res, refused, now)
+    conds = cleared_conditions(conds, now, res.generation)
     d = Draft(observed, spec, config, now, st, conds, parse_versions(observed))
     d.condition("SpecValid", "True", "Valid", "spec is valid")
     body(d)

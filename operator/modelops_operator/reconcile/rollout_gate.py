@@ -136,9 +136,15 @@ def gate_step(d: Draft) -> bool:
         d.change_version(v.name, evaluation=ev)
         if ev.passed:
             d.event("Normal", "GatePassed", f"{v.name}: {failure_summary(ev)}")
+    summary = failure_summary(ev)
+    d.condition(
+        "GatePassed",
+        "True" if ev.passed else "False",
+        "Passed" if ev.passed else "MetricFailed",
+        f"{v.name}: {summary}"[:2048],
+    )
     if ev.passed:
         return True
-    summary = failure_summary(ev)
     add_history(d, v.name, "GateFailed", summary)
     d.change_version(v.name, phase=VersionPhase.GATE_FAILED.value, rollout_message=summary[:1024])
     d.event("Warning", "GateFailed", f"{v.name}: {summary}")
