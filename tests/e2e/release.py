@@ -19,37 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from tests.e2e.conftest import free_port
 
 from modelops_api.meta import GROUP, VERSION
-
-
-def _versions_name_their_parents() -> bool:
-    """Whether the service passes the namespace's versions to the job kinds' plans, so
-    a new version names its parent's version (lineage; what makes an UnlearnRequest's
-    version one "from the version in service")."""
-    import importlib.util
-    from pathlib import Path
-
-    service = importlib.util.find_spec("modelops_operator.service")
-    return (
-        service is not None
-        and service.origin is not None
-        and "known_versions=" in Path(service.origin).read_text()
-    )
-
-
-pending_parent_versions = pytest.mark.skipif(
-    not _versions_name_their_parents(),
-    reason="PENDING MERGE (issue 15): the service does not yet give the job kinds' plans"
-    " the namespace's versions (known_versions: helper wire's commit 8c13502); the"
-    " coordinator removes this mark once it is merged",
-)
-"""Skips only while that part is absent from the checkout (the mark goes once merged)."""
 
 KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
 PLURALS = {"ModelVersion": "modelversions", "ModelRollout": "modelrollouts"}

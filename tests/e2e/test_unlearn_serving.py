@@ -25,8 +25,6 @@ from tests.integration.kube_helpers import condition, create, get
 
 from modelops_api.model_rollout import ANNOTATION_APPROVE
 
-pytestmark = rel.pending_parent_versions
-
 ISVC = "forgetful-bot"
 ADAPT = "forgetful-cpt"
 FORGET = ["g3", "g17"]
