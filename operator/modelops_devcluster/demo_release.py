@@ -126,6 +126,9 @@ def run_release(api: Any, namespace: str, say: Any, timeout: float = 300) -> Rel
         custom.create_namespaced_custom_object(
             *KSERVE[:2], namespace, KSERVE[2], inference_service(serving_uri)
         )
+        if not _served(custom, namespace, timeout=60):
+            run.error = f"the KServe stand-in never reported InferenceService {ISVC}"
+            return run
         custom.create_namespaced_custom_object(
             GROUP, VERSION, namespace, "modelrollouts", model_rollout()
         )
@@ -163,6 +166,18 @@ def run_release(api: Any, namespace: str, say: Any, timeout: float = 300) -> Rel
             GROUP, VERSION, namespace, "modelversions", candidate
         )
     return run
+
+
+def _served(custom: Any, namespace: str, timeout: float) -> bool:
+    """Whether KServe (the stand-in) reported the InferenceService's current generation:
+    it serves before the rollout looks at it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        isvc = custom.get_namespaced_custom_object(*KSERVE[:2], namespace, KSERVE[2], ISVC)
+        if isvc.get("status", {}).get("observedGeneration") == isvc["metadata"]["generation"]:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _wait_version(custom: Any, namespace: str, timeout: float) -> str | None:
