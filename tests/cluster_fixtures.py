@@ -105,7 +105,7 @@ def operator(
 def kserve_crd(control_plane: ControlPlane | ExistingCluster) -> str:
     """KServe's InferenceService CRD (serving.kserve.io/v1beta1, from its Go module:
     `make kserve`), applied and Established; its name. No KServe controller runs here:
-    tests/kserve_standin.py plays it."""
+    operator/modelops_devcluster/kserve_standin.py plays it."""
     from modelops_devcluster.kserve import install_inferenceservice_crd
 
     return install_inferenceservice_crd(control_plane.kubeconfig, timeout=DEADLINE_S)

@@ -108,14 +108,10 @@ def _source_version(custom: Any, namespace: str, plural: str, name: str) -> str 
 def run_release(api: Any, namespace: str, say: Any, timeout: float = 300) -> ReleaseRun:
     """Create the InferenceService and the ModelRollout (the operator and the stand-in
     kubelet running), play KServe, and wait for the candidate's outcome."""
-    import importlib
-
     from kubernetes import client
 
-    # The KServe stand-in lives with the tests (tests/kserve_standin.py); `make demo`
-    # runs from the repository root, where `tests` is importable. Imported by name so
-    # the operator side's type check stays off the test tree.
-    standin: Any = importlib.import_module("tests.kserve_standin")
+    from modelops_devcluster import kserve_standin as standin
+
     custom: Any = client.CustomObjectsApi(api)
     run = ReleaseRun()
     prune = custom.get_namespaced_custom_object(

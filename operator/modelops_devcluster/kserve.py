@@ -8,7 +8,7 @@ the cache, and this module installs it, the way `persistent.install_crds` instal
 modelops CRDs and `jobset.JobSetController.install_crds` the JobSet one.
 
 No KServe controller runs here (it needs Knative or Deployments with a kubelet):
-tests play it by writing the status it would write (tests/kserve_standin.py).
+tests play it by writing the status it would write (operator/modelops_devcluster/kserve_standin.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ an exporter of the metrics Prometheus scrapes (a drift score and the canary's er
 ratio), a recorder of every spec the InferenceService takes, the ModelRollout they
 create, and readers of the release kinds and of a real MLflow server's aliases.
 
-No KServe controller runs here: `tests/kserve_standin.py` plays it, writing the
+No KServe controller runs here: `operator/modelops_devcluster/kserve_standin.py` plays it, writing the
 InferenceService status KServe would write (Ready, observedGeneration, the traffic
 split); the InferenceService itself is real, under KServe's own CRD.
 """

@@ -8,13 +8,13 @@
   InferenceService is back to what the rollout set, it resumes and acts on the evidence.
 - Prometheus down during a step holds the step (AnalysisHealthy Unknown with the
   reason; never promoted on missing data) for many intervals; back up, it proceeds.
-- A known defect, as a strict xfail: a rollout patches an InferenceService KServe has
-  not served yet, and the canary can then never show its split.
+- A rollout waits for KServe to serve the InferenceService before patching it (a defect
+  found here: patched earlier, the canary could never show its split).
 
 The operator-level versions of some of these, without Prometheus, are in
 tests/integration/test_release_operator.py. Here the versions are recorded by the test
 itself, as the operator records a published run (test_release_loop.py shows that path),
-so no Job has to run. No KServe controller runs here: `tests/kserve_standin.py` writes
+so no Job has to run. No KServe controller runs here: `operator/modelops_devcluster/kserve_standin.py` writes
 the InferenceService status KServe would write.
 """
 
@@ -73,7 +73,7 @@ def analysis_condition(api, ns, **expect):
 def world(kube_api, crds_installed, kserve_crd, namespace, prometheus_factory, wait_for):
     """An InferenceService on BASE (played by the stand-in), a Prometheus scraping the
     canary's error ratio (0 for now); yields (exporter, prometheus)."""
-    from tests.kserve_standin import KServeStandIn
+    from modelops_devcluster.kserve_standin import KServeStandIn
 
     with rel.exporter() as exp, KServeStandIn(kube_api, namespace):
         prom = prometheus_factory({"serving": [exp.target]})
@@ -249,18 +249,11 @@ def test_prometheus_down_holds_the_step_and_it_proceeds_once_back(
         assert healthy is None or healthy["status"] != "Unknown"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN DEFECT (reported to the coordinator): a rollout adopts an InferenceService"
-    " KServe has not reported yet and patches it at once; KServe's first revision is then"
-    " the canary's, with 100% of the traffic, and the step never shows its split (the"
-    " rollout waits forever). Strict: when fixed, this test passes and the mark must go.",
-)
 @pytest.mark.timeout(180)
 def test_a_rollout_waits_for_kserve_to_serve_the_inference_service_before_patching_it(
     kube_api, crds_installed, kserve_crd, namespace, operator, wait_for
 ):
-    from tests.kserve_standin import KServeStandIn
+    from modelops_devcluster.kserve_standin import KServeStandIn
 
     api, ns = kube_api, namespace
     rel.create_isvc(api, ns, ISVC, BASE)  # KServe has not acted on it yet

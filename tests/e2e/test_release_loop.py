@@ -4,7 +4,7 @@ Real parts: the local control plane (kube-apiserver, etcd, kube-controller-manag
 Debian's Prometheus scraping a test exporter every second, the operator in-process,
 the stand-in kubelet running each Job pod's own command (CPT on a tiny model, the
 gate's evaluation), KServe's own InferenceService CRD, and a real `mlflow server`
-(SQLite) as the registry. No KServe controller runs here: `tests/kserve_standin.py`
+(SQLite) as the registry. No KServe controller runs here: `operator/modelops_devcluster/kserve_standin.py`
 writes the InferenceService status KServe would write (Ready, observedGeneration, the
 traffic split per canaryTrafficPercent), as the stand-in kubelet does for pods.
 
@@ -102,8 +102,7 @@ def test_drift_to_serving_gate_failure_and_rollback(
     wait_for,
     tmp_path,
 ):
-    from tests.kserve_standin import KServeStandIn
-
+    from modelops_devcluster.kserve_standin import KServeStandIn
     from modelops_devcluster.pod_runner import LocalPodRunner
     from modelops_operator.config import OperatorConfig
     from modelops_operator.main import run_in_thread

@@ -4,7 +4,7 @@ status says when the deletion became effective.
 
 Real parts: the local control plane, the operator in-process, the stand-in kubelet
 running the Jobs' own commands (CPT, then SSD on its output), KServe's own
-InferenceService CRD. No KServe controller runs here: `tests/kserve_standin.py` writes
+InferenceService CRD. No KServe controller runs here: `operator/modelops_devcluster/kserve_standin.py` writes
 the status KServe would write.
 
 The rollout requires approval, and its deletion deadline (`unlearning.maxDelay`) is
@@ -103,8 +103,7 @@ def test_an_unlearned_version_replaces_the_served_one_and_the_deletion_is_effect
     wait_for,
     tmp_path,
 ):
-    from tests.kserve_standin import KServeStandIn
-
+    from modelops_devcluster.kserve_standin import KServeStandIn
     from modelops_devcluster.pod_runner import LocalPodRunner
     from modelops_operator.config import OperatorConfig
     from modelops_operator.main import run_in_thread

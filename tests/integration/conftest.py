@@ -25,7 +25,7 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, float]]:
 def kserve(kube_api, kserve_crd, namespace):  # type: ignore[no-untyped-def]
     """The KServe stand-in (it plays KServe's controller, which does not run here) for
     the test's namespace, with KServe's InferenceService CRD installed."""
-    from tests.kserve_standin import KServeStandIn
+    from modelops_devcluster.kserve_standin import KServeStandIn
 
     with KServeStandIn(kube_api, namespace) as standin:
         yield standin

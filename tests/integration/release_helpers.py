@@ -1,5 +1,5 @@
 """What the release tests share: KServe InferenceServices (KServe's CRD; the stand-in
-plays its controller, tests/kserve_standin.py), ModelVersions and ModelRollouts made
+plays its controller, operator/modelops_devcluster/kserve_standin.py), ModelVersions and ModelRollouts made
 directly, and the operator's HTTP session on a fresh event loop."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from typing import Any
 
 from kubernetes import client
 from tests.conftest import poll_until
-from tests.kserve_standin import GROUP, PLURAL, VERSION, KServeStandIn
+
+from modelops_devcluster.kserve_standin import GROUP, PLURAL, VERSION, KServeStandIn
 
 
 def isvc_body(name: str, uri: str) -> dict[str, Any]:

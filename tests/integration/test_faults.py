@@ -267,9 +267,9 @@ def test_api_server_and_etcd_restart_mid_rollout_repeat_no_step(own_cluster, own
         rollout_where,
         serving_web,
     )
-    from tests.kserve_standin import KServeStandIn
 
     from modelops_devcluster.kserve import install_inferenceservice_crd
+    from modelops_devcluster.kserve_standin import KServeStandIn
     from modelops_devcluster.persistent import install_crds
     from modelops_operator.config import OperatorConfig
     from modelops_operator.main import run_in_thread

@@ -1,6 +1,6 @@
 """KServe's InferenceService in the local control plane: its CRD from KServe's Go
 module (`make kserve`) with KServe's own schema, the stand-in that plays the KServe
-controller (none runs here: `tests/kserve_standin.py` writes the status it would
+controller (none runs here: `operator/modelops_devcluster/kserve_standin.py` writes the status it would
 write), and the operator's InferenceService adapter (observe, patch) on the real API
 server."""
 
@@ -21,7 +21,8 @@ from tests.integration.release_helpers import (
     settled,
     traffic,
 )
-from tests.kserve_standin import GROUP, PLURAL, VERSION, KServeStandIn
+
+from modelops_devcluster.kserve_standin import GROUP, PLURAL, VERSION, KServeStandIn
 
 # -- KServe's CRD and the stand-in --------------------------------------------------
 

@@ -2,7 +2,7 @@
 ModelRollouts on a KServe InferenceService (KServe's own CRD, `make kserve`), versions
 recorded from the job kinds, deletions made effective in serving, the MLflow registry.
 
-No KServe controller runs here: `tests/kserve_standin.py` plays it, writing the status
+No KServe controller runs here: `operator/modelops_devcluster/kserve_standin.py` plays it, writing the status
 KServe would write (Ready, observedGeneration, the predictor's revisions and traffic
 split) through the InferenceService's status subresource.
 """
@@ -28,7 +28,8 @@ from tests.integration.release_helpers import (
     rollout_where,
     serving_web,
 )
-from tests.kserve_standin import KServeStandIn
+
+from modelops_devcluster.kserve_standin import KServeStandIn
 
 
 def test_rollout_goes_10_50_100_and_ends_on_the_new_uri(

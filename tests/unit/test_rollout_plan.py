@@ -372,3 +372,21 @@ def test_a_failed_gate_is_a_false_gatepassed_condition_naming_the_metric():
     gate = cond(w, "GatePassed")
     assert gate["status"] == "False" and gate["reason"] == "MetricFailed"
     assert "perplexity" in gate["message"]
+
+
+def test_no_canary_before_kserve_served_the_inference_service():
+    """A defect the e2e tier found (test_release_faults.py): a rollout adopted an
+    InferenceService KServe had not reported yet and patched it at once; KServe's first
+    revision was then the canary's, with all of the traffic, and the step waited
+    forever for its 10% split."""
+    w = world_with("v1")
+    w.isvc.observed_generation = None
+    w.isvc.ready = False
+    actions = w.step()
+    assert not [a for a in actions if isinstance(a, PatchInferenceService)]
+    assert "waiting for KServe" in w.status["message"]
+    assert any(isinstance(a, RequeueAfter) for a in actions)
+    w.kserve()
+    actions = w.step()
+    assert [a for a in actions if isinstance(a, PatchInferenceService)]
+    assert w.status["applied"]["canaryTrafficPercent"] == 10

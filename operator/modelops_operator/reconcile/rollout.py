@@ -203,8 +203,31 @@ def advance(d: Draft) -> None:
             d.set(phase=RolloutPhase.CANARY.value)
             canary_step(d)
         return
-    if gate_step(d) and approval_step(d):
+    if gate_step(d) and approval_step(d) and kserve_serves(d):
         go_to_step(d, 0)
+
+
+def kserve_serves(d: Draft) -> bool:
+    """Whether KServe has served the InferenceService's current spec (Ready, and its
+    observedGeneration caught up), so a canary can be split from a rolled-out revision.
+    Patched earlier, KServe's first revision would be the canary's with all of the
+    traffic, and the step would wait forever for its split (a defect the e2e tier
+    found). An InferenceService with no model has nothing to split from: no wait."""
+    isvc = d.obs.isvc
+    assert isvc is not None
+    if isvc.storage_uri is None:
+        return True
+    caught_up = isvc.observed_generation is not None and isvc.observed_generation >= isvc.generation
+    if caught_up and isvc.ready:
+        return True
+    message = (
+        f"waiting for KServe to serve InferenceService {isvc.name} (generation"
+        f" {isvc.generation}, observed {isvc.observed_generation}, ready {isvc.ready})"
+        " before the canary"
+    )
+    d.set(message=message)
+    d.after(5.0)
+    return False
 
 
 def body(d: Draft) -> None:

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import urllib3
 from kubernetes import client
@@ -148,8 +148,9 @@ class KServeStandIn:
 
     def settle(self, name: str) -> dict[str, Any]:
         """Write the status KServe would write for the InferenceService now; returns it."""
-        isvc = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name
+        isvc = cast(
+            dict[str, Any],
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name),
         )
         return self._write(isvc)
 
@@ -184,7 +185,10 @@ class KServeStandIn:
         return [seen[g] for g in sorted(seen)]
 
     def _pending(self) -> list[dict[str, Any]]:
-        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        listed = cast(
+            dict[str, Any],
+            self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL),
+        )
         return [
             item
             for item in listed.get("items", [])
