@@ -11,18 +11,16 @@ never a URL the policy refuses. Two rollouts naming one InferenceService: only t
 older acts (`reconcile/isvc_claims.py`).
 """
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from modelops_api.durations import parse_duration
 from modelops_api.model_rollout import Analysis, ModelRolloutSpec
 from modelops_operator import metrics
 from modelops_operator.config import OperatorConfig
-from modelops_operator.drift import prometheus
+from modelops_operator.drift.query import query_for
 from modelops_operator.drift.state import QueryOutcome
 from modelops_operator.k8s.apply import Applier
 from modelops_operator.k8s.inferenceservices import InferenceServiceObserver
@@ -30,7 +28,7 @@ from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.k8s.kinds import ROLLOUT_KIND
 from modelops_operator.k8s.observe import Observer, resource_view
 from modelops_operator.k8s.policy import PolicyReader, observe_gate
-from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
+from modelops_operator.k8s.secrets import SecretReader
 from modelops_operator.reconcile.actions import Action, MetricUpdate
 from modelops_operator.reconcile.candidate_versions import rollout_versions, version_view
 from modelops_operator.reconcile.deletion_effect import deletion_effect, deletion_plan
@@ -168,25 +166,7 @@ class Releases:
         refused = refusal(ROLLOUT_KIND, spec, gate)
         if refused is not None:
             return QueryOutcome(now, error=refused.message[:1024], error_reason="PolicyViolation")
-        try:
-            creds = await self.secrets.credentials(res.namespace, analysis)
-            return await asyncio.to_thread(
-                prometheus.query_value,
-                analysis.prometheus_url,
-                analysis.query,
-                now,
-                parse_duration(analysis.timeout),
-                creds,
-            )
-        except SecretNotFound as exc:
-            return QueryOutcome(now, error=str(exc)[:1024], error_reason="SecretNotFound")
-        except Exception as exc:  # a bug or an API error: reported on the rollout
-            log.warning("analysis query of %s/%s failed: %s", res.namespace, res.name, exc)
-            return QueryOutcome(
-                now,
-                error=f"analysis query failed: {type(exc).__name__}",
-                error_reason="QueryFailed",
-            )
+        return await query_for(self.secrets, res.namespace, res.name, analysis, now, "analysis")
 
     # -- an UnlearnRequest's deletion in serving -------------------------------------
     def with_deletion_effect(self, res: ResourceView, actions: list[Action]) -> list[Action]:

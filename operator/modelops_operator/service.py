@@ -23,7 +23,7 @@ from modelops_api.model_adaptation import ModelAdaptationSpec, parse_duration
 from modelops_operator import failures, metrics
 from modelops_operator import trigger_schedule as schedule
 from modelops_operator.config import OperatorConfig
-from modelops_operator.drift import prometheus
+from modelops_operator.drift.query import query_for
 from modelops_operator.drift.state import QueryOutcome
 from modelops_operator.k8s.api import ApiSession
 from modelops_operator.k8s.apply import Applier
@@ -33,7 +33,7 @@ from modelops_operator.k8s.kinds import ROLLOUT_KIND
 from modelops_operator.k8s.observe import Observer, resource_view
 from modelops_operator.k8s.policy import PolicyReader, observe_gate
 from modelops_operator.k8s.release_apply import registry_factory
-from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
+from modelops_operator.k8s.secrets import SecretReader
 from modelops_operator.reconcile import plan
 from modelops_operator.reconcile.actions import Action, PatchStatus, RequeueAfter
 from modelops_operator.reconcile.policy import Gate, refusal
@@ -223,23 +223,8 @@ class Reconciler:
             return None
         now = datetime.now(UTC)
         namespace = body["metadata"].get("namespace", "default")
-        try:
-            creds = await self.secrets.credentials(namespace, trigger)
-            return await asyncio.to_thread(
-                prometheus.query_value,
-                trigger.prometheus_url,
-                trigger.query,
-                now,
-                parse_duration(trigger.timeout),
-                creds,
-            )
-        except SecretNotFound as exc:
-            return QueryOutcome(now, error=str(exc)[:1024], error_reason="SecretNotFound")
-        except Exception as exc:  # a bug or an API error: reported on the resource
-            log.warning("drift query of %s/%s failed: %s", namespace, body["metadata"]["name"], exc)
-            return QueryOutcome(
-                now, error=f"drift query failed: {type(exc).__name__}", error_reason="QueryFailed"
-            )
+        name = body["metadata"]["name"]
+        return await query_for(self.secrets, namespace, name, trigger, now, "drift")
 
     # -- the resync loop -----------------------------------------------------------
     async def resync_forever(self, tick: float = 1.0) -> None:

@@ -120,6 +120,16 @@ class ApiSession:
                 raise
             return None
 
+    async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """PATCH as a JSON merge patch; None when the object is gone (404): a deleted
+        object needs no status, and the next reconcile sees it gone."""
+        try:
+            return await self.request("PATCH", path, body, content_type=MERGE_PATCH)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return None
+
     async def list(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
         params = {"labelSelector": label_selector} if label_selector else None
         items: list[dict[str, Any]] = (await self.request("GET", path, params=params))["items"]

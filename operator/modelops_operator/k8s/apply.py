@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelops_api.meta import API_VERSION, GROUP, VERSION
 from modelops_operator.build.jobsets import JOBSET_API_VERSION, JOBSET_PLURAL, is_jobset
-from modelops_operator.k8s.api import MERGE_PATCH, ApiSession, core_path, group_path
+from modelops_operator.k8s.api import ApiSession, core_path, group_path
 from modelops_operator.k8s.informer import InformerCache
 from modelops_operator.k8s.kinds import plural
 from modelops_operator.k8s.release_apply import RegistryFactory, ReleaseAction, ReleaseApplier
@@ -105,13 +105,8 @@ class Applier:
 
     async def _patch_status(self, res: ResourceView, patch: dict[str, Any]) -> None:
         path = group_path(f"{GROUP}/{VERSION}", res.namespace, plural(res.kind), res.name, "status")
-        try:
-            body = await self.api.request(
-                "PATCH", path, {"status": patch}, content_type=MERGE_PATCH
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        body = await self.api.merge_patch(path, {"status": patch})
+        if body is None:
             return
         body.setdefault("kind", res.kind)
         self.cache.put_resource((res.kind, res.namespace, res.name), body)

@@ -91,15 +91,9 @@ class ReleaseApplier:
 
     async def _patch_version_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         path = group_path(f"{GROUP}/{VERSION}", namespace, VERSION_PLURAL, name, "status")
-        try:
-            body = await self.api.request(
-                "PATCH", path, {"status": patch}, content_type=MERGE_PATCH
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            return
-        self.cache.put_version(body)
+        body = await self.api.merge_patch(path, {"status": patch})
+        if body is not None:
+            self.cache.put_version(body)
 
     async def _patch_isvc(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         path = group_path(KSERVE_API_VERSION, namespace, ISVC_PLURAL, name)
@@ -173,13 +167,8 @@ class ReleaseApplier:
             desired_status(ModelRolloutStatus, registry_aliases=aliases)
             patch["registryAliases"] = dict(aliases)
         path = group_path(f"{GROUP}/{VERSION}", res.namespace, ROLLOUT_PLURAL, res.name, "status")
-        try:
-            body = await self.api.request(
-                "PATCH", path, {"status": patch}, content_type=MERGE_PATCH
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        body = await self.api.merge_patch(path, {"status": patch})
+        if body is None:
             return
         body.setdefault("kind", res.kind)
         self.cache.put_resource((res.kind, res.namespace, res.name), body)
