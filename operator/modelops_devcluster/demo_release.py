@@ -23,6 +23,7 @@ import yaml
 
 from modelops_api.meta import GROUP, VERSION
 from modelops_api.times import parse_time
+from modelops_devcluster.kserve_standin import inference_service
 
 ISVC = "tiny-opt"
 SERVING_SOURCE = "tiny-opt-wanda-50"
@@ -31,17 +32,6 @@ CPT_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "model-adaptati
 KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
 HELD_OUT = "file:///tmp/modelops/data/grammar-new-eval.jsonl"
 OUTCOMES = ("Promoted", "RolledBack", "GateFailed", "Rejected", "Superseded")
-
-
-def inference_service(uri: str) -> dict[str, Any]:
-    """The demo's InferenceService: a Hugging Face model at `uri`."""
-    model = {"modelFormat": {"name": "huggingface"}, "storageUri": uri}
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {"name": ISVC},
-        "spec": {"predictor": {"model": model}},
-    }
 
 
 def model_rollout() -> dict[str, Any]:
@@ -120,7 +110,7 @@ def run_release(api: Any, namespace: str, say: Any, timeout: float = 300) -> Rel
     serving_uri = prune["status"]["artifact"]["uri"]
     with standin.KServeStandIn(api, namespace):
         custom.create_namespaced_custom_object(
-            *KSERVE[:2], namespace, KSERVE[2], inference_service(serving_uri)
+            *KSERVE[:2], namespace, KSERVE[2], inference_service(ISVC, serving_uri)
         )
         if not _served(custom, namespace, timeout=60):
             run.error = f"the KServe stand-in never reported InferenceService {ISVC}"

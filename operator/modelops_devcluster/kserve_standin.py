@@ -40,6 +40,18 @@ from kubernetes.client.exceptions import ApiException
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
 
+def inference_service(name: str, uri: str) -> dict[str, Any]:
+    """An InferenceService serving a Hugging Face model at `uri` (the demo's and the
+    tests'): the predictor's model, the only part a ModelRollout reads and writes."""
+    model = {"modelFormat": {"name": "huggingface"}, "storageUri": uri}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": {"predictor": {"model": model}},
+    }
+
+
 @dataclass
 class Revisions:
     """One InferenceService's predictor revisions, oldest first: (name, storageUri)."""

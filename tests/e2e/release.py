@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from tests.e2e.conftest import free_port
 
 from modelops_api.meta import GROUP, VERSION
+from modelops_devcluster.kserve_standin import inference_service
 
 KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
 PLURALS = {"ModelVersion": "modelversions", "ModelRollout": "modelrollouts"}
@@ -100,17 +101,6 @@ def run_version(api: client.ApiClient, ns: str, name: str, number: int) -> str |
 
 
 # -- the InferenceService ------------------------------------------------------------
-
-
-def inference_service(name: str, uri: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {"name": name},
-        "spec": {
-            "predictor": {"model": {"modelFormat": {"name": "huggingface"}, "storageUri": uri}}
-        },
-    }
 
 
 def create_isvc(api: client.ApiClient, ns: str, name: str, uri: str) -> dict[str, Any]:

@@ -9,23 +9,18 @@ from typing import Any
 from kubernetes import client
 from tests.conftest import poll_until
 
-from modelops_devcluster.kserve_standin import GROUP, PLURAL, VERSION, KServeStandIn
-
-
-def isvc_body(name: str, uri: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceService",
-        "metadata": {"name": name},
-        "spec": {
-            "predictor": {"model": {"modelFormat": {"name": "huggingface"}, "storageUri": uri}}
-        },
-    }
+from modelops_devcluster.kserve_standin import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    KServeStandIn,
+    inference_service,
+)
 
 
 def create_isvc(api: client.ApiClient, namespace: str, name: str, uri: str) -> dict[str, Any]:
     return client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, isvc_body(name, uri), field_validation="Strict"
+        GROUP, VERSION, namespace, PLURAL, inference_service(name, uri), field_validation="Strict"
     )
 
 

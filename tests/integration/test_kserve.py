@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.conftest import poll_until
 from tests.integration.release_helpers import (
     create_isvc,
-    isvc_body,
+    inference_service,
     patch_predictor,
     read_isvc,
     run_async,
@@ -37,7 +37,7 @@ def test_kserve_crd_serves_inferenceservices_with_kserves_schema(
     assert [v.name for v in crd.spec.versions if v.served] == ["v1beta1"]
     created = create_isvc(kube_api, namespace, "schema", "s3://models/a")
     assert created["spec"]["predictor"]["model"]["storageUri"] == "s3://models/a"
-    bad = isvc_body("bad", "s3://models/a")
+    bad = inference_service("bad", "s3://models/a")
     bad["spec"]["predictor"]["model"]["storageURI"] = "typo"
     with pytest.raises(ApiException) as err:
         client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
