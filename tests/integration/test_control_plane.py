@@ -22,6 +22,7 @@ from kubernetes.client.rest import ApiException
 
 import modelops_devcluster
 from modelops_devcluster import KUBE_VERSION, ControlPlane, ExistingCluster
+from modelops_devcluster.kserve import crd_path as kserve_crd_path
 
 Cluster = ControlPlane | ExistingCluster
 WaitFor = Callable[..., Any]
@@ -245,6 +246,9 @@ def test_stop_leaves_no_process_or_temp_dir_behind(control_plane: Cluster) -> No
 
 def test_cli_up_kubeconfig_down(control_plane: Cluster, tmp_path: Path) -> None:
     plane = _local(control_plane)
+    # `cluster up` installs KServe's CRD from the cache: the real one, beside this
+    # test's own state directory (MODELOPS_CACHE is a temporary directory here).
+    (tmp_path / "kserve").symlink_to(kserve_crd_path().parents[2], target_is_directory=True)
     env = {
         **os.environ,
         "MODELOPS_CACHE": str(tmp_path),
