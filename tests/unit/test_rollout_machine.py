@@ -356,7 +356,7 @@ class RolloutMachine(RuleBasedStateMachine):
 
 
 RolloutMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("ROLLOUT_EXAMPLES", "400")),
+    max_examples=int(os.environ.get("ROLLOUT_EXAMPLES", "200")),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
