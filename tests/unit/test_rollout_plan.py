@@ -390,3 +390,20 @@ def test_no_canary_before_kserve_served_the_inference_service():
     actions = w.step()
     assert [a for a in actions if isinstance(a, PatchInferenceService)]
     assert w.status["applied"]["canaryTrafficPercent"] == 10
+
+
+def test_waiting_for_kserve_after_an_undone_hand_edit_is_not_paused():
+    """Found by test_rollout_machine after the wait for KServe was added: a hand edit
+    undone while KServe was not Ready left the phase Paused (with Paused=False,
+    Resumed), because the wait set no phase of its own."""
+    w = world_with("v1")
+    w.isvc.ready = False
+    w.step()
+    assert w.status["phase"] == "Canary" and "waiting for KServe" in w.status["message"]
+    w.isvc.uri = "pvc://m/by-hand"
+    w.step()
+    assert w.status["phase"] == "Paused"
+    w.isvc.uri = SERVED
+    w.step()
+    assert w.status["phase"] == "Canary" and "waiting for KServe" in w.status["message"]
+    assert cond(w, "Paused")["status"] == "False"

@@ -225,7 +225,9 @@ def kserve_serves(d: Draft) -> bool:
         f" {isvc.generation}, observed {isvc.observed_generation}, ready {isvc.ready})"
         " before the canary"
     )
-    d.set(message=message)
+    # The candidate is in its canary stage, before its first step: never left showing a
+    # phase it no longer is in (Paused after a hand edit was undone, Idle, ...).
+    d.set(phase=RolloutPhase.CANARY.value, message=message)
     d.after(5.0)
     return False
 
