@@ -24,6 +24,7 @@ from modelops_api.model_rollout import registered_model_name
 from modelops_api.model_version import ServingRecord
 from modelops_api.rollout_status import RegistryAliases
 from modelops_operator.reconcile.actions import Action, RegisterVersion, SetRegistryAliases
+from modelops_operator.reconcile.deletion_effect import ancestors
 from modelops_operator.reconcile.rollout_state import Draft, Version
 from modelops_operator.registry.lineage import version_tags
 
@@ -96,20 +97,12 @@ def cur_in_canary(d: Draft) -> bool:
 
 
 def descends(d: Draft, name: str | None, ancestor: str) -> bool:
-    """`name` is `ancestor` or has it among its parents' versions (depth-limited)."""
-    seen: set[str] = set()
-    frontier = [name] if name else []
-    while frontier and len(seen) < 256:
-        n = frontier.pop()
-        if n == ancestor:
-            return True
-        if n in seen:
-            continue
-        seen.add(n)
-        v = d.versions.get(n)
-        if v is not None:
-            frontier.extend(p.version for p in v.spec.parents if p.version)
-    return False
+    """`name` is `ancestor` or has it among its parents' versions (the one lineage
+    walk, deletion_effect.ancestors)."""
+    if not name:
+        return False
+    parents = {n: [p.version for p in v.spec.parents if p.version] for n, v in d.versions.items()}
+    return ancestor in ancestors(name, parents)
 
 
 def deletion_step(d: Draft, considered: list[Version]) -> None:
