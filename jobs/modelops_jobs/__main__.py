@@ -56,5 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     return outcome.exit_code
 
 
+def leave(code: int) -> None:
+    """Exit with `code` now, without interpreter finalization.
+
+    By the time `main` returns, the result is written (termination message, stderr,
+    output). Finalization can only turn that into a failure: with gloo, its C++ threads
+    may abort the process as the interpreter tears down ("terminate called without an
+    active exception", SIGABRT), and the pod would fail and retry finished work."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

@@ -160,4 +160,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from modelops_jobs.__main__ import leave
+
+    leave(main())  # an in-process run ends like a worker: no finalization after the result

@@ -144,6 +144,26 @@ def test_unreadable_spec_file(tmp_path):
     assert JobResult.model_validate_json(term.read_text()).reason == "InvalidSpec"
 
 
+def test_a_finished_worker_exits_with_its_code_even_if_finalization_aborts(tmp_path):
+    """CI once saw a two-rank PERP run succeed, write its result, then die in interpreter
+    finalization ("terminate called without an active exception", SIGABRT from gloo's
+    threads) - the pod would have failed retryably after the work was done. Once the
+    result is written, the entry point leaves without finalization. Here an atexit
+    handler that aborts stands in for the C++ teardown."""
+    term = tmp_path / "t"
+    boot = (
+        "import atexit, os, runpy, sys; atexit.register(os.abort); "
+        f"sys.argv = ['modelops_jobs', '--spec', {str(tmp_path / 'missing.json')!r}, "
+        f"'--termination-log', {str(term)!r}]; "
+        "runpy.run_module('modelops_jobs', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", boot], env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == EXIT_PERMANENT, proc.stderr[-2000:]
+    assert JobResult.model_validate_json(term.read_text()).reason == "InvalidSpec"
+
+
 def test_termination_message_fits_the_kubelet_limit():
     huge = JobResult(ok=False, reason="X", message="m" * 1024, results={"k": "v" * 5000})
     text = runner.termination_message(huge)
