@@ -29,8 +29,6 @@ from modelops_devcluster.kserve import install_inferenceservice_crd
 from modelops_devcluster.process import ManagedProcess, stop_all
 
 STATE_FORMAT = 1
-ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "pod-runner")
-"""Start order; `stop_all` stops in reverse (clients before the servers they use)."""
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -222,7 +220,7 @@ def _spawn_pod_runner(kubeconfig: Path) -> ManagedProcess:
 def restart(
     components: Sequence[str] = ("etcd", "kube-apiserver"),
     down_seconds: float = 0.0,
-    timeout: float = 15.0,
+    timeout: float = 5.0,
 ) -> float:
     """Stop `components` of the detached cluster, keep them down `down_seconds`, start
     them again on the same ports and data, and record the new pids (so `down` stops
@@ -240,7 +238,7 @@ def restart(
     try:
         return plane.restart(components, timeout=timeout, down_seconds=down_seconds)
     finally:
-        state.processes = sorted(plane.processes, key=lambda p: ORDER.index(p.name))
+        state.processes = list(plane.processes)  # in start order, as `down` needs
         _write_state(state)
 
 

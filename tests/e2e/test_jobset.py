@@ -230,7 +230,7 @@ def test_a_killed_rank_restarts_the_group_which_resumes(
         return None
 
     with LocalPodRunner(kube_api, pods, namespace, parallel=3, pvc_root=pvc_root):
-        create(kube_api, namespace, adaptation(name, steps=400))
+        create(kube_api, namespace, adaptation(name, steps=160))
         step = poll_until("a complete checkpoint at step >= 12", saved_step, timeout=600)
         pid = poll_until("a worker of node 1", lambda: worker_of(pods, 1), timeout=60)
         first_attempt = {p.name for p in (pods / namespace).iterdir()}

@@ -54,8 +54,16 @@ def read_or_none(fn: Any, name: str, namespace: str) -> Any:
         raise
 
 
+PEERING_LIFETIME_S = 20
+"""A killed replica's peering record expires after this (the chart's default is 60 s)."""
+
+
 def start_operator_process(
-    kubeconfig: Any, namespace: str, log: Any, peering: str | None = None
+    kubeconfig: Any,
+    namespace: str,
+    log: Any,
+    peering: str | None = None,
+    identity: str | None = None,
 ) -> subprocess.Popen:
     """The operator as its own process (`python -m modelops_operator`), as in a pod."""
     env = {
@@ -69,6 +77,9 @@ def start_operator_process(
     }
     if peering:
         env["MODELOPS_PEERING"] = peering
+        env["MODELOPS_PEERING_LIFETIME"] = str(PEERING_LIFETIME_S)
+    if identity:
+        env["POD_ID"] = identity  # kopf's peer id, as the chart sets it from the pod name
     return subprocess.Popen(
         [sys.executable, "-m", "modelops_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
