@@ -20,19 +20,18 @@ from modelops_api.common import (
     ModelRef,
     Optimization,
     OutputRef,
-    SecretKeyRef,
 )
 from modelops_api.cron import CRON_PATTERN
 from modelops_api.durations import Duration, cel_bounds, within
 from modelops_api.durations import parse_duration as parse_duration
 from modelops_api.kind import Resource
+from modelops_api.prometheus_source import PROMETHEUS_SOURCE_RULES, PrometheusSource
 from modelops_api.status import BaseStatus, JobRef, Phase
 from modelops_api.storage import S3T_NEEDS_FILESYSTEM
 
 ForDuration = Annotated[Duration, AfterValidator(within("for", "0s", "168h"))]
 IntervalDuration = Annotated[Duration, AfterValidator(within("interval", "1s", "24h"))]
 CooldownDuration = Annotated[Duration, AfterValidator(within("cooldown", "0s", "720h"))]
-TimeoutDuration = Annotated[Duration, AfterValidator(within("timeout", "100ms", "5m"))]
 Threshold = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -139,7 +138,7 @@ class LoRATrainSpec(ApiModel):
     )
 
 
-class DriftTrigger(ApiModel):
+class DriftTrigger(PrometheusSource):
     """Start a run when a Prometheus query crosses a threshold."""
 
     model_config = with_cel(
@@ -150,23 +149,12 @@ class DriftTrigger(ApiModel):
             "(< for direction above, > for below): equal thresholds are no hysteresis",
             ".clearThreshold",
         ),
-        cel(
-            "[has(self.bearerTokenSecretRef), has(self.basicAuth)].filter(x, x).size() <= 1",
-            "set at most one of bearerTokenSecretRef and basicAuth",
-            ".basicAuth",
-        ),
+        *PROMETHEUS_SOURCE_RULES,
         cel_bounds("for", "0s", "168h"),
         cel_bounds("interval", "1s", "24h"),
         cel_bounds("cooldown", "0s", "720h"),
-        cel_bounds("timeout", "100ms", "5m"),
     )
 
-    prometheus_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=512)] = Field(
-        description="Base URL of the Prometheus HTTP API."
-    )
-    query: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
-        description="PromQL that returns exactly one value (a scalar or one series)."
-    )
     fire_threshold: Threshold = Field(description="Fire when the value crosses this.")
     clear_threshold: Threshold = Field(
         description="Re-arm once the value is strictly past this (on the safe side of fire)."
@@ -184,10 +172,6 @@ class DriftTrigger(ApiModel):
     no_data: Literal["ignore", "trigger", "error"] = Field(
         "ignore", description="What an empty result or NaN does."
     )
-    timeout: TimeoutDuration = Field("10s", description="Query timeout (100ms to 5m).")
-    bearer_token_secret_ref: SecretKeyRef | None = Field(None, description="Bearer token Secret.")
-    basic_auth: "BasicAuth | None" = Field(None, description="Basic-auth Secrets.")
-    ca_secret_ref: SecretKeyRef | None = Field(None, description="CA bundle (PEM) Secret.")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "DriftTrigger":
@@ -202,16 +186,6 @@ class DriftTrigger(ApiModel):
                 "(equal thresholds are no hysteresis)"
             )
         return self
-
-
-class BasicAuth(ApiModel):
-    """Basic authentication from Secrets."""
-
-    username: SecretKeyRef = Field(description="Username Secret key.")
-    password: SecretKeyRef = Field(description="Password Secret key.")
-
-
-DriftTrigger.model_rebuild()
 
 
 class Trigger(ApiModel):

@@ -16,10 +16,10 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from modelops_api.base import ApiModel, cel, with_cel
-from modelops_api.common import DatasetRef, DNSName, JobTemplate, SecretKeyRef
+from modelops_api.common import DatasetRef, DNSName, JobTemplate
 from modelops_api.durations import Duration, cel_bounds, within
-from modelops_api.model_adaptation import BasicAuth
 from modelops_api.model_version import Comparison, MetricName, MetricValue, SourceKind
+from modelops_api.prometheus_source import PROMETHEUS_SOURCE_RULES, PrometheusSource
 
 ANNOTATION_APPROVE = "modelops.dev/approve"
 """On a ModelRollout: the name of the version awaiting approval approves it."""
@@ -118,10 +118,10 @@ class Gate(ApiModel):
         return self
 
 
-class Analysis(ApiModel):
-    """A Prometheus query that must stay within bounds while a canary step holds. The
-    URL must be allowed by the ModelOpsPolicy (allowedPrometheusEndpoints); a failed or
-    empty query holds the step (never promotes on missing data)."""
+class Analysis(PrometheusSource):
+    """A Prometheus query that must stay within bounds while a canary step holds (for
+    example the canary's error ratio). A failed or empty query holds the step (never
+    promotes on missing data)."""
 
     model_config = with_cel(
         cel("has(self.min) || has(self.max)", "set min, max or both", ".max"),
@@ -130,32 +130,15 @@ class Analysis(ApiModel):
             "min must not exceed max",
             ".min",
         ),
-        cel(
-            "[has(self.bearerTokenSecretRef), has(self.basicAuth)].filter(x, x).size() <= 1",
-            "set at most one of bearerTokenSecretRef and basicAuth",
-            ".basicAuth",
-        ),
+        *PROMETHEUS_SOURCE_RULES,
         cel_bounds("interval", "1s", "1h"),
-        cel_bounds("timeout", "100ms", "5m"),
     )
 
-    prometheus_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=512)] = Field(
-        description="Base URL of the Prometheus HTTP API."
-    )
-    query: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
-        description="PromQL that returns exactly one value (for example the canary's error rate)."
-    )
     min: MetricValue | None = Field(None, description="Fail below this.")
     max: MetricValue | None = Field(None, description="Fail above this.")
     interval: Annotated[Duration, AfterValidator(within("interval", "1s", "1h"))] = Field(
         "30s", description="Query every (1s to 1h)."
     )
-    timeout: Annotated[Duration, AfterValidator(within("timeout", "100ms", "5m"))] = Field(
-        "10s", description="Query timeout (100ms to 5m)."
-    )
-    bearer_token_secret_ref: SecretKeyRef | None = Field(None, description="Bearer token Secret.")
-    basic_auth: BasicAuth | None = Field(None, description="Basic-auth Secrets.")
-    ca_secret_ref: SecretKeyRef | None = Field(None, description="CA bundle (PEM) Secret.")
 
     @model_validator(mode="after")
     def _bounds(self) -> "Analysis":
@@ -163,8 +146,6 @@ class Analysis(ApiModel):
             raise ValueError("set min, max or both")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min must not exceed max")
-        if self.bearer_token_secret_ref is not None and self.basic_auth is not None:
-            raise ValueError("set at most one of bearerTokenSecretRef and basicAuth")
         return self
 
 

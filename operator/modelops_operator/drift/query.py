@@ -11,9 +11,9 @@ ModelOpsPolicy refuses never gets here and no credential is read for it.
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any
 
 from modelops_api.durations import parse_duration
+from modelops_api.prometheus_source import PrometheusSource
 from modelops_operator.drift import prometheus
 from modelops_operator.drift.state import QueryOutcome
 from modelops_operator.k8s.secrets import SecretNotFound, SecretReader
@@ -22,11 +22,15 @@ log = logging.getLogger("modelops.prometheus")
 
 
 async def query_for(
-    secrets: SecretReader, namespace: str, name: str, target: Any, now: datetime, what: str
+    secrets: SecretReader,
+    namespace: str,
+    name: str,
+    target: PrometheusSource,
+    now: datetime,
+    what: str,
 ) -> QueryOutcome:
-    """Run `target`'s query (a DriftTrigger or a canary Analysis: prometheus_url, query,
-    timeout and the Secret references) for resource `namespace/name`; `what` names the
-    query in logs and errors ("drift", "analysis")."""
+    """Run `target`'s query (a DriftTrigger or a canary Analysis) for resource
+    `namespace/name`; `what` names the query in logs and errors ("drift", "analysis")."""
     try:
         creds = await secrets.credentials(namespace, target)
         return await asyncio.to_thread(

@@ -17,9 +17,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from modelops_api.common import SecretKeyRef
-from modelops_api.model_adaptation import DriftTrigger
-from modelops_api.model_rollout import Analysis
 from modelops_api.policy import LABEL_SECRET_USABLE
+from modelops_api.prometheus_source import PrometheusSource
 from modelops_operator.credentials import Credentials
 from modelops_operator.k8s.api import JSON, ApiSession, core_path
 from modelops_operator.reconcile.policy import SecretState
@@ -92,7 +91,7 @@ class SecretReader:
             raise SecretNotFound(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
         return base64.b64decode(data[ref.key]).decode()
 
-    async def credentials(self, namespace: str, trigger: DriftTrigger | Analysis) -> Credentials:
+    async def credentials(self, namespace: str, trigger: PrometheusSource) -> Credentials:
         """A drift trigger's or a canary analysis's Prometheus credentials."""
         token = (
             await self.read(namespace, trigger.bearer_token_secret_ref)
