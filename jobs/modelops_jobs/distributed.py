@@ -230,8 +230,9 @@ def wrap(model: torch.nn.Module, strategy: Strategy, world: World) -> torch.nn.M
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
     DDP._set_params_and_buffers_to_ignore_for_model(model, frozen)
     ids = [world.device.index] if world.device.type == "cuda" else None
-    # the LMs' buffers (rotary tables, masks) are constants: no broadcast per forward
-    return DDP(model, device_ids=ids, broadcast_buffers=False)
+    # the LMs' buffers (rotary tables, masks) are constants: synced once at
+    # construction, not before every forward (`broadcast_buffers` is deprecated)
+    return DDP(model, device_ids=ids, forward_sync_buffers=False)
 
 
 def gradient_sync(wrapped: torch.nn.Module, sync: bool) -> Any:
