@@ -7,6 +7,11 @@
 #
 #   hack/install-mlflow.sh        # install if missing (or if the pins changed); print the path of mlflow
 #
+# Pins that changed are installed over the existing venv (pip adds or swaps only what
+# differs, e.g. the two auth packages), not into a fresh one: a cached machine does not
+# download all of mlflow again. A package dropped from the pins stays installed (harmless
+# for the server); `rm -rf` the venv for a clean one.
+#
 # Progress goes to stderr; the only line on stdout is the path of the mlflow command.
 set -euo pipefail
 
@@ -26,12 +31,17 @@ flock 9  # two `make mlflow` at once: the second waits, then finds the stamp
 if [[ -f "$STAMP" && -x "$OUT/bin/mlflow" ]]; then echo "$OUT/bin/mlflow"; exit 0; fi
 
 START=$SECONDS
-echo ">> [mlflow] installing mlflow $VERSION into $OUT" >&2
-rm -rf "$OUT"
-python3 -m venv "$OUT"
-"$OUT/bin/python" -m pip install -q --upgrade pip >&2
+if [[ -x "$OUT/bin/python" ]]; then
+  echo ">> [mlflow] updating the pins of mlflow $VERSION in $OUT" >&2
+else
+  echo ">> [mlflow] installing mlflow $VERSION into $OUT" >&2
+  rm -rf "$OUT"
+  python3 -m venv "$OUT"
+  "$OUT/bin/python" -m pip install -q --upgrade pip >&2
+fi
 "$OUT/bin/python" -m pip install -q -r "$PINS" >&2
 "$OUT/bin/mlflow" --version >&2
+rm -f "$OUT"/.installed-*  # the stamp of the pins installed before
 touch "$STAMP"
 echo ">> [mlflow] done in $((SECONDS - START))s" >&2
 echo "$OUT/bin/mlflow"

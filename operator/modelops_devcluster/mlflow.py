@@ -9,6 +9,12 @@ a path prefix (`--static-prefix`, as behind a reverse proxy), waits until the RE
 answers, and stops it; it can be stopped and started again on the same port and data
 (an outage drill). A missing install is an error naming the fix, never a skip.
 
+With `basic_auth=(username, password)` it runs MLflow's own authentication
+(`--app-name basic-auth`, HTTP basic auth), as an installation may: the admin user is
+created from an auth config file written under the workdir (MLFLOW_AUTH_CONFIG_PATH; its
+user store is a SQLite file there too), and the readiness probe logs in as that user.
+The Flask-WTF the auth app needs is pinned in requirements/mlflow.txt.
+
 MLflow 3.x's security middleware accepts Host headers of localhost and private IPs
 only; 127.0.0.1 is one, so no --allowed-hosts is needed here (a server reached by a
 cluster DNS name needs it: docs/operations.md). Its job runner (huey workers for
@@ -17,8 +23,10 @@ GenAI jobs) is turned off: the registry needs none of it and it doubles start ti
 
 from __future__ import annotations
 
+import base64
 import os
 import re
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -62,12 +70,24 @@ def mlflow_command() -> Path:
     return path
 
 
-class MlflowServer:
-    """One `mlflow server` on a free loopback port, its data under `workdir`."""
+AUTH_ENV = ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD")
+"""The caller's auth settings, never inherited: they would override the server's own."""
+MIN_PASSWORD = 12
+"""MLflow's auth app refuses a shorter admin password at start."""
 
-    def __init__(self, workdir: Path, static_prefix: str = "") -> None:
+
+class MlflowServer:
+    """One `mlflow server` on a free loopback port, its data under `workdir`;
+    `basic_auth=(admin username, admin password)` turns on MLflow's basic auth."""
+
+    def __init__(
+        self, workdir: Path, static_prefix: str = "", basic_auth: tuple[str, str] | None = None
+    ) -> None:
+        if basic_auth is not None and len(basic_auth[1]) < MIN_PASSWORD:
+            raise ValueError(f"MLflow's admin password needs {MIN_PASSWORD} characters or more")
         self.workdir = Path(workdir)
         self.static_prefix = static_prefix.rstrip("/")
+        self.basic_auth = basic_auth
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{self.static_prefix}"
         """The base URL the registry client is given."""
@@ -92,7 +112,11 @@ class MlflowServer:
         ]
         if self.static_prefix:
             argv.append(f"--static-prefix={self.static_prefix}")
-        env = {**os.environ, **QUIET_ENV}
+        env = {k: v for k, v in os.environ.items() if k not in AUTH_ENV} | QUIET_ENV
+        if self.basic_auth is not None:
+            argv.append("--app-name=basic-auth")
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._auth_config(*self.basic_auth))
+            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(16))
         self.process = ManagedProcess.spawn("mlflow", argv, self.log_path, env=env)
         deadline = time.monotonic() + timeout
         while True:
@@ -109,11 +133,34 @@ class MlflowServer:
                 )
             time.sleep(0.2)
 
+    def _auth_config(self, username: str, password: str) -> Path:
+        """The auth app's config (owner-only: it holds the admin password), its user
+        store beside the server's data."""
+        path = self.workdir / "basic_auth.ini"
+        path.touch(mode=0o600)
+        path.write_text(
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = sqlite:///{self.workdir / 'basic_auth.db'}\n"
+            f"admin_username = {username}\n"
+            f"admin_password = {password.replace('%', '%%')}\n"  # configparser interpolates %
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # a good login is checked once a minute, not hashed on every request (one
+            # worker: a password changed through the API is dropped from it at once)
+            "auth_cache_ttl_seconds = 60\n"
+        )
+        return path
+
     def api_status(self) -> int:
-        """HTTP status of a registered-models search (0: no answer)."""
+        """HTTP status of a registered-models search, as the admin user with basic auth
+        (0: no answer)."""
         url = f"{self.url}/api/2.0/mlflow/registered-models/search?max_results=1"
+        request = urllib.request.Request(url)
+        if self.basic_auth is not None:
+            login = base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {login}")
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
+            with urllib.request.urlopen(request, timeout=5) as resp:
                 return int(resp.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)

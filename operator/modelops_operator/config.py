@@ -81,6 +81,11 @@ class OperatorConfig:
     """A file (a mounted Secret) holding MLflow's bearer token, read on every call."""
     mlflow_ca_file: str | None = None
     """A PEM CA bundle (a mounted Secret) for an https:// MLflow with a private CA."""
+    mlflow_username_file: str | None = None
+    mlflow_password_file: str | None = None
+    """Files (one mounted Secret) with the username and password of MLflow's basic auth
+    (`mlflow server --app-name basic-auth`), read on every call; exclusive with the token
+    (the registry client refuses both at start)."""
 
     @classmethod
     def from_env(cls) -> "OperatorConfig":
@@ -115,4 +120,6 @@ class OperatorConfig:
             mlflow_url=_env_url(env, "MODELOPS_MLFLOW_URL"),
             mlflow_token_file=env.get("MODELOPS_MLFLOW_TOKEN_FILE") or None,
             mlflow_ca_file=env.get("MODELOPS_MLFLOW_CA_FILE") or None,
+            mlflow_username_file=env.get("MODELOPS_MLFLOW_USERNAME_FILE") or None,
+            mlflow_password_file=env.get("MODELOPS_MLFLOW_PASSWORD_FILE") or None,
         )

@@ -548,6 +548,48 @@ def check_gpu_scheduling(docs: list[Doc]) -> None:
     assert env["MODELOPS_JOB_PRIORITY_CLASS"] == "ml-batch"
 
 
+BASIC_AUTH_DIR = "/var/run/secrets/modelops/mlflow-basic-auth"
+
+
+def basic_auth_mounted(
+    docs: list[Doc], secret: str, username_key: str = "username", password_key: str = "password"
+) -> bool:
+    """MLflow's basic auth: the Secret's two keys mounted read-only as files, the
+    operator told where (and no token)."""
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = container_env(docs)
+    return (
+        env.get("MODELOPS_MLFLOW_USERNAME_FILE") == f"{BASIC_AUTH_DIR}/username"
+        and env.get("MODELOPS_MLFLOW_PASSWORD_FILE") == f"{BASIC_AUTH_DIR}/password"
+        and "MODELOPS_MLFLOW_TOKEN_FILE" not in env
+        and pod_volumes(docs)["mlflow-basic-auth"]["secret"]
+        == {
+            "secretName": secret,
+            "defaultMode": 0o440,
+            "items": [
+                {"key": username_key, "path": "username"},
+                {"key": password_key, "path": "password"},
+            ],
+        }
+        and {"name": "mlflow-basic-auth", "mountPath": BASIC_AUTH_DIR, "readOnly": True}
+        in container["volumeMounts"]
+    )
+
+
+def check_registry_token(docs: list[Doc]) -> None:
+    env = container_env(docs)
+    assert env["MODELOPS_MLFLOW_TOKEN_FILE"] == "/var/run/secrets/modelops/mlflow/token"
+    assert env["MODELOPS_MLFLOW_CA_FILE"] == "/var/run/secrets/modelops/mlflow-ca/ca.crt"
+    assert not {"MODELOPS_MLFLOW_USERNAME_FILE", "MODELOPS_MLFLOW_PASSWORD_FILE"} & set(env)
+    assert "mlflow-basic-auth" not in pod_volumes(docs)
+
+
+def check_registry_basic_auth(docs: list[Doc]) -> None:
+    assert container_env(docs)["MODELOPS_MLFLOW_URL"] == "http://mlflow.mlflow.svc:5000"
+    assert basic_auth_mounted(docs, "mlflow-basic-auth")
+    assert "mlflow-token" not in pod_volumes(docs)
+
+
 SCENARIO_CHECKS: list[tuple[str, Callable[[list[Doc]], None]]] = [
     ("defaults", check_defaults),
     ("cluster-wide", check_cluster_wide),
@@ -555,6 +597,8 @@ SCENARIO_CHECKS: list[tuple[str, Callable[[list[Doc]], None]]] = [
     ("namespaced", check_namespaced),
     ("peering", check_peering),
     ("monitoring", check_monitoring),
+    ("registry", check_registry_token),
+    ("registry-basic-auth", check_registry_basic_auth),
 ]
 
 
@@ -666,8 +710,14 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
         "registry-off-by-default",
         {},
         lambda d: (
-            not {"MODELOPS_MLFLOW_URL", "MODELOPS_MLFLOW_TOKEN_FILE"} & set(container_env(d))
-            and "mlflow-token" not in pod_volumes(d)
+            not {
+                "MODELOPS_MLFLOW_URL",
+                "MODELOPS_MLFLOW_TOKEN_FILE",
+                "MODELOPS_MLFLOW_USERNAME_FILE",
+                "MODELOPS_MLFLOW_PASSWORD_FILE",
+            }
+            & set(container_env(d))
+            and not {"mlflow-token", "mlflow-basic-auth"} & set(pod_volumes(d))
         ),
     ),
     (
@@ -676,8 +726,25 @@ VALUE_CASES: list[tuple[str, dict[str, Any], Callable[[list[Doc]], bool]]] = [
         lambda d: (
             container_env(d)["MODELOPS_MLFLOW_URL"] == "http://mlflow:5000"
             and "MODELOPS_MLFLOW_TOKEN_FILE" not in container_env(d)
-            and "mlflow-token" not in pod_volumes(d)
+            and "MODELOPS_MLFLOW_USERNAME_FILE" not in container_env(d)
+            and not {"mlflow-token", "mlflow-basic-auth"} & set(pod_volumes(d))
         ),
+    ),
+    (
+        "registry-basic-auth-from-a-secret-with-own-keys",
+        {
+            "registry": {
+                "mlflow": {
+                    "url": "https://mlflow.example/prefix",
+                    "basicAuthSecret": {
+                        "name": "mlflow-login",
+                        "usernameKey": "user",
+                        "passwordKey": "pass.txt",
+                    },
+                }
+            }
+        },
+        lambda d: basic_auth_mounted(d, "mlflow-login", "user", "pass.txt"),
     ),
     (
         "registry-token-from-a-secret-file",
@@ -852,6 +919,41 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
         "registry-token-without-url",
         {"registry": {"mlflow": {"tokenSecret": {"name": "mlflow-token"}}}},
         "registry.mlflow.tokenSecret.name needs registry.mlflow.url",
+    ),
+    (
+        "registry-basic-auth-without-url",
+        {"registry": {"mlflow": {"basicAuthSecret": {"name": "mlflow-basic-auth"}}}},
+        "registry.mlflow.basicAuthSecret.name needs registry.mlflow.url",
+    ),
+    (
+        "registry-basic-auth-and-token",
+        {
+            "registry": {
+                "mlflow": {
+                    "url": "http://mlflow",
+                    "tokenSecret": {"name": "mlflow-token"},
+                    "basicAuthSecret": {"name": "mlflow-basic-auth"},
+                }
+            }
+        },
+        "registry.mlflow.basicAuthSecret.name and registry.mlflow.tokenSecret.name are exclusive",
+    ),
+    (
+        "registry-basic-auth-bad-secret-name",
+        {"registry": {"mlflow": {"url": "http://mlflow", "basicAuthSecret": {"name": "Bad_Name"}}}},
+        "/registry/mlflow/basicAuthSecret/name",
+    ),
+    (
+        "registry-basic-auth-bad-key",
+        {
+            "registry": {
+                "mlflow": {
+                    "url": "http://mlflow",
+                    "basicAuthSecret": {"name": "mlflow-basic-auth", "passwordKey": "a/b"},
+                }
+            }
+        },
+        "/registry/mlflow/basicAuthSecret/passwordKey",
     ),
     (
         "registry-ca-without-https",

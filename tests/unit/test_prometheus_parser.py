@@ -146,6 +146,22 @@ def test_redaction_happens_before_truncation():
         assert len(out) <= MAX_ERROR and TOKEN[:4] not in out
 
 
+@pytest.mark.parametrize(
+    ("creds", "header"),
+    [
+        (Credentials(), None),
+        (Credentials(bearer_token=TOKEN), f"Bearer {TOKEN}"),
+        (Credentials(username="u", password="p"), "Basic dTpw"),
+        (Credentials(username="u"), "Basic dTo="),
+        (Credentials(bearer_token=TOKEN, username="u", password="p"), f"Bearer {TOKEN}"),
+    ],
+    ids=["none", "bearer", "basic", "basic-no-password", "bearer-first"],
+)
+def test_credentials_make_the_one_authorization_header(creds, header):
+    """The header a drift query (and the MLflow registry) sends: one place builds it."""
+    assert creds.authorization() == header
+
+
 def body(doc) -> bytes:
     return json.dumps(doc).encode()
 

@@ -1,5 +1,6 @@
 """The MLflow registry client's pure parts and its configuration (no server: the
-client against a real `mlflow server` is tests/integration/test_mlflow_registry.py)."""
+client against a real `mlflow server` is tests/integration/test_mlflow_registry.py;
+its credentials are test_mlflow_credentials.py)."""
 
 from __future__ import annotations
 
@@ -178,7 +179,7 @@ def test_any_answer_is_a_json_object_or_a_bounded_registry_error_without_the_tok
 ) -> None:
     transport = Transport("http://mlflow:5000", token=TOKEN)
     try:
-        doc = transport._decode(status, body, "registered-models/get", TOKEN)
+        doc = transport._decode(status, body, "registered-models/get", transport.credentials())
     except RegistryError as exc:
         assert exc.reason in KNOWN_REASONS
         assert len(str(exc)) <= MAX_ERROR

@@ -113,6 +113,12 @@ app.kubernetes.io/part-of: modelops
 {{- if and .Values.registry.mlflow.tokenSecret.name (not .Values.registry.mlflow.url) -}}
 {{- fail "registry.mlflow.tokenSecret.name needs registry.mlflow.url: a token without a server would never be used" -}}
 {{- end -}}
+{{- if and .Values.registry.mlflow.basicAuthSecret.name (not .Values.registry.mlflow.url) -}}
+{{- fail "registry.mlflow.basicAuthSecret.name needs registry.mlflow.url: credentials without a server would never be used" -}}
+{{- end -}}
+{{- if and .Values.registry.mlflow.basicAuthSecret.name .Values.registry.mlflow.tokenSecret.name -}}
+{{- fail "registry.mlflow.basicAuthSecret.name and registry.mlflow.tokenSecret.name are exclusive: a request carries one Authorization header (set one)" -}}
+{{- end -}}
 {{- if and .Values.registry.mlflow.caSecret.name (not (hasPrefix "https://" .Values.registry.mlflow.url)) -}}
 {{- fail "registry.mlflow.caSecret.name needs an https:// registry.mlflow.url: a CA bundle verifies TLS only" -}}
 {{- end -}}

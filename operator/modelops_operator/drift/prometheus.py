@@ -13,7 +13,6 @@ redacts credentials from the full text before cutting it to MAX_ERROR characters
 `parse_response` is pure and returns a QueryOutcome for any input; it never raises.
 """
 
-import base64
 import json
 import ssl
 import urllib.error
@@ -67,11 +66,9 @@ def query_url(url: str, query: str) -> str:
 def _fetch(full: str, timeout: float, creds: Credentials) -> tuple[int, bytes]:
     """(HTTP status, at most MAX_BODY + 1 bytes of body); network errors raise."""
     req = urllib.request.Request(full, headers={"Accept": "application/json"})
-    if creds.bearer_token:
-        req.add_header("Authorization", f"Bearer {creds.bearer_token}")
-    elif creds.username is not None:
-        token = base64.b64encode(f"{creds.username}:{creds.password or ''}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
+    authorization = creds.authorization()
+    if authorization:
+        req.add_header("Authorization", authorization)
     opener = _opener(full.startswith("https://"), creds)
     try:
         with opener.open(req, timeout=timeout) as resp:
@@ -89,9 +86,7 @@ def _fetch(full: str, timeout: float, creds: Credentials) -> tuple[int, bytes]:
 def redact(text: str, creds: Credentials) -> str:
     """The text with every credential value replaced by ***, then cut to MAX_ERROR
     characters: redaction first, so a cut can never leave a secret's prefix."""
-    for secret in creds.secrets():
-        text = text.replace(secret, "***")
-    return text[:MAX_ERROR]
+    return creds.redact(text)[:MAX_ERROR]
 
 
 def query_value(

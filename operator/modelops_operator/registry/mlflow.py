@@ -96,8 +96,8 @@ def _quote(value: str) -> str:
 
 
 class MlflowRegistry:
-    """One MLflow tracking server (`url`, optionally a bearer token or a token file, and
-    a CA bundle for https)."""
+    """One MLflow tracking server (`url`; optionally a bearer token or a token file, or
+    basic auth's username and password files, and a CA bundle for https)."""
 
     def __init__(
         self,
@@ -107,17 +107,26 @@ class MlflowRegistry:
         *,
         token_file: str | None = None,
         ca_file: str | None = None,
+        username_file: str | None = None,
+        password_file: str | None = None,
     ) -> None:
         self.url, self.token, self.timeout = base_url(url), token, timeout
-        self._http = Transport(self.url, token, token_file, timeout, ca_file)
+        self._http = Transport(
+            self.url, token, token_file, timeout, ca_file, username_file, password_file
+        )
 
     @classmethod
     def from_config(cls, config: OperatorConfig) -> MlflowRegistry | None:
-        """The installation's registry (MODELOPS_MLFLOW_URL), None when unconfigured."""
+        """The installation's registry (MODELOPS_MLFLOW_URL), None when unconfigured;
+        ValueError for credentials that cannot go together (a token and basic auth)."""
         if not config.mlflow_url:
             return None
         return cls(
-            config.mlflow_url, token_file=config.mlflow_token_file, ca_file=config.mlflow_ca_file
+            config.mlflow_url,
+            token_file=config.mlflow_token_file,
+            ca_file=config.mlflow_ca_file,
+            username_file=config.mlflow_username_file,
+            password_file=config.mlflow_password_file,
         )
 
     def register(
