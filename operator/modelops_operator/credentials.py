@@ -34,8 +34,10 @@ class Credentials:
     def secrets(self) -> list[str]:
         """Every value that must never appear in an error text, the longest first (a
         shorter one inside a longer one, e.g. in the base64 value, cannot break the
-        longer one's replacement)."""
-        out = [self.bearer_token, self.password, self.username]
+        longer one's replacement). Not the username: it names an account and is no
+        secret, and a short one ("mlflow", "m") would star out the URL and the words of
+        every message around it."""
+        out = [self.bearer_token, self.password]
         if self.username is not None:
             out.append(self._basic())
         return sorted((s for s in out if s), key=len, reverse=True)

@@ -213,3 +213,12 @@ def test_the_longest_secret_is_redacted_first() -> None:
     creds = Credentials(username="u", password=password)
     encoded = base64.b64encode(f"u:{password}".encode()).decode()
     assert password in encoded and creds.redact(encoded) == "***"
+
+
+def test_a_username_found_in_the_url_is_not_starred_out() -> None:
+    """Redacting the username (an account name, not a secret) turned "MLflow unreachable
+    at http://mlflow.mlflow.svc" into "http://***.***.svc" for the user "mlflow"."""
+    creds = Credentials(username="mlflow", password=PASSWORD)
+    basic = base64.b64encode(f"mlflow:{PASSWORD}".encode()).decode()
+    text = f"MLflow unreachable at http://mlflow.mlflow.svc:5000 ({PASSWORD}, {basic})"
+    assert creds.redact(text) == "MLflow unreachable at http://mlflow.mlflow.svc:5000 (***, ***)"
