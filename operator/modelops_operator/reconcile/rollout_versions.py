@@ -96,13 +96,13 @@ def cur_in_canary(d: Draft) -> bool:
     )
 
 
-def descends(d: Draft, name: str | None, ancestor: str) -> bool:
-    """`name` is `ancestor` or has it among its parents' versions (the one lineage
-    walk, deletion_effect.ancestors)."""
-    if not name:
-        return False
+def serving_lineage(d: Draft) -> set[str]:
+    """The serving version and every version it was made from, through the versions'
+    parents (the one lineage walk, deletion_effect.ancestors); empty when none serves."""
+    if not d.st.serving_version:
+        return set()
     parents = {n: [p.version for p in v.spec.parents if p.version] for n, v in d.versions.items()}
-    return ancestor in ancestors(name, parents)
+    return ancestors(d.st.serving_version, parents)
 
 
 def deletion_step(d: Draft, considered: list[Version]) -> None:
@@ -110,8 +110,9 @@ def deletion_step(d: Draft, considered: list[Version]) -> None:
     pending: list[tuple[datetime, Version]] = []
     effective: list[Version] = []
     delay = timedelta(seconds=parse_duration(d.spec.unlearning.max_delay))
+    lineage = serving_lineage(d)  # walked once, not once per considered version
     for v in considered:
-        if descends(d, d.st.serving_version, v.name):
+        if v.name in lineage:
             effective.append(v)
         else:
             pending.append((v.spec.created_time + delay, v))

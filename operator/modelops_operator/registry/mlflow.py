@@ -112,7 +112,13 @@ class MlflowRegistry:
     ) -> None:
         self.url, self.token, self.timeout = base_url(url), token, timeout
         self._http = Transport(
-            self.url, token, token_file, timeout, ca_file, username_file, password_file
+            self.url,
+            token=token,
+            token_file=token_file,
+            timeout=timeout,
+            ca_file=ca_file,
+            username_file=username_file,
+            password_file=password_file,
         )
 
     @classmethod
